@@ -1,0 +1,39 @@
+# Everyday verbs. Every target sets up what is missing first (scripts/setup.sh).
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+
+.PHONY: setup run chat train validate lint test test-integration evaluate bench lock clean
+
+setup:            ## create .venv (Python 3.10) with the pinned packages
+	@$(ENV) scripts/setup.sh
+
+run: setup        ## train if needed, start action server + Rasa server (REST)
+	@$(ENV) scripts/run.sh
+
+chat:             ## talk to the running assistant in the terminal
+	@$(ENV) $$VENV/bin/python scripts/chat.py
+
+train: setup      ## train only if data, domain or config changed
+	@$(ENV) scripts/train.sh
+
+validate: setup   ## rasa data validate, warnings are errors
+	@$(ENV) $$VENV/bin/rasa data validate --fail-on-warnings --domain domain.yml --data data
+
+lint: setup       ## ruff and mypy
+	@$(ENV) $$VENV/bin/ruff check . && $$VENV/bin/ruff format --check . && \
+	  $$VENV/bin/mypy
+
+test: setup       ## everything CI runs: lint, validate, unit, training, stories, NLU
+	@$(ENV) scripts/test.sh
+
+evaluate: train   ## held-out NLU accuracy per topic
+	@$(ENV) $$VENV/bin/python scripts/evaluate_nlu.py --model $$MODEL_PATH
+
+bench: setup      ## benchmark: accuracy, latency, throughput, training, memory vs stock
+	@$(ENV) $$VENV/bin/python benchmarks/bench.py
+
+lock:             ## re-pin requirements.lock from requirements.in (needs PyPI)
+	@$(ENV) scripts/lock.sh
+
+clean:
+	rm -rf models results .rasa

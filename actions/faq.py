@@ -1,0 +1,164 @@
+"""Answering FAQ questions and asking "Did you mean ...?" when unsure."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.settings import SUGGESTION_MIN_CONFIDENCE, clinic
+
+RETRIEVAL_INTENT = "faq"
+FAQ_TOPIC_ENTITY = "faq_topic"
+
+# Button titles for the "Did you mean" suggestions. A topic without a title here is
+# shown by its name with spaces ("new_topic" -> "New topic").
+FAQ_TOPIC_TITLES: Dict[str, str] = {
+    "back_pain_prevalence": "How common is back pain?",
+    "what_is_spasm": "What is a back spasm?",
+    "why_muscles_spasm": "Why do muscles spasm?",
+    "tpi_how_it_helps": "How do trigger point injections help?",
+    "injection_contents": "What's in the injection?",
+    "dry_needling": "Dry needling (no medication)",
+    "relief_timing": "How soon will I feel better?",
+    "soreness_after": "Soreness after the injection",
+    "physical_therapy": "Physical therapy afterwards",
+    "chiropractic_care": "Chiropractic care",
+    "clinic_location": "Where is the clinic?",
+    "clinic_services": "What does the clinic do?",
+}
+
+# Other intents worth offering as a suggestion, with their button titles.
+INTENT_TITLES: Dict[str, str] = {
+    "book_appointment": "Book an appointment",
+    "reschedule_appointment": "Reschedule an appointment",
+    "cancel_appointment": "Cancel an appointment",
+    "request_human": "Talk to our staff",
+    "ask_insurance": "Insurance",
+    "ask_cost": "Prices",
+    "ask_hours": "Office hours",
+    "ask_capabilities": "What can you do?",
+}
+
+
+def topic_title(topic: str) -> str:
+    """The button title of an FAQ topic."""
+    return FAQ_TOPIC_TITLES.get(topic) or topic.replace("_", " ").capitalize()
+
+
+def faq_topic_payload(topic: str) -> str:
+    """The payload a "Did you mean" button sends for an FAQ topic."""
+    return f'/{RETRIEVAL_INTENT}{{"{FAQ_TOPIC_ENTITY}":"{topic}"}}'
+
+
+def _selected_topic(latest_message: Dict[str, Any]) -> Optional[str]:
+    """The FAQ topic of the latest message: a clicked button, else the selector's."""
+    for entity in latest_message.get("entities") or []:
+        if entity.get("entity") == FAQ_TOPIC_ENTITY and entity.get("value"):
+            return str(entity["value"])
+    selection = (latest_message.get("response_selector") or {}).get(RETRIEVAL_INTENT)
+    key = ((selection or {}).get("response") or {}).get("intent_response_key")
+    if key and "/" in key:
+        return str(key.split("/", 1)[1])
+    return None
+
+
+class ActionAnswerFaq(Action):
+    """Utters the answer of the FAQ topic the patient asked about."""
+
+    def name(self) -> str:
+        """Action name used in the domain and rules."""
+        return "action_answer_faq"
+
+    async def run(
+        self,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: Dict[str, Any],
+    ) -> List[EventType]:
+        """Answers with ``utter_faq/<topic>``; unknown topics get the default reply."""
+        topic = _selected_topic(tracker.latest_message)
+        response = f"utter_{RETRIEVAL_INTENT}/{topic}"
+        if topic is None or response not in domain.get("responses", {}):
+            dispatcher.utter_message(response="utter_default")
+            return []
+        dispatcher.utter_message(response=response, **clinic().template_values())
+        if topic == "clinic_location":
+            details = clinic().contact_details()
+            if details:
+                dispatcher.utter_message(
+                    response="utter_contact_details",
+                    contact_details=details,
+                    **clinic().template_values(),
+                )
+        return []
+
+
+def suggestions(latest_message: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """The two likeliest (title, payload) pairs for a message the NLU was unsure of.
+
+    FAQ topics are scored by intent confidence times the ResponseSelector's
+    confidence for the topic, other intents by their intent confidence.
+    """
+    intent_ranking = latest_message.get("intent_ranking") or []
+    selection = (latest_message.get("response_selector") or {}).get(RETRIEVAL_INTENT)
+    topic_ranking = (selection or {}).get("ranking") or []
+
+    scored: List[Tuple[float, str, str]] = []
+    for entry in intent_ranking:
+        name, confidence = entry.get("name"), float(entry.get("confidence") or 0.0)
+        if name == RETRIEVAL_INTENT:
+            # A FAQ prediction demoted by the confidence gate still has a high intent
+            # confidence; its topics carry the uncertainty.
+            for topic_entry in topic_ranking:
+                key = str(topic_entry.get("intent_response_key") or "")
+                if "/" not in key:
+                    continue
+                topic = key.split("/", 1)[1]
+                score = confidence * float(topic_entry.get("confidence") or 0.0)
+                scored.append((score, topic_title(topic), faq_topic_payload(topic)))
+        elif name in INTENT_TITLES:
+            scored.append((confidence, INTENT_TITLES[name], f"/{name}"))
+    scored.sort(key=lambda item: item[0], reverse=True)
+    return [
+        (title, payload)
+        for score, title, payload in scored[:2]
+        if score >= SUGGESTION_MIN_CONFIDENCE
+    ]
+
+
+class ActionClarify(Action):
+    """Offers the likeliest topics as "Did you mean" buttons, or asks to rephrase."""
+
+    def name(self) -> str:
+        """Action name used in the domain and rules."""
+        return "action_clarify"
+
+    async def run(
+        self,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: Dict[str, Any],
+    ) -> List[EventType]:
+        """Suggests up to two topics; with no plausible one, gives the default reply.
+
+        A message without any letter or digit (empty, emoji, punctuation) is asked
+        for words instead.
+        """
+        text = tracker.latest_message.get("text") or ""
+        if not any(character.isalnum() for character in text):
+            dispatcher.utter_message(response="utter_empty_message")
+            return []
+        options = suggestions(tracker.latest_message)
+        if not options:
+            dispatcher.utter_message(response="utter_default")
+            return []
+        dispatcher.utter_message(
+            response="utter_clarify",
+            buttons=[
+                {"title": title, "payload": payload} for title, payload in options
+            ],
+        )
+        return []

@@ -1,0 +1,104 @@
+"""Settings of the action server: clinic facts from ``clinic.yml`` and the environment.
+
+Every setting is read here and nowhere else. Nothing is read at import time: the
+action server imports every module of this package when it starts.
+
+Environment variables:
+    CLINIC_CONFIG: path of the clinic facts file (default: ``clinic.yml`` at the
+        project root).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CLINIC_CONFIG = PROJECT_ROOT / "clinic.yml"
+
+# "Did you mean" suggests a topic only if its confidence reaches this share.
+SUGGESTION_MIN_CONFIDENCE = 0.05
+
+
+class ClinicConfigError(ValueError):
+    """The clinic facts file is missing, unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class ClinicInfo:
+    """Facts about the clinic. An empty string means "not known": never shown."""
+
+    name: str
+    city: str
+    state: str
+    address: str = ""
+    phone: str = ""
+    hours: str = ""
+    website: str = ""
+
+    def contact_details(self) -> str:
+        """The known ways to reach the clinic, joined; empty if none is known."""
+        parts = [
+            f"{label} {value}"
+            for label, value in (
+                ("Phone:", self.phone),
+                ("Address:", self.address),
+                ("Website:", self.website),
+            )
+            if value
+        ]
+        return "; ".join(parts)
+
+    def template_values(self) -> Dict[str, str]:
+        """Values for the ``{clinic_*}`` placeholders of the responses."""
+        return {
+            "clinic_name": self.name,
+            "clinic_city": self.city,
+            "clinic_state": self.state,
+        }
+
+
+def parse_clinic_config(raw: object, source: str) -> ClinicInfo:
+    """Builds a :class:`ClinicInfo` from parsed YAML, with clear errors."""
+    if not isinstance(raw, dict):
+        raise ClinicConfigError(f"{source}: expected a mapping of clinic facts.")
+    known = {field.name for field in fields(ClinicInfo)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ClinicConfigError(
+            f"{source}: unknown field(s) {', '.join(unknown)}; "
+            f"known fields are {', '.join(sorted(known))}."
+        )
+    values: Dict[str, str] = {}
+    for key, value in raw.items():
+        if value is None:
+            value = ""
+        if not isinstance(value, (str, int)):
+            raise ClinicConfigError(f"{source}: field '{key}' must be text.")
+        values[key] = str(value).strip()
+    missing: List[str] = [
+        name for name in ("name", "city", "state") if not values.get(name)
+    ]
+    if missing:
+        raise ClinicConfigError(
+            f"{source}: field(s) {', '.join(missing)} must be filled in."
+        )
+    return ClinicInfo(**values)
+
+
+@lru_cache(maxsize=1)
+def clinic() -> ClinicInfo:
+    """The clinic facts, read once from ``$CLINIC_CONFIG`` or ``clinic.yml``."""
+    path = Path(os.environ.get("CLINIC_CONFIG") or DEFAULT_CLINIC_CONFIG)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ClinicConfigError(f"Cannot read clinic config {path}: {error}") from error
+    except yaml.YAMLError as error:
+        raise ClinicConfigError(f"{path} is not valid YAML: {error}") from error
+    return parse_clinic_config(raw, str(path))

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up what is missing, trains if needed, then runs the action server and the Rasa
+# server (REST channel on localhost) until Ctrl-C.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$PROJECT_ROOT"
+
+scripts/setup.sh
+scripts/train.sh
+mkdir -p "$STATE_DIR"
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+"$VENV/bin/rasa" run actions --port "$ACTION_PORT" --actions actions &
+pids+=($!)
+"$VENV/bin/rasa" run --interface 127.0.0.1 --port "$RASA_PORT" \
+  --model "$MODEL_PATH" --credentials credentials.yml --endpoints endpoints.yml &
+pids+=($!)
+
+"$VENV/bin/python" scripts/wait_ready.py "http://127.0.0.1:$RASA_PORT/" \
+  "http://127.0.0.1:$ACTION_PORT/health"
+cat <<MSG
+
+The clinic assistant is running.
+  REST:  POST http://127.0.0.1:$RASA_PORT/webhooks/rest/webhook
+         e.g. curl -s -XPOST http://127.0.0.1:$RASA_PORT/webhooks/rest/webhook \\
+                -d '{"sender":"me","message":"What is a back spasm?"}'
+  Chat in a terminal:  make chat   (in another terminal)
+  Conversations are kept in $TRACKER_DB
+Press Ctrl-C to stop.
+MSG
+wait -n "${pids[@]}"
