@@ -1,0 +1,1 @@
+"""Project scripts (set-up, evaluation, tuning); importable for reuse in tests."""

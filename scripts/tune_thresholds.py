@@ -1,0 +1,227 @@
+"""Tunes the fallback thresholds by cross-validation on the training data.
+
+The held-out file is not used here (it only measures the final model). The training
+examples are split into K stratified folds; for each fold a model is trained on the
+rest with every confidence gate switched off, and the held-back examples are parsed to
+record the raw intent and FAQ-answer confidences. Then, for each candidate pair of
+thresholds, a message is "answered" when its intent confidence (and, for FAQ
+questions, its answer confidence) reaches the threshold, and falls back otherwise.
+The chosen pair maximises
+
+    correct answers - COST_OF_WRONG_ANSWER * wrong answers
+
+over all the held-back examples: a confident wrong answer costs a patient more than a
+"Did you mean ...?". The result is printed as a table for docs/thresholds.md.
+
+Usage: python scripts/tune_thresholds.py [--folds 3] [--json results/thresholds.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.evaluate_nlu import predicted_label  # noqa: E402
+
+COST_OF_WRONG_ANSWER = 3.0
+GRID = [round(0.05 * step, 2) for step in range(0, 19)]
+
+
+def load_training_examples() -> List[Tuple[str, str]]:
+    """(text, full label) for every example under data/nlu."""
+    examples = []
+    for path in sorted((ROOT / "data" / "nlu").glob("*.yml")):
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for block in document.get("nlu", []):
+            for line in str(block.get("examples", "")).splitlines():
+                if line.strip().startswith("- "):
+                    examples.append((line.strip()[2:].strip(), block["intent"]))
+    return examples
+
+
+def stratified_folds(
+    examples: List[Tuple[str, str]], folds: int, seed: int = 7
+) -> List[List[Tuple[str, str]]]:
+    """Splits examples into folds with each label spread evenly."""
+    by_label: Dict[str, List[Tuple[str, str]]] = defaultdict(list)
+    for example in examples:
+        by_label[example[1]].append(example)
+    result: List[List[Tuple[str, str]]] = [[] for _ in range(folds)]
+    rng = random.Random(seed)
+    for label in sorted(by_label):
+        items = by_label[label]
+        rng.shuffle(items)
+        for index, item in enumerate(items):
+            result[index % folds].append(item)
+    return result
+
+
+def write_nlu(examples: List[Tuple[str, str]], path: Path) -> None:
+    """Writes examples as a Rasa YAML NLU file."""
+    by_label: Dict[str, List[str]] = defaultdict(list)
+    for text, label in examples:
+        by_label[label].append(text)
+    lines = ['version: "3.1"', "nlu:"]
+    for label in sorted(by_label):
+        lines.append(f"- intent: {label}")
+        lines.append("  examples: |")
+        lines.extend(f"    - {text}" for text in by_label[label])
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def ungated_config(path: Path) -> None:
+    """Writes config.yml with every confidence gate switched off."""
+    config = yaml.safe_load((ROOT / "config.yml").read_text(encoding="utf-8"))
+    for component in config["pipeline"]:
+        if "threshold" in component:
+            component["threshold"] = 0.0
+        if "ambiguity_threshold" in component:
+            component["ambiguity_threshold"] = 0.0
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+def train_fold(workdir: Path, train: List[Tuple[str, str]]) -> Path:
+    """Trains an NLU-only model on ``train``; returns the model path."""
+    data = workdir / "data"
+    data.mkdir()
+    write_nlu(train, data / "nlu.yml")
+    config = workdir / "config.yml"
+    ungated_config(config)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "rasa"),
+            "train",
+            "nlu",
+            "--config",
+            str(config),
+            "--nlu",
+            str(data),
+            "--domain",
+            str(ROOT / "domain.yml"),
+            "--out",
+            str(workdir),
+            "--fixed-model-name",
+            "fold",
+        ],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    return workdir / "fold.tar.gz"
+
+
+async def score_fold(model: Path, test: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
+    """Raw confidences for every held-back example of a fold."""
+    from rasa.core.agent import Agent
+
+    agent = Agent.load(str(model))
+    records = []
+    for text, label in test:
+        parse = await agent.parse_message(text)
+        predicted, answer_confidence = predicted_label(parse)
+        ranking = ((parse.get("response_selector") or {}).get("faq") or {}).get(
+            "ranking"
+        ) or []
+        margin = (
+            float(ranking[0]["confidence"]) - float(ranking[1]["confidence"])
+            if len(ranking) > 1
+            else 1.0
+        )
+        records.append(
+            {
+                "label": label,
+                "predicted": predicted,
+                "intent_confidence": float(parse["intent"]["confidence"]),
+                "answer_confidence": answer_confidence,
+                "answer_margin": margin,
+            }
+        )
+    return records
+
+
+def sweep(records: List[Dict[str, Any]]) -> List[Dict[str, float]]:
+    """Scores every (intent threshold, answer threshold) pair of the grid."""
+    rows = []
+    for intent_threshold in GRID:
+        for answer_threshold in GRID:
+            correct = wrong = fallback = 0
+            for record in records:
+                is_faq = record["predicted"].startswith("faq/")
+                answered = record["intent_confidence"] >= intent_threshold and (
+                    not is_faq or record["answer_confidence"] >= answer_threshold
+                )
+                if not answered:
+                    fallback += 1
+                elif record["predicted"] == record["label"]:
+                    correct += 1
+                else:
+                    wrong += 1
+            rows.append(
+                {
+                    "intent_threshold": intent_threshold,
+                    "answer_threshold": answer_threshold,
+                    "correct": correct,
+                    "wrong": wrong,
+                    "fallback": fallback,
+                    "score": correct - COST_OF_WRONG_ANSWER * wrong,
+                }
+            )
+    return rows
+
+
+def main() -> int:
+    """Runs the cross-validation and prints the best thresholds."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    folds = stratified_folds(load_training_examples(), args.folds)
+    records: List[Dict[str, Any]] = []
+    for index, test in enumerate(folds):
+        train = [example for other in folds if other is not test for example in other]
+        with tempfile.TemporaryDirectory() as workdir:
+            print(f"fold {index + 1}/{args.folds}: training on {len(train)} examples")
+            model = train_fold(Path(workdir), train)
+            records.extend(asyncio.run(score_fold(model, test)))
+
+    rows = sorted(sweep(records), key=lambda row: row["score"], reverse=True)
+    total = len(records)
+    print(
+        f"\n{total} held-back examples, cost of a wrong answer {COST_OF_WRONG_ANSWER}"
+    )
+    print("intent_thr answer_thr  correct  wrong  fallback  score")
+    for row in rows[:10]:
+        print(
+            f"{row['intent_threshold']:10.2f} {row['answer_threshold']:10.2f}"
+            f" {row['correct']:8d} {row['wrong']:6d} {row['fallback']:9d}"
+            f" {row['score']:6.1f}"
+        )
+    no_gate = next(
+        r for r in rows if r["intent_threshold"] == r["answer_threshold"] == 0
+    )
+    print(
+        f"without any gate: {no_gate['correct']} correct, {no_gate['wrong']} wrong"
+        f" of {total}"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"records": records, "sweep": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
