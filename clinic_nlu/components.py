@@ -136,7 +136,7 @@ class FaqConfidenceGate(GraphComponent, IntentClassifier):
     @staticmethod
     def get_default_config() -> Dict[str, Any]:
         """Default configuration (see ``docs/thresholds.md`` for the tuned values)."""
-        return {"retrieval_intent": "faq", "threshold": 0.5, "ambiguity_threshold": 0.1}
+        return {"retrieval_intent": "faq", "threshold": 0.5, "ambiguity_threshold": 0.0}
 
     def __init__(self, config: Dict[str, Any]) -> None:
         """Creates the gate."""
