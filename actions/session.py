@@ -30,11 +30,12 @@ class ActionSessionStart(Action):
     ) -> List[EventType]:
         """Starts the session and introduces the assistant."""
         events: List[EventType] = [SessionStarted()]
-        events.extend(
-            SlotSet(name, value)
-            for name, value in tracker.current_slot_values().items()
-            if value is not None and name != "session_started_metadata"
-        )
+        if domain.get("session_config", {}).get("carry_over_slots_to_new_session"):
+            events.extend(
+                SlotSet(name, value)
+                for name, value in tracker.current_slot_values().items()
+                if value is not None and name != "session_started_metadata"
+            )
         dispatcher.utter_message(response="utter_intro", **clinic().template_values())
         events.append(ActionExecuted("action_listen"))
         return events

@@ -38,10 +38,8 @@ logger = logging.getLogger(__name__)
 
 RESPONSE_SELECTOR_KEY = "response_selector"
 
-# Control characters other than ordinary white space (tabs and newlines become spaces).
-_CONTROL = re.compile(
-    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e]"
-)
+# Control, zero-width and bidi-override characters left once white space is a space.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060\ufeff]")
 _WHITESPACE = re.compile(r"\s+")
 # HTML or XML tags, e.g. pasted markup or a <script> probe. Their text content stays.
 _TAG = re.compile(r"</?[a-zA-Z][^<>]{0,500}>")
@@ -56,6 +54,7 @@ def clean_text(text: str, max_characters: int) -> str:
     the rest would only cost time).
     """
     text = unicodedata.normalize("NFKC", text)
+    text = _WHITESPACE.sub(" ", text)  # first: line and page separators part words
     text = _CONTROL.sub("", text)
     text = _TAG.sub(" ", text)
     text = _WHITESPACE.sub(" ", text).strip()
@@ -247,6 +246,9 @@ class RedFlagDetector(GraphComponent, IntentClassifier):
             if not isinstance(text, str):
                 continue
             red_flag = match_red_flag(text)
-            if red_flag and _intent_name(message) not in ("emergency", "crisis"):
-                _set_intent(message, red_flag, 1.0)
+            if red_flag is None or _intent_name(message) in (red_flag, "crisis"):
+                continue
+            # A crisis phrase wins over a predicted emergency: its answer gives 988
+            # and 911. A predicted crisis stays, whatever symptom is also named.
+            _set_intent(message, red_flag, 1.0)
         return messages

@@ -31,15 +31,18 @@ EMERGENCY_PATTERNS: Sequence[str] = (
     r"\b(leg|legs|groin|crotch|saddle|inner thighs?|feet)\b.{0,25}"
     r"\b(numb|no feeling|can'?t feel)",
     r"\bcan'?t feel (my )?(legs?|feet|foot|groin|crotch)",
+    r"\b(lost|losing|lose|no) (all )?(the )?feeling in\b.{0,20}"
+    r"\b(legs?|feet|foot|groin|crotch|private|genitals?|butt|buttocks|bottom)",
     # sudden leg weakness
     r"\b(legs?|knees?)\b.{0,20}\b(gave out|giving out|gave way|buckl|collaps|"
     r"won'?t hold|too weak|suddenly weak|went weak|paralyz)",
     r"\b(sudden|suddenly)\b.{0,30}\bweak",
     r"\bweak(ness)?\b.{0,25}\b(in )?(my |both )?legs?\b",
+    r"\blegs?\b.{0,15}\b(feel|felt|feeling|are|is|went|gone|going)\s+(so )?(weak|dead)",
     r"\bcan'?t (move|lift|stand on) (my )?(legs?|feet|foot)\b",
     r"\bparaly[sz]",
     # back pain with fever
-    r"\bfever(ish)?\b",
+    r"(?<!\bno )(?<!\bnot a )(?<!\bwithout )(?<!\bwithout a )\bfever(ish)?\b",
     r"\b(chills|shivering)\b",
     r"\b(running|have|got|with) a (high )?temperature\b",
     r"\btemperature of 10[0-9]",
@@ -47,11 +50,16 @@ EMERGENCY_PATTERNS: Sequence[str] = (
     r"\b(car|auto|motorcycle|bike|serious|bad|major|work) (accident|crash|wreck)",
     r"\b(fell|fall|falling)\b.{0,30}\b(ladder|roof|stairs|height|hard|badly|"
     r"off|down)",
-    r"\b(hit by a car|was in a wreck|got rear[- ]ended)\b",
+    r"\b(hit by a car|was in a wreck|rear[- ]ended)\b",
+    r"\b(slipped|tripped)\b.{0,40}\b(fell|landed|hard)\b",
+    r"\blanded (hard|badly|flat)\b",
+    r"\b(bad|big|nasty|hard) (spill|tumble|fall)\b",
+    r"\b(spill|tumble)\b.{0,15}\b(off|down|from)\b",
     # chest pain / breathing
     r"\bchest\b.{0,20}\b(pain|pressure|tight|hurt|ache|aching|crushing)",
     r"\b(pain|hurts?|pressure) in (my )?chest\b",
-    r"\b(can'?t|cannot|hard to|trouble|struggling to) breathe?\b",
+    r"\b(can'?t|cannot|hard to|trouble|struggling to|barely|difficulty) "
+    r"breath(e|ing)?\b",
     r"\bshort(ness)? of breath\b",
     r"\bheart attack\b",
     r"\bstroke\b",
@@ -61,8 +69,11 @@ EMERGENCY_PATTERNS: Sequence[str] = (
 CRISIS_PATTERNS: Sequence[str] = (
     r"\bsuicid",
     r"\bkill(ing)? my ?self\b",
-    r"\bend (it all|my life|things)\b",
+    r"\bend(ing)? (it all|my life|my own life|things)\b",
+    r"\b(want|wanna|going|gonna|thinking|thought|think|urge|plan|planning|might)\b.{0,25}"
     r"\b(hurt|harm|cut)(ing)? my ?self\b",
+    r"\bharm(ing)? my ?self\b",
+    r"\bcutting my ?self\b",
     r"\bself[- ]harm",
     r"\b(want|wanna|wish I (could|was|were)|going) (to )?(die|be dead)\b",
     r"\bwant(ed)? to die\b",
@@ -72,7 +83,10 @@ CRISIS_PATTERNS: Sequence[str] = (
     r"\bwish (i|i'?m|i was|i were) (was )?dead\b",
     r"\bnot (to )?(wake|waking) up\b",
     r"\bcan'?t go on\b",
-    r"\btake my (own )?life\b",
+    r"\b(take|taking|took) my (own )?life\b",
+    r"\brather be dead\b",
+    r"\b(take|taking|swallow|swallowing) all (of )?my "
+    r"(pills|meds|medications?|tablets)\b",
     r"\boverdose\b",
 )
 

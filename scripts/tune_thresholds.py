@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def train_fold(workdir: Path, train: List[Tuple[str, str]]) -> Path:
     data = workdir / "data"
     data.mkdir()
     write_nlu(train, data / "nlu.yml")
+    shutil.copy(ROOT / "data" / "responses" / "faq.yml", data / "responses.yml")
     config = workdir / "config.yml"
     ungated_config(config)
     subprocess.run(

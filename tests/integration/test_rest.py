@@ -94,7 +94,17 @@ def test_emergency_in_the_middle_of_a_conversation(assistant: Assistant) -> None
         "what\x00 is\x07 a\x1b spasm\u200b",
         "/restart",
     ],
-    ids=["empty", "whitespace", "10k", "emoji", "spanish", "script", "html", "ctrl", "slash"],
+    ids=[
+        "empty",
+        "whitespace",
+        "10k",
+        "emoji",
+        "spanish",
+        "script",
+        "html",
+        "ctrl",
+        "slash",
+    ],
 )
 def test_bad_input_gets_a_sensible_reply(assistant: Assistant, message: str) -> None:
     replies = assistant.replies(new_sender(), message)

@@ -1,0 +1,849 @@
+"""Unit tests of the custom actions, run the way the action server runs them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pytest
+import yaml
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.training_data.story_reader.yaml_story_reader import (
+    YAMLStoryReader,
+)
+from rasa.shared.nlu.constants import ENTITIES, INTENT, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa_sdk import Action
+from rasa_sdk.executor import CollectingDispatcher
+from testkit import (
+    DOMAIN_FILES,
+    FILLED_CONTACT,
+    TEST_CLINIC,
+    TEST_HOURS,
+    ClinicConfigFactory,
+    TrackerFactory,
+    render,
+    selector,
+)
+
+from actions.faq import (
+    FAQ_TOPIC_TITLES,
+    INTENT_TITLES,
+    ActionAnswerFaq,
+    ActionClarify,
+    faq_topic_payload,
+    suggestions,
+    topic_title,
+)
+from actions.handoff import ActionAnswerHours, ActionContactStaff
+from actions.session import ActionSessionStart
+from actions.settings import (
+    SUGGESTION_MIN_CONFIDENCE,
+    ClinicConfigError,
+    ClinicInfo,
+    clinic,
+    parse_clinic_config,
+)
+
+# Every test runs against the made-up clinic of testkit.TEST_CLINIC, not clinic.yml.
+pytestmark = pytest.mark.usefixtures("clinic_config")
+
+FAQ_TOPICS: List[str] = sorted(
+    name.split("/", 1)[1]
+    for name in yaml.safe_load(DOMAIN_FILES[1].read_text(encoding="utf-8"))["responses"]
+)
+CONTACT_LABELS = {"phone": "Phone:", "address": "Address:", "website": "Website:"}
+ALL_ACTIONS: Sequence[Action] = (
+    ActionSessionStart(),
+    ActionAnswerFaq(),
+    ActionClarify(),
+    ActionContactStaff(),
+    ActionAnswerHours(),
+)
+
+
+@pytest.fixture(scope="module")
+def rasa_domain() -> Domain:
+    """The domain as the Rasa server loads it, to parse button payloads."""
+    return Domain.load([str(path) for path in DOMAIN_FILES])
+
+
+def responses(dispatcher: CollectingDispatcher) -> List[Optional[str]]:
+    return [message["response"] for message in dispatcher.messages]
+
+
+def rendered(dispatcher: CollectingDispatcher, domain: Dict[str, Any]) -> str:
+    return "\n".join(render(message, domain) for message in dispatcher.messages)
+
+
+def buttons(dispatcher: CollectingDispatcher) -> List[Tuple[str, str]]:
+    return [
+        (button["title"], button["payload"])
+        for message in dispatcher.messages
+        for button in message["buttons"]
+    ]
+
+
+def assert_no_unfilled_placeholder(text: str) -> None:
+    assert not re.search(r"[{}]|\bNone\b", text), text
+
+
+def ranking(*entries: Tuple[str, float]) -> List[Dict[str, Any]]:
+    return [{"name": name, "confidence": confidence} for name, confidence in entries]
+
+
+# --- every action -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ALL_ACTIONS, ids=lambda action: action.name())
+def test_action_is_declared_in_the_domain(
+    action: Action, domain: Dict[str, Any]
+) -> None:
+    assert action.name() in domain["actions"]
+
+
+# --- action_session_start -----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_session_start_starts_session_and_introduces_once(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    events = await ActionSessionStart().run(dispatcher, make_tracker(), domain)
+
+    assert events[0]["event"] == "session_started"
+    assert events[-1]["event"] == "action"
+    assert events[-1]["name"] == "action_listen"
+    assert [event["event"] for event in events] == ["session_started", "action"]
+    assert responses(dispatcher) == ["utter_intro"]
+    assert dispatcher.messages[0]["clinic_name"] == TEST_CLINIC["name"]
+    text = rendered(dispatcher, domain)
+    assert f"virtual assistant of {TEST_CLINIC['name']}." in text
+    assert "not a doctor" in text and "911" in text
+    assert_no_unfilled_placeholder(text)
+
+
+@pytest.mark.asyncio
+async def test_session_start_carries_set_slots_over(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        slots={
+            "preferred_topic": "dry_needling",
+            "unset": None,
+            "session_started_metadata": {"channel": "sms"},
+        }
+    )
+
+    events = await ActionSessionStart().run(dispatcher, tracker, domain)
+
+    assert events[0]["event"] == "session_started"
+    assert events[-1] == {
+        "event": "action",
+        "name": "action_listen",
+        "policy": None,
+        "confidence": None,
+        "timestamp": None,
+    }
+    slot_events = [event for event in events if event["event"] == "slot"]
+    assert [(event["name"], event["value"]) for event in slot_events] == [
+        ("preferred_topic", "dry_needling")
+    ]
+    assert responses(dispatcher) == ["utter_intro"]
+
+
+# --- action_answer_faq --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("topic", FAQ_TOPICS)
+async def test_faq_answer_from_response_selector(
+    topic: str,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    runner_up = "what_is_spasm" if topic != "what_is_spasm" else "dry_needling"
+    tracker = make_tracker(
+        text="a question",
+        intent="faq",
+        confidence=0.97,
+        response_selector=selector([(topic, 0.91), (runner_up, 0.05)]),
+    )
+
+    events = await ActionAnswerFaq().run(dispatcher, tracker, domain)
+
+    assert events == []
+    assert responses(dispatcher)[0] == f"utter_faq/{topic}"
+    assert dispatcher.messages[0]["buttons"] == []
+    assert_no_unfilled_placeholder(rendered(dispatcher, domain))
+
+
+@pytest.mark.asyncio
+async def test_faq_answer_from_clicked_button_wins_over_selector(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    # A "Did you mean" button sends /faq{"faq_topic":"dry_needling"}; the selector's
+    # guess for that text is meaningless and must be ignored.
+    tracker = make_tracker(
+        text=faq_topic_payload("dry_needling"),
+        intent="faq",
+        entities=[
+            {"entity": "faq_topic", "value": "dry_needling", "start": 4, "end": 32}
+        ],
+        response_selector=selector([("what_is_spasm", 0.6), ("relief_timing", 0.3)]),
+    )
+
+    assert await ActionAnswerFaq().run(dispatcher, tracker, domain) == []
+
+    assert responses(dispatcher) == ["utter_faq/dry_needling"]
+    assert "no medication is released" in rendered(dispatcher, domain)
+
+
+@pytest.mark.asyncio
+async def test_faq_answer_ignores_empty_entity_and_other_entities(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        text="what is a back spasm",
+        intent="faq",
+        entities=[
+            {"entity": "faq_topic", "value": ""},
+            {"entity": "body_part", "value": "soreness_after"},
+        ],
+        response_selector=selector([("what_is_spasm", 0.8)]),
+    )
+
+    await ActionAnswerFaq().run(dispatcher, tracker, domain)
+
+    assert responses(dispatcher) == ["utter_faq/what_is_spasm"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("entities", "response_selector"),
+    [
+        pytest.param(
+            [{"entity": "faq_topic", "value": "parking"}], None, id="button-topic"
+        ),
+        pytest.param([], selector([("parking", 0.9)]), id="selector-topic"),
+        pytest.param([], None, id="no-topic-at-all"),
+        pytest.param([], selector([]), id="empty-selection"),
+        pytest.param(
+            [],
+            {
+                "faq": {
+                    "response": {"intent_response_key": "dry_needling"},
+                    "ranking": [],
+                }
+            },
+            id="key-without-retrieval-intent",
+        ),
+    ],
+)
+async def test_faq_unknown_topic_gets_default_reply(
+    entities: List[Dict[str, Any]],
+    response_selector: Optional[Dict[str, Any]],
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        text="where do I park",
+        intent="faq",
+        entities=entities,
+        response_selector=response_selector,
+    )
+
+    assert await ActionAnswerFaq().run(dispatcher, tracker, domain) == []
+
+    assert responses(dispatcher) == ["utter_default"]
+
+
+@pytest.mark.asyncio
+async def test_clinic_location_without_contact_details_shows_none(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        text="where are you",
+        intent="faq",
+        response_selector=selector([("clinic_location", 0.95)]),
+    )
+
+    await ActionAnswerFaq().run(dispatcher, tracker, domain)
+
+    assert responses(dispatcher) == ["utter_faq/clinic_location"]
+    assert all("contact_details" not in message for message in dispatcher.messages)
+    text = rendered(dispatcher, domain)
+    assert text == "Test Spine Clinic is in Springfield, Illinois."
+    for label in CONTACT_LABELS.values():
+        assert label not in text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "filled",
+    [
+        ("phone",),
+        ("address",),
+        ("website",),
+        ("phone", "website"),
+        ("phone", "address", "website"),
+    ],
+    ids="+".join,
+)
+async def test_clinic_location_shows_exactly_the_filled_contact_fields(
+    filled: Tuple[str, ...],
+    clinic_config: ClinicConfigFactory,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    clinic_config(**{field: FILLED_CONTACT[field] for field in filled})
+    tracker = make_tracker(
+        text="where are you",
+        intent="faq",
+        response_selector=selector([("clinic_location", 0.95)]),
+    )
+
+    await ActionAnswerFaq().run(dispatcher, tracker, domain)
+
+    assert responses(dispatcher) == [
+        "utter_faq/clinic_location",
+        "utter_contact_details",
+    ]
+    text = rendered(dispatcher, domain)
+    assert "Test Spine Clinic is in Springfield, Illinois." in text
+    assert "You can reach Test Spine Clinic here: " in text
+    for field, label in CONTACT_LABELS.items():
+        if field in filled:
+            assert f"{label} {FILLED_CONTACT[field]}" in text
+        else:
+            assert label not in text
+    assert "; ;" not in text and not text.rstrip().endswith(";")
+    assert_no_unfilled_placeholder(text)
+
+
+@pytest.mark.asyncio
+async def test_only_clinic_location_adds_contact_details(
+    clinic_config: ClinicConfigFactory,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    clinic_config(**FILLED_CONTACT)
+    tracker = make_tracker(
+        text="what services",
+        intent="faq",
+        response_selector=selector([("clinic_services", 0.95)]),
+    )
+
+    await ActionAnswerFaq().run(dispatcher, tracker, domain)
+
+    assert responses(dispatcher) == ["utter_faq/clinic_services"]
+
+
+# --- action_clarify -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_clarify_offers_two_likeliest_faq_topics(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    rasa_domain: Domain,
+) -> None:
+    # What the FaqConfidenceGate leaves: nlu_fallback on top, faq confident, topics not.
+    tracker = make_tracker(
+        text="my back does this clenching thing",
+        intent="nlu_fallback",
+        confidence=0.42,
+        intent_ranking=ranking(
+            ("nlu_fallback", 0.42),
+            ("faq", 0.93),
+            ("greet", 0.03),
+            ("book_appointment", 0.02),
+        ),
+        response_selector=selector(
+            [
+                ("what_is_spasm", 0.42),
+                ("why_muscles_spasm", 0.38),
+                ("tpi_how_it_helps", 0.1),
+            ]
+        ),
+    )
+
+    assert await ActionClarify().run(dispatcher, tracker, domain) == []
+
+    assert responses(dispatcher) == ["utter_clarify"]
+    assert buttons(dispatcher) == [
+        ("What is a back spasm?", '/faq{"faq_topic":"what_is_spasm"}'),
+        ("Why do muscles spasm?", '/faq{"faq_topic":"why_muscles_spasm"}'),
+    ]
+    for topic, (_, payload) in zip(
+        ("what_is_spasm", "why_muscles_spasm"), buttons(dispatcher), strict=True
+    ):
+        parsed = YAMLStoryReader.unpack_regex_message(
+            Message({TEXT: payload}), rasa_domain
+        )
+        assert parsed.get(INTENT)["name"] == "faq"
+        assert [(e["entity"], e["value"]) for e in parsed.get(ENTITIES)] == [
+            ("faq_topic", topic)
+        ]
+
+
+@pytest.mark.asyncio
+async def test_clarify_can_suggest_a_non_faq_intent(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    rasa_domain: Domain,
+) -> None:
+    tracker = make_tracker(
+        text="needle appointment thing",
+        intent="nlu_fallback",
+        confidence=0.45,
+        intent_ranking=ranking(
+            ("nlu_fallback", 0.45),
+            ("book_appointment", 0.4),
+            ("faq", 0.3),
+            ("greet", 0.1),
+        ),
+        response_selector=selector([("dry_needling", 0.7), ("relief_timing", 0.2)]),
+    )
+
+    await ActionClarify().run(dispatcher, tracker, domain)
+
+    assert responses(dispatcher) == ["utter_clarify"]
+    assert buttons(dispatcher) == [
+        ("Book an appointment", "/book_appointment"),
+        ("Dry needling (no medication)", '/faq{"faq_topic":"dry_needling"}'),
+    ]
+    parsed = YAMLStoryReader.unpack_regex_message(
+        Message({TEXT: "/book_appointment"}), rasa_domain
+    )
+    assert parsed.get(INTENT)["name"] == "book_appointment"
+
+
+@pytest.mark.asyncio
+async def test_clarify_weighs_topics_by_the_faq_intent_confidence(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    # relief_timing: 0.4 * 0.7 = 0.28 < ask_hours 0.3; soreness_after 0.4 * 0.3 = 0.12.
+    tracker = make_tracker(
+        text="when does it get better",
+        intent="nlu_fallback",
+        confidence=0.5,
+        intent_ranking=ranking(("nlu_fallback", 0.5), ("faq", 0.4), ("ask_hours", 0.3)),
+        response_selector=selector([("relief_timing", 0.7), ("soreness_after", 0.3)]),
+    )
+
+    await ActionClarify().run(dispatcher, tracker, domain)
+
+    assert buttons(dispatcher) == [
+        ("Office hours", "/ask_hours"),
+        ("How soon will I feel better?", '/faq{"faq_topic":"relief_timing"}'),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_clarify_drops_an_implausible_second_suggestion(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        text="money for needles",
+        intent="nlu_fallback",
+        confidence=0.4,
+        intent_ranking=ranking(("nlu_fallback", 0.4), ("ask_cost", 0.3), ("faq", 0.05)),
+        response_selector=selector(
+            [("dry_needling", 0.6), ("injection_contents", 0.4)]
+        ),
+    )
+
+    await ActionClarify().run(dispatcher, tracker, domain)
+
+    assert responses(dispatcher) == ["utter_clarify"]
+    assert buttons(dispatcher) == [("Prices", "/ask_cost")]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("intent_ranking", "response_selector"),
+    [
+        pytest.param(
+            ranking(
+                ("nlu_fallback", 0.35),
+                ("greet", 0.3),
+                ("out_of_scope", 0.25),
+                ("faq", 0.04),
+            ),
+            selector([("what_is_spasm", 0.9)]),
+            id="faq-too-unlikely",
+        ),
+        pytest.param(
+            ranking(("nlu_fallback", 0.6), ("out_of_scope", 0.3), ("emergency", 0.1)),
+            None,
+            id="no-suggestible-intent",
+        ),
+        pytest.param(
+            ranking(("nlu_fallback", 0.9), ("book_appointment", 0.04), ("faq", 0.9)),
+            selector([("what_is_spasm", 0.05)]),
+            id="all-below-minimum",
+        ),
+        pytest.param([], None, id="no-ranking"),
+    ],
+)
+async def test_clarify_without_plausible_suggestion_gives_default_reply(
+    intent_ranking: List[Dict[str, Any]],
+    response_selector: Optional[Dict[str, Any]],
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        text="blorp the flux",
+        intent="nlu_fallback",
+        confidence=0.35,
+        intent_ranking=intent_ranking,
+        response_selector=response_selector,
+    )
+
+    assert await ActionClarify().run(dispatcher, tracker, domain) == []
+
+    assert responses(dispatcher) == ["utter_default"]
+    assert buttons(dispatcher) == []
+
+
+PLAUSIBLE_RANKING = ranking(
+    ("nlu_fallback", 0.4), ("book_appointment", 0.35), ("faq", 0.3)
+)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "\n\t ", None, "\U0001f44d", "\U0001f62d\U0001f62d", "?!", "... :)"],
+    ids=repr,
+)
+async def test_clarify_message_without_words_asks_for_text(
+    text: Optional[str],
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    # Even with plausible suggestions: a message without a letter or digit gets no
+    # "Did you mean" buttons.
+    tracker = make_tracker(
+        text=text,
+        intent="nlu_fallback",
+        confidence=0.4,
+        intent_ranking=PLAUSIBLE_RANKING,
+        response_selector=selector([("dry_needling", 0.8)]),
+    )
+
+    assert await ActionClarify().run(dispatcher, tracker, domain) == []
+
+    assert responses(dispatcher) == ["utter_empty_message"]
+    assert buttons(dispatcher) == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "text", ["\U0001f44d 2", "??? x", "\u00bfd\u00f3nde?"], ids=repr
+)
+async def test_clarify_message_with_a_letter_or_digit_gets_suggestions(
+    text: str,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        text=text,
+        intent="nlu_fallback",
+        confidence=0.4,
+        intent_ranking=PLAUSIBLE_RANKING,
+        response_selector=selector([("dry_needling", 0.8)]),
+    )
+
+    await ActionClarify().run(dispatcher, tracker, domain)
+
+    assert responses(dispatcher) == ["utter_clarify"]
+    assert buttons(dispatcher)[0] == ("Book an appointment", "/book_appointment")
+
+
+def test_suggestions_respect_the_minimum_confidence() -> None:
+    just_enough = SUGGESTION_MIN_CONFIDENCE
+    too_little = SUGGESTION_MIN_CONFIDENCE / 2
+    message = {
+        "intent_ranking": ranking(("ask_hours", just_enough), ("ask_cost", too_little)),
+    }
+
+    assert suggestions(message) == [("Office hours", "/ask_hours")]
+
+
+def test_topic_title_falls_back_to_the_topic_name() -> None:
+    assert topic_title("dry_needling") == FAQ_TOPIC_TITLES["dry_needling"]
+    assert topic_title("parking_and_transit") == "Parking and transit"
+
+
+def test_suggested_intents_exist_in_the_domain(rasa_domain: Domain) -> None:
+    assert set(INTENT_TITLES) <= set(rasa_domain.intents)
+
+
+# --- action_contact_staff -----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_contact_staff_without_contact_details_points_to_the_office(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    events = await ActionContactStaff().run(
+        dispatcher, make_tracker(text="a person please", intent="request_human"), domain
+    )
+
+    assert events == []
+    assert responses(dispatcher) == ["utter_contact_office"]
+    message = dispatcher.messages[0]
+    assert (message["clinic_city"], message["clinic_state"]) == (
+        "Springfield",
+        "Illinois",
+    )
+    assert "contact_details" not in message
+    text = rendered(dispatcher, domain)
+    assert text == (
+        "Please contact our office in Springfield, Illinois; our staff will help you."
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("filled", "expected"),
+    [
+        (("phone",), "Phone: (555) 010-4477"),
+        (("website",), "Website: https://spine-clinic.example"),
+        (
+            ("phone", "address", "website"),
+            "Phone: (555) 010-4477; "
+            "Address: 42 Elm Street, Suite 7, Springfield, IL 62701; "
+            "Website: https://spine-clinic.example",
+        ),
+    ],
+    ids=lambda value: "+".join(value) if isinstance(value, tuple) else None,
+)
+async def test_contact_staff_gives_exactly_the_filled_contact_details(
+    filled: Tuple[str, ...],
+    expected: str,
+    clinic_config: ClinicConfigFactory,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    clinic_config(**{field: FILLED_CONTACT[field] for field in filled})
+
+    await ActionContactStaff().run(
+        dispatcher, make_tracker(text="book me", intent="book_appointment"), domain
+    )
+
+    assert responses(dispatcher) == ["utter_contact_details"]
+    assert dispatcher.messages[0]["contact_details"] == expected
+    assert (
+        rendered(dispatcher, domain)
+        == f"You can reach Test Spine Clinic here: {expected}"
+    )
+
+
+# --- action_answer_hours ------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_hours_are_given_when_configured(
+    clinic_config: ClinicConfigFactory,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    clinic_config(hours=TEST_HOURS)
+
+    events = await ActionAnswerHours().run(
+        dispatcher, make_tracker(text="when are you open", intent="ask_hours"), domain
+    )
+
+    assert events == []
+    assert responses(dispatcher) == ["utter_hours"]
+    assert dispatcher.messages[0]["hours"] == TEST_HOURS
+    assert rendered(dispatcher, domain) == f"Our office hours: {TEST_HOURS}."
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("contact", "contact_response"),
+    [
+        ({}, "utter_contact_office"),
+        ({"phone": FILLED_CONTACT["phone"]}, "utter_contact_details"),
+    ],
+    ids=["no-contact", "phone"],
+)
+async def test_unknown_hours_are_never_made_up(
+    contact: Dict[str, str],
+    contact_response: str,
+    clinic_config: ClinicConfigFactory,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    clinic_config(**contact)
+
+    await ActionAnswerHours().run(
+        dispatcher, make_tracker(text="when are you open", intent="ask_hours"), domain
+    )
+
+    assert responses(dispatcher) == ["utter_hours_unknown", contact_response]
+    text = rendered(dispatcher, domain)
+    assert "Our office hours:" not in text
+    assert not re.search(r"\d{1,2}(:\d\d)?\s?(am|pm)", text, re.IGNORECASE)
+    assert_no_unfilled_placeholder(text)
+
+
+# --- settings -----------------------------------------------------------------------
+
+
+def test_parse_clinic_config_accepts_a_complete_config() -> None:
+    info = parse_clinic_config(
+        {
+            **TEST_CLINIC,
+            "phone": 5550104477,
+            "hours": None,
+            "website": "  https://x.example ",
+        },
+        "clinic.yml",
+    )
+
+    assert info == ClinicInfo(
+        name="Test Spine Clinic",
+        city="Springfield",
+        state="Illinois",
+        phone="5550104477",
+        hours="",
+        website="https://x.example",
+    )
+    assert info.template_values() == {
+        "clinic_name": "Test Spine Clinic",
+        "clinic_city": "Springfield",
+        "clinic_state": "Illinois",
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param(
+            {**TEST_CLINIC, "fax": "555"}, r"unknown field\(s\) fax", id="unknown-field"
+        ),
+        pytest.param(
+            {key: value for key, value in TEST_CLINIC.items() if key != "name"},
+            r"field\(s\) name must be filled in",
+            id="missing-name",
+        ),
+        pytest.param(
+            {**TEST_CLINIC, "name": "   "}, "name must be filled in", id="blank-name"
+        ),
+        pytest.param(
+            {"name": "Clinic"},
+            r"field\(s\) city, state must be filled in",
+            id="missing-city",
+        ),
+        pytest.param(["name", "city"], "expected a mapping", id="list"),
+        pytest.param("Valliant Life Medical", "expected a mapping", id="string"),
+        pytest.param(None, "expected a mapping", id="empty-file"),
+        pytest.param(
+            {**TEST_CLINIC, "phone": ["1", "2"]},
+            "'phone' must be text",
+            id="list-value",
+        ),
+    ],
+)
+def test_parse_clinic_config_rejects_bad_configs(raw: object, message: str) -> None:
+    with pytest.raises(ClinicConfigError, match=message) as error:
+        parse_clinic_config(raw, "some/clinic.yml")
+    assert str(error.value).startswith("some/clinic.yml")
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, ""),
+        ({"phone": "555-0100"}, "Phone: 555-0100"),
+        ({"address": "1 Main St"}, "Address: 1 Main St"),
+        (
+            {"phone": "555-0100", "website": "https://a.example"},
+            "Phone: 555-0100; Website: https://a.example",
+        ),
+        (
+            {
+                "phone": "555-0100",
+                "address": "1 Main St",
+                "website": "https://a.example",
+            },
+            "Phone: 555-0100; Address: 1 Main St; Website: https://a.example",
+        ),
+        ({"hours": "Mon-Fri 9-5"}, ""),
+    ],
+)
+def test_contact_details_join_only_filled_fields(
+    fields: Dict[str, str], expected: str
+) -> None:
+    info = ClinicInfo(name="Clinic", city="City", state="State", **fields)
+    assert info.contact_details() == expected
+
+
+def test_clinic_reads_clinic_config_once_until_cache_cleared(
+    clinic_config: ClinicConfigFactory,
+) -> None:
+    path = clinic_config(phone="555-0100")
+    assert clinic().phone == "555-0100"
+
+    path.write_text(
+        yaml.safe_dump({**TEST_CLINIC, "phone": "555-0199"}), encoding="utf-8"
+    )
+    assert clinic().phone == "555-0100"  # cached
+
+    clinic.cache_clear()
+    assert clinic().phone == "555-0199"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "Cannot read clinic config"), ("name: [unclosed", "is not valid YAML")],
+    ids=["missing-file", "invalid-yaml"],
+)
+def test_clinic_reports_unreadable_config(
+    content: Optional[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "broken.yml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    monkeypatch.setenv("CLINIC_CONFIG", str(path))
+    clinic.cache_clear()
+
+    with pytest.raises(ClinicConfigError, match=message):
+        clinic()

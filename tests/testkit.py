@@ -1,0 +1,135 @@
+"""Helpers shared by the test modules (the fixtures are in ``conftest.py``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import yaml
+from rasa_sdk import Tracker
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DOMAIN_FILES = (
+    PROJECT_ROOT / "domain.yml",
+    PROJECT_ROOT / "data" / "responses" / "faq.yml",
+)
+NLU_DIR = PROJECT_ROOT / "data" / "nlu"
+HELDOUT_FILE = PROJECT_ROOT / "tests" / "nlu_heldout" / "heldout.yml"
+STORIES_DIR = PROJECT_ROOT / "tests" / "stories"
+KNOWN_MISSES_DIR = PROJECT_ROOT / "tests" / "stories_known_nlu_misses"
+
+# Facts of a made-up clinic: the tests never depend on what clinic.yml holds today.
+TEST_CLINIC: Dict[str, str] = {
+    "name": "Test Spine Clinic",
+    "city": "Springfield",
+    "state": "Illinois",
+    "address": "",
+    "phone": "",
+    "hours": "",
+    "website": "",
+}
+FILLED_CONTACT: Dict[str, str] = {
+    "address": "42 Elm Street, Suite 7, Springfield, IL 62701",
+    "phone": "(555) 010-4477",
+    "website": "https://spine-clinic.example",
+}
+TEST_HOURS = "Mon-Thu 7:30 AM-4:00 PM"
+
+# Fixture types: the `clinic_config` and `make_tracker` fixtures of conftest.py.
+ClinicConfigFactory = Callable[..., Path]
+TrackerFactory = Callable[..., Tracker]
+
+# Keys of a CollectingDispatcher message that are not placeholder values.
+_MESSAGE_KEYS = {
+    "text",
+    "buttons",
+    "elements",
+    "custom",
+    "template",
+    "response",
+    "image",
+    "attachment",
+}
+
+
+def selector(
+    ranking: Sequence[Tuple[str, float]], retrieval_intent: str = "faq"
+) -> Dict[str, Any]:
+    """Response-selector parse data as Rasa 3.6 makes it, from (topic, confidence)."""
+    entries = [
+        {
+            "id": index,
+            "confidence": confidence,
+            "intent_response_key": f"{retrieval_intent}/{topic}",
+        }
+        for index, (topic, confidence) in enumerate(ranking)
+    ]
+    top: Dict[str, Any] = entries[0] if entries else {"id": None, "confidence": 0.0}
+    key = top.get("intent_response_key")
+    return {
+        "all_retrieval_intents": [retrieval_intent],
+        retrieval_intent: {
+            "response": {
+                "id": top["id"],
+                "responses": None,
+                "response_templates": None,
+                "confidence": top["confidence"],
+                "intent_response_key": key,
+                "utter_action": f"utter_{key}" if key else None,
+                "template_name": f"utter_{key}" if key else None,
+            },
+            "ranking": entries,
+        },
+    }
+
+
+def render(message: Dict[str, Any], domain: Dict[str, Any]) -> str:
+    """What Rasa would send for a dispatched message: its response filled with kwargs.
+
+    Mirrors ``rasa.core.actions.action.RemoteAction._utter_responses``: the kwargs of
+    ``utter_message`` are the values of the response's placeholders. Buttons are
+    rendered as "title payload" lines.
+    """
+    from rasa.core.nlg.interpolator import interpolate_text
+
+    values = {key: value for key, value in message.items() if key not in _MESSAGE_KEYS}
+    parts: List[str] = []
+    name = message.get("response")
+    if name:
+        variations = domain["responses"][name]
+        assert len(variations) == 1, f"{name}: the tests expect one variation"
+        parts.append(interpolate_text(variations[0]["text"], values))
+    if message.get("text"):
+        parts.append(str(message["text"]))
+    parts.extend(
+        f"{button['title']} {button['payload']}"
+        for button in message.get("buttons") or []
+    )
+    return "\n".join(parts)
+
+
+def nlu_examples(path: Path) -> List[Tuple[str, str]]:
+    """(intent, example) pairs of a Rasa NLU YAML file."""
+    pairs: List[Tuple[str, str]] = []
+    for block in yaml.safe_load(path.read_text(encoding="utf-8")).get("nlu") or []:
+        if "intent" not in block:
+            continue
+        for line in str(block.get("examples") or "").splitlines():
+            line = line.strip()
+            if line.startswith("- "):
+                pairs.append((str(block["intent"]), line[2:].strip()))
+    return pairs
+
+
+def training_examples() -> List[Tuple[str, str]]:
+    """(intent, example) pairs of every file in data/nlu."""
+    return [
+        pair for path in sorted(NLU_DIR.glob("*.yml")) for pair in nlu_examples(path)
+    ]
+
+
+def normalise(text: str) -> str:
+    """Lower case, single spaces, no trailing punctuation: for duplicate checks."""
+    text = re.sub(r"\s+", " ", text.lower()).strip()
+    return re.sub(r"[\s.,;:!?]+$", "", text)
