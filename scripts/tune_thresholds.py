@@ -1,19 +1,19 @@
-"""Tunes the fallback thresholds by cross-validation on the training data.
+"""Tunes the fallback thresholds on a validation set.
 
-The held-out file is not used here (it only measures the final model). The training
-examples are split into K stratified folds; for each fold a model is trained on the
-rest with every confidence gate switched off, and the held-back examples are parsed to
-record the raw intent and FAQ-answer confidences. Then, for each candidate pair of
+Neither the training data nor the held-out test file is used to choose thresholds:
+a model is trained on data/ with every confidence gate switched off, and the
+validation file (data_validation/validation.yml, written apart from both) is parsed
+to record the raw intent and FAQ-answer confidences. Then, for each candidate pair of
 thresholds, a message is "answered" when its intent confidence (and, for FAQ
 questions, its answer confidence) reaches the threshold, and falls back otherwise.
 The chosen pair maximises
 
     correct answers - COST_OF_WRONG_ANSWER * wrong answers
 
-over all the held-back examples: a confident wrong answer costs a patient more than a
+over the validation messages: a confident wrong answer costs a patient more than a
 "Did you mean ...?". The result is printed as a table for docs/thresholds.md.
 
-Usage: python scripts/tune_thresholds.py [--folds 3] [--json results/thresholds.json]
+Usage: python scripts/tune_thresholds.py [--json results/thresholds.json]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -35,39 +34,20 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.evaluate_nlu import predicted_label  # noqa: E402
+from scripts.evaluate_nlu import load_examples, predicted_label  # noqa: E402
 
+VALIDATION = ROOT / "data_validation" / "validation.yml"
 COST_OF_WRONG_ANSWER = 3.0
 GRID = [round(0.05 * step, 2) for step in range(0, 19)]
 
 
 def load_training_examples() -> List[Tuple[str, str]]:
     """(text, full label) for every example under data/nlu."""
-    examples = []
-    for path in sorted((ROOT / "data" / "nlu").glob("*.yml")):
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        for block in document.get("nlu", []):
-            for line in str(block.get("examples", "")).splitlines():
-                if line.strip().startswith("- "):
-                    examples.append((line.strip()[2:].strip(), block["intent"]))
-    return examples
-
-
-def stratified_folds(
-    examples: List[Tuple[str, str]], folds: int, seed: int = 7
-) -> List[List[Tuple[str, str]]]:
-    """Splits examples into folds with each label spread evenly."""
-    by_label: Dict[str, List[Tuple[str, str]]] = defaultdict(list)
-    for example in examples:
-        by_label[example[1]].append(example)
-    result: List[List[Tuple[str, str]]] = [[] for _ in range(folds)]
-    rng = random.Random(seed)
-    for label in sorted(by_label):
-        items = by_label[label]
-        rng.shuffle(items)
-        for index, item in enumerate(items):
-            result[index % folds].append(item)
-    return result
+    return [
+        example
+        for path in sorted((ROOT / "data" / "nlu").glob("*.yml"))
+        for example in load_examples(path)
+    ]
 
 
 def write_nlu(examples: List[Tuple[str, str]], path: Path) -> None:
@@ -94,8 +74,8 @@ def ungated_config(path: Path) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
-def train_fold(workdir: Path, train: List[Tuple[str, str]]) -> Path:
-    """Trains an NLU-only model on ``train``; returns the model path."""
+def train_ungated(workdir: Path, train: List[Tuple[str, str]]) -> Path:
+    """Trains an NLU-only model on ``train`` with the gates off; returns its path."""
     data = workdir / "data"
     data.mkdir()
     write_nlu(train, data / "nlu.yml")
@@ -116,17 +96,17 @@ def train_fold(workdir: Path, train: List[Tuple[str, str]]) -> Path:
             "--out",
             str(workdir),
             "--fixed-model-name",
-            "fold",
+            "ungated",
         ],
         check=True,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
-    return workdir / "fold.tar.gz"
+    return workdir / "ungated.tar.gz"
 
 
-async def score_fold(model: Path, test: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
-    """Raw confidences for every held-back example of a fold."""
+async def score(model: Path, test: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
+    """Raw confidences for every validation example."""
     from rasa.core.agent import Agent
 
     agent = Agent.load(str(model))
@@ -185,25 +165,20 @@ def sweep(records: List[Dict[str, Any]]) -> List[Dict[str, float]]:
 
 
 def main() -> int:
-    """Runs the cross-validation and prints the best thresholds."""
+    """Trains, scores the validation set and prints the best thresholds."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--validation", type=Path, default=VALIDATION)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    folds = stratified_folds(load_training_examples(), args.folds)
-    records: List[Dict[str, Any]] = []
-    for index, test in enumerate(folds):
-        train = [example for other in folds if other is not test for example in other]
-        with tempfile.TemporaryDirectory() as workdir:
-            print(f"fold {index + 1}/{args.folds}: training on {len(train)} examples")
-            model = train_fold(Path(workdir), train)
-            records.extend(asyncio.run(score_fold(model, test)))
+    with tempfile.TemporaryDirectory() as workdir:
+        model = train_ungated(Path(workdir), load_training_examples())
+        records = asyncio.run(score(model, load_examples(args.validation)))
 
     rows = sorted(sweep(records), key=lambda row: row["score"], reverse=True)
     total = len(records)
     print(
-        f"\n{total} held-back examples, cost of a wrong answer {COST_OF_WRONG_ANSWER}"
+        f"\n{total} validation messages, cost of a wrong answer {COST_OF_WRONG_ANSWER}"
     )
     print("intent_thr answer_thr  correct  wrong  fallback  score")
     for row in rows[:10]:
