@@ -8,7 +8,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.settings import SUGGESTION_MIN_CONFIDENCE, clinic
+from actions.settings import SUGGESTION_MIN_CONFIDENCE
 
 RETRIEVAL_INTENT = "faq"
 FAQ_TOPIC_ENTITY = "faq_topic"
@@ -53,20 +53,21 @@ def faq_topic_payload(topic: str) -> str:
     return f'/{RETRIEVAL_INTENT}{{"{FAQ_TOPIC_ENTITY}":"{topic}"}}'
 
 
-def _selected_topic(latest_message: Dict[str, Any]) -> Optional[str]:
-    """The FAQ topic of the latest message: a clicked button, else the selector's."""
+def _chosen_topic(latest_message: Dict[str, Any]) -> Optional[str]:
+    """The FAQ topic the patient chose on a "Did you mean" button, if any."""
     for entity in latest_message.get("entities") or []:
         if entity.get("entity") == FAQ_TOPIC_ENTITY and entity.get("value"):
             return str(entity["value"])
-    selection = (latest_message.get("response_selector") or {}).get(RETRIEVAL_INTENT)
-    key = ((selection or {}).get("response") or {}).get("intent_response_key")
-    if key and "/" in key:
-        return str(key.split("/", 1)[1])
     return None
 
 
 class ActionAnswerFaq(Action):
-    """Utters the answer of the FAQ topic the patient asked about."""
+    """Answers the FAQ topic chosen on a "Did you mean" button.
+
+    Typed questions are answered by Rasa itself (``utter_faq`` with the
+    ResponseSelector's pick); a button payload carries the topic instead, so no
+    selector ran and this action utters ``utter_faq/<topic>`` directly.
+    """
 
     def name(self) -> str:
         """Action name used in the domain and rules."""
@@ -79,20 +80,12 @@ class ActionAnswerFaq(Action):
         domain: Dict[str, Any],
     ) -> List[EventType]:
         """Answers with ``utter_faq/<topic>``; unknown topics get the default reply."""
-        topic = _selected_topic(tracker.latest_message)
+        topic = _chosen_topic(tracker.latest_message)
         response = f"utter_{RETRIEVAL_INTENT}/{topic}"
         if topic is None or response not in domain.get("responses", {}):
             dispatcher.utter_message(response="utter_default")
             return []
-        dispatcher.utter_message(response=response, **clinic().template_values())
-        if topic == "clinic_location":
-            details = clinic().contact_details()
-            if details:
-                dispatcher.utter_message(
-                    response="utter_contact_details",
-                    contact_details=details,
-                    **clinic().template_values(),
-                )
+        dispatcher.utter_message(response=response)
         return []
 
 

@@ -1,4 +1,4 @@
-"""Session start: introduce the assistant once per conversation session."""
+"""Session start: load the clinic's facts and introduce the assistant once."""
 
 from __future__ import annotations
 
@@ -8,14 +8,25 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActionExecuted, EventType, SessionStarted, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.settings import clinic
+from actions.settings import ClinicInfo, clinic
+
+
+def fact_slots(info: ClinicInfo) -> Dict[str, Any]:
+    """The slots through which responses read the clinic's facts."""
+    return {
+        **info.template_values(),
+        "clinic_contact_sentence": info.contact_sentence(),
+        "clinic_facts_loaded": True,
+    }
 
 
 class ActionSessionStart(Action):
-    """Starts a session: carries slots over and says what the assistant is.
+    """Starts a session, loads the clinic's facts and says what the assistant is.
 
-    Whatever the patient's first message is, the first reply says that this is a
-    virtual assistant and not medical advice, exactly once per session.
+    Slots carry over when the domain says so; the clinic's facts from clinic.yml are
+    set afresh as slots for the responses that use them. Whatever the patient's first
+    message is, the first reply says that this is a virtual assistant and not medical
+    advice, exactly once per session.
     """
 
     def name(self) -> str:
@@ -36,6 +47,8 @@ class ActionSessionStart(Action):
                 for name, value in tracker.current_slot_values().items()
                 if value is not None and name != "session_started_metadata"
             )
-        dispatcher.utter_message(response="utter_intro", **clinic().template_values())
+        info = clinic()
+        events.extend(SlotSet(name, value) for name, value in fact_slots(info).items())
+        dispatcher.utter_message(response="utter_intro", **info.template_values())
         events.append(ActionExecuted("action_listen"))
         return events

@@ -54,6 +54,11 @@ class ClinicInfo:
         ]
         return "; ".join(parts)
 
+    def contact_sentence(self) -> str:
+        """A sentence with the contact details, led by a space; empty if none."""
+        details = self.contact_details()
+        return f" You can reach us here: {details}" if details else ""
+
     def template_values(self) -> Dict[str, str]:
         """Values for the ``{clinic_*}`` placeholders of the responses."""
         return {

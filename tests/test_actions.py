@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 import yaml
+from rasa.core.nlg import TemplatedNaturalLanguageGenerator
 from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import SlotSet as SlotSetEvent
+from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.core.training_data.story_reader.yaml_story_reader import (
     YAMLStoryReader,
 )
@@ -37,7 +41,7 @@ from actions.faq import (
     topic_title,
 )
 from actions.handoff import ActionAnswerHours, ActionContactStaff
-from actions.session import ActionSessionStart
+from actions.session import ActionSessionStart, fact_slots
 from actions.settings import (
     SUGGESTION_MIN_CONFIDENCE,
     ClinicConfigError,
@@ -117,7 +121,11 @@ async def test_session_start_starts_session_and_introduces_once(
     assert events[0]["event"] == "session_started"
     assert events[-1]["event"] == "action"
     assert events[-1]["name"] == "action_listen"
-    assert [event["event"] for event in events] == ["session_started", "action"]
+    assert [event["event"] for event in events] == [
+        "session_started",
+        *["slot"] * len(fact_slots(clinic())),
+        "action",
+    ]
     assert responses(dispatcher) == ["utter_intro"]
     assert dispatcher.messages[0]["clinic_name"] == TEST_CLINIC["name"]
     text = rendered(dispatcher, domain)
@@ -151,147 +159,68 @@ async def test_session_start_carries_set_slots_over(
         "timestamp": None,
     }
     slot_events = [event for event in events if event["event"] == "slot"]
-    assert [(event["name"], event["value"]) for event in slot_events] == [
-        ("preferred_topic", "dry_needling")
+    carried = [
+        (event["name"], event["value"])
+        for event in slot_events
+        if not event["name"].startswith("clinic_")
     ]
+    assert carried == [("preferred_topic", "dry_needling")]
     assert responses(dispatcher) == ["utter_intro"]
 
 
-# --- action_answer_faq --------------------------------------------------------------
+# --- clinic facts as slots, and utter_faq/clinic_location ---------------------------
+
+
+def location_answer(events: List[Dict[str, Any]], loaded: bool = True) -> str:
+    """utter_faq/clinic_location as Rasa renders it after these slot events."""
+    domain = Domain.load([str(path) for path in DOMAIN_FILES])
+    tracker = DialogueStateTracker("patient", domain.slots)
+    for event in events:
+        if event["event"] == "slot" and (
+            loaded or event["name"] != "clinic_facts_loaded"
+        ):
+            tracker.update(SlotSetEvent(event["name"], event["value"]))
+    generator = TemplatedNaturalLanguageGenerator(domain.responses)
+    message = asyncio.run(
+        generator.generate("utter_faq/clinic_location", tracker, "rest")
+    )
+    assert message is not None
+    return str(message["text"])
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("topic", FAQ_TOPICS)
-async def test_faq_answer_from_response_selector(
-    topic: str,
+async def test_session_start_sets_the_clinic_facts_as_slots(
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
 ) -> None:
-    runner_up = "what_is_spasm" if topic != "what_is_spasm" else "dry_needling"
-    tracker = make_tracker(
-        text="a question",
-        intent="faq",
-        confidence=0.97,
-        response_selector=selector([(topic, 0.91), (runner_up, 0.05)]),
-    )
+    events = await ActionSessionStart().run(dispatcher, make_tracker(), domain)
 
-    events = await ActionAnswerFaq().run(dispatcher, tracker, domain)
-
-    assert events == []
-    assert responses(dispatcher)[0] == f"utter_faq/{topic}"
-    assert dispatcher.messages[0]["buttons"] == []
-    assert_no_unfilled_placeholder(rendered(dispatcher, domain))
+    slots = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
+    assert slots == {
+        "clinic_name": TEST_CLINIC["name"],
+        "clinic_city": TEST_CLINIC["city"],
+        "clinic_state": TEST_CLINIC["state"],
+        "clinic_contact_sentence": "",
+        "clinic_facts_loaded": True,
+    }
+    assert set(slots) <= set(domain["slots"])
 
 
-@pytest.mark.asyncio
-async def test_faq_answer_from_clicked_button_wins_over_selector(
+def test_clinic_location_without_contact_details_shows_none(
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
 ) -> None:
-    # A "Did you mean" button sends /faq{"faq_topic":"dry_needling"}; the selector's
-    # guess for that text is meaningless and must be ignored.
-    tracker = make_tracker(
-        text=faq_topic_payload("dry_needling"),
-        intent="faq",
-        entities=[
-            {"entity": "faq_topic", "value": "dry_needling", "start": 4, "end": 32}
-        ],
-        response_selector=selector([("what_is_spasm", 0.6), ("relief_timing", 0.3)]),
-    )
+    events = asyncio.run(ActionSessionStart().run(dispatcher, make_tracker(), domain))
 
-    assert await ActionAnswerFaq().run(dispatcher, tracker, domain) == []
+    text = location_answer(events)
 
-    assert responses(dispatcher) == ["utter_faq/dry_needling"]
-    assert "no medication is released" in rendered(dispatcher, domain)
-
-
-@pytest.mark.asyncio
-async def test_faq_answer_ignores_empty_entity_and_other_entities(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    tracker = make_tracker(
-        text="what is a back spasm",
-        intent="faq",
-        entities=[
-            {"entity": "faq_topic", "value": ""},
-            {"entity": "body_part", "value": "soreness_after"},
-        ],
-        response_selector=selector([("what_is_spasm", 0.8)]),
-    )
-
-    await ActionAnswerFaq().run(dispatcher, tracker, domain)
-
-    assert responses(dispatcher) == ["utter_faq/what_is_spasm"]
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("entities", "response_selector"),
-    [
-        pytest.param(
-            [{"entity": "faq_topic", "value": "parking"}], None, id="button-topic"
-        ),
-        pytest.param([], selector([("parking", 0.9)]), id="selector-topic"),
-        pytest.param([], None, id="no-topic-at-all"),
-        pytest.param([], selector([]), id="empty-selection"),
-        pytest.param(
-            [],
-            {
-                "faq": {
-                    "response": {"intent_response_key": "dry_needling"},
-                    "ranking": [],
-                }
-            },
-            id="key-without-retrieval-intent",
-        ),
-    ],
-)
-async def test_faq_unknown_topic_gets_default_reply(
-    entities: List[Dict[str, Any]],
-    response_selector: Optional[Dict[str, Any]],
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    tracker = make_tracker(
-        text="where do I park",
-        intent="faq",
-        entities=entities,
-        response_selector=response_selector,
-    )
-
-    assert await ActionAnswerFaq().run(dispatcher, tracker, domain) == []
-
-    assert responses(dispatcher) == ["utter_default"]
-
-
-@pytest.mark.asyncio
-async def test_clinic_location_without_contact_details_shows_none(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    tracker = make_tracker(
-        text="where are you",
-        intent="faq",
-        response_selector=selector([("clinic_location", 0.95)]),
-    )
-
-    await ActionAnswerFaq().run(dispatcher, tracker, domain)
-
-    assert responses(dispatcher) == ["utter_faq/clinic_location"]
-    assert all("contact_details" not in message for message in dispatcher.messages)
-    text = rendered(dispatcher, domain)
     assert text == "Test Spine Clinic is in Springfield, Illinois."
     for label in CONTACT_LABELS.values():
         assert label not in text
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(
     "filled",
     [
@@ -303,7 +232,7 @@ async def test_clinic_location_without_contact_details_shows_none(
     ],
     ids="+".join,
 )
-async def test_clinic_location_shows_exactly_the_filled_contact_fields(
+def test_clinic_location_shows_exactly_the_filled_contact_fields(
     filled: Tuple[str, ...],
     clinic_config: ClinicConfigFactory,
     dispatcher: CollectingDispatcher,
@@ -311,21 +240,13 @@ async def test_clinic_location_shows_exactly_the_filled_contact_fields(
     domain: Dict[str, Any],
 ) -> None:
     clinic_config(**{field: FILLED_CONTACT[field] for field in filled})
-    tracker = make_tracker(
-        text="where are you",
-        intent="faq",
-        response_selector=selector([("clinic_location", 0.95)]),
+    events = asyncio.run(ActionSessionStart().run(dispatcher, make_tracker(), domain))
+
+    text = location_answer(events)
+
+    assert text.startswith(
+        "Test Spine Clinic is in Springfield, Illinois. You can reach us here: "
     )
-
-    await ActionAnswerFaq().run(dispatcher, tracker, domain)
-
-    assert responses(dispatcher) == [
-        "utter_faq/clinic_location",
-        "utter_contact_details",
-    ]
-    text = rendered(dispatcher, domain)
-    assert "Test Spine Clinic is in Springfield, Illinois." in text
-    assert "You can reach Test Spine Clinic here: " in text
     for field, label in CONTACT_LABELS.items():
         if field in filled:
             assert f"{label} {FILLED_CONTACT[field]}" in text
@@ -335,23 +256,69 @@ async def test_clinic_location_shows_exactly_the_filled_contact_fields(
     assert_no_unfilled_placeholder(text)
 
 
-@pytest.mark.asyncio
-async def test_only_clinic_location_adds_contact_details(
+def test_clinic_location_without_loaded_facts_guesses_nothing(
     clinic_config: ClinicConfigFactory,
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
 ) -> None:
     clinic_config(**FILLED_CONTACT)
+    events = asyncio.run(ActionSessionStart().run(dispatcher, make_tracker(), domain))
+
+    text = location_answer(events, loaded=False)
+
+    assert "Springfield" not in text and "None" not in text
+    assert "ask our staff" in text
+
+
+# --- action_answer_faq (a "Did you mean" button) ------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("topic", FAQ_TOPICS)
+async def test_faq_answer_for_a_clicked_button(
+    topic: str,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
     tracker = make_tracker(
-        text="what services",
+        text=faq_topic_payload(topic),
         intent="faq",
-        response_selector=selector([("clinic_services", 0.95)]),
+        entities=[{"entity": "faq_topic", "value": topic}],
     )
 
-    await ActionAnswerFaq().run(dispatcher, tracker, domain)
+    assert await ActionAnswerFaq().run(dispatcher, tracker, domain) == []
 
-    assert responses(dispatcher) == ["utter_faq/clinic_services"]
+    assert responses(dispatcher) == [f"utter_faq/{topic}"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "entities",
+    [
+        pytest.param([{"entity": "faq_topic", "value": "parking"}], id="unknown-topic"),
+        pytest.param([{"entity": "faq_topic", "value": ""}], id="empty-topic"),
+        pytest.param([{"entity": "body_part", "value": "dry_needling"}], id="other"),
+        pytest.param([], id="no-entity"),
+    ],
+)
+async def test_faq_answer_without_a_known_topic_gets_default_reply(
+    entities: List[Dict[str, Any]],
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        text="where do I park",
+        intent="faq",
+        entities=entities,
+        response_selector=selector([("dry_needling", 0.9)]),
+    )
+
+    assert await ActionAnswerFaq().run(dispatcher, tracker, domain) == []
+
+    assert responses(dispatcher) == ["utter_default"]
 
 
 # --- action_clarify -----------------------------------------------------------------

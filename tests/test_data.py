@@ -43,6 +43,13 @@ ACTION_PLACEHOLDERS = {
     "contact_details",
     "hours",
 }
+# Slots that action_session_start fills from clinic.yml (actions/session.py).
+FACT_SLOTS = {
+    "clinic_name",
+    "clinic_city",
+    "clinic_state",
+    "clinic_contact_sentence",
+}
 # Printable ASCII and newline, minus the backtick, which GSM-7 does not have.
 SMS_SAFE = set(string.printable) - set("\t\r\x0b\x0c`")
 # Clinic facts that only clinic.yml may state.
@@ -234,21 +241,51 @@ def test_responses_do_not_hard_code_clinic_yml_values() -> None:
     assert hard_coded == [], "use {clinic_name}, {clinic_city}, ... instead"
 
 
-def test_placeholders_are_filled_by_the_actions() -> None:
+def known_actions(domain: Domain) -> Set[str]:
+    """Domain actions plus the retrieval actions (utter_faq) Rasa adds itself."""
+    return set(domain.action_names_or_texts) | {
+        f"utter_{intent}" for intent in domain.retrieval_intents
+    }
+
+
+def test_placeholders_are_filled_by_the_actions_or_fact_slots() -> None:
     unknown = [
         (name, placeholder)
         for name, text in response_texts()
         for placeholder in placeholders(text)
-        if placeholder not in ACTION_PLACEHOLDERS
+        if placeholder not in ACTION_PLACEHOLDERS | FACT_SLOTS
     ]
     assert unknown == []
 
 
-def test_responses_with_placeholders_are_only_uttered_by_actions() -> None:
-    with_placeholders = {name for name, text in response_texts() if placeholders(text)}
-    assert "utter_intro" in with_placeholders  # the check below can see placeholders
+def test_fact_slots_are_declared_in_the_domain(rasa_domain: Domain) -> None:
+    assert {slot.name for slot in rasa_domain.slots} >= FACT_SLOTS
+
+
+def test_responses_with_action_values_are_only_uttered_by_actions() -> None:
+    with_values = {
+        name for name, text in response_texts() if placeholders(text) - FACT_SLOTS
+    }
+    assert "utter_hours" in with_values  # the check below can see placeholders
     in_rules = {str(step["action"]) for _, step in rule_steps() if "action" in step}
-    assert in_rules & with_placeholders == set()
+    assert in_rules & with_values == set()
+
+
+def test_faq_answers_with_fact_slots_need_the_facts_loaded() -> None:
+    # utter_faq/* is uttered by Rasa itself; if session start could not load the
+    # facts, the unconditioned variation must be used, never "None is in None".
+    checked = 0
+    loaded = {"type": "slot", "name": "clinic_facts_loaded", "value": True}
+    for name, variations in all_responses().items():
+        if not name.startswith("utter_faq/"):
+            continue
+        for variation in variations:
+            if placeholders(str(variation.get("text", ""))) & FACT_SLOTS:
+                assert loaded in (variation.get("condition") or []), name
+                checked += 1
+            else:
+                assert not placeholders(str(variation.get("text", ""))), name
+    assert checked >= 1
 
 
 def test_responses_used_by_the_actions_exist(rasa_domain: Domain) -> None:
@@ -286,12 +323,13 @@ def test_button_payloads_trigger_known_intents_and_topics(rasa_domain: Domain) -
 
 
 def test_rules_use_only_domain_intents_and_actions(rasa_domain: Domain) -> None:
-    known_actions = set(rasa_domain.action_names_or_texts)
+    actions = known_actions(rasa_domain)
+    assert "utter_faq" in actions
     for path, step in rule_steps():
         if "intent" in step:
             assert step["intent"] in rasa_domain.intents, (path.name, step)
         if "action" in step:
-            assert step["action"] in known_actions, (path.name, step)
+            assert step["action"] in actions, (path.name, step)
 
 
 def test_every_intent_has_a_rule() -> None:
@@ -387,7 +425,7 @@ def test_test_stories_use_domain_intents_and_actions(
                     assert base in rasa_domain.intents, (story["story"], step)
                     assert not topic or topic in topics, (story["story"], step)
                 if "action" in step:
-                    assert step["action"] in rasa_domain.action_names_or_texts, (
+                    assert step["action"] in known_actions(rasa_domain), (
                         story["story"],
                         step,
                     )
