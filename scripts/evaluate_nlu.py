@@ -25,6 +25,7 @@ import yaml
 HELDOUT = (
     Path(__file__).resolve().parent.parent / "tests" / "nlu_heldout" / "heldout.yml"
 )
+RETRIEVAL_INTENT = "faq"
 
 
 @dataclass
@@ -60,20 +61,28 @@ def load_examples(path: Path = HELDOUT) -> List[Tuple[str, str]]:
     return examples
 
 
-def predicted_label(parse: Dict[str, Any]) -> Tuple[str, float]:
-    """The label and confidence of a parse result, FAQ topics resolved."""
+def predicted_label(parse: Dict[str, Any]) -> Tuple[str, float, Optional[float]]:
+    """The label a parse result predicts, its intent and its FAQ-answer confidence.
+
+    For the retrieval intent the label is the ResponseSelector's full intent
+    (``faq/<topic>``); otherwise it is the intent name (possibly ``nlu_fallback``).
+    A ResponseSelector trained without ``retrieval_intent`` (Rasa's stock
+    configuration) reports under the key ``default``.
+    """
     intent = parse.get("intent") or {}
-    name = str(intent.get("name"))
+    name = str(intent.get("name") or "")
     confidence = float(intent.get("confidence") or 0.0)
-    selection: Optional[Dict[str, Any]] = (parse.get("response_selector") or {}).get(
-        name
+    if name != RETRIEVAL_INTENT:
+        return name, confidence, None
+    selectors = parse.get("response_selector") or {}
+    selection = selectors.get(RETRIEVAL_INTENT) or selectors.get("default") or {}
+    response = selection.get("response") or {}
+    answer_confidence = response.get("confidence")
+    return (
+        str(response.get("intent_response_key") or name),
+        confidence,
+        None if answer_confidence is None else float(answer_confidence),
     )
-    if selection:
-        response = selection.get("response") or {}
-        key = response.get("intent_response_key")
-        if key:
-            return str(key), float(response.get("confidence") or 0.0)
-    return name, confidence
 
 
 async def evaluate(model: Path, examples: List[Tuple[str, str]]) -> Result:
@@ -84,7 +93,10 @@ async def evaluate(model: Path, examples: List[Tuple[str, str]]) -> Result:
     result = Result()
     for text, label in examples:
         parse = await agent.parse_message(text)
-        predicted, confidence = predicted_label(parse)
+        predicted, intent_confidence, answer_confidence = predicted_label(parse)
+        confidence = (
+            intent_confidence if answer_confidence is None else answer_confidence
+        )
         result.per_label[label].append(int(predicted == label))
         if predicted == "nlu_fallback":
             result.fallbacks += 1

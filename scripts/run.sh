@@ -7,7 +7,11 @@ cd "$PROJECT_ROOT"
 
 scripts/setup.sh
 scripts/train.sh
+# Conversations are patient data: the tracker database and its folder are readable
+# by the account that runs the assistant only.
+umask 077
 mkdir -p "$STATE_DIR"
+chmod 700 "$STATE_DIR"
 
 pids=()
 cleanup() {

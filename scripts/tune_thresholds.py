@@ -113,7 +113,7 @@ async def score(model: Path, test: List[Tuple[str, str]]) -> List[Dict[str, Any]
     records = []
     for text, label in test:
         parse = await agent.parse_message(text)
-        predicted, answer_confidence = predicted_label(parse)
+        predicted, intent_confidence, answer_confidence = predicted_label(parse)
         ranking = ((parse.get("response_selector") or {}).get("faq") or {}).get(
             "ranking"
         ) or []
@@ -126,8 +126,8 @@ async def score(model: Path, test: List[Tuple[str, str]]) -> List[Dict[str, Any]
             {
                 "label": label,
                 "predicted": predicted,
-                "intent_confidence": float(parse["intent"]["confidence"]),
-                "answer_confidence": answer_confidence,
+                "intent_confidence": intent_confidence,
+                "answer_confidence": answer_confidence or 0.0,
                 "answer_margin": margin,
             }
         )
