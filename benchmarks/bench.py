@@ -64,19 +64,19 @@ from typing import (
 )
 
 import aiohttp
-from rasa.shared.nlu.training_data.loading import load_data
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+# One definition of the held-out metric, shared with make test and the tuning.
+from scripts.evaluate_nlu import HELDOUT, load_examples, predicted_label  # noqa: E402
 
 if TYPE_CHECKING:  # importing it for real loads TensorFlow; see write_predictions
     from rasa.core.agent import Agent
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-HELDOUT_PATH = PROJECT_ROOT / "tests" / "nlu_heldout" / "heldout.yml"
 ENV_SCRIPT = PROJECT_ROOT / "scripts" / "env.sh"
 LOOPBACK = "127.0.0.1"
 
-RETRIEVAL_INTENT = "faq"
-# Key of a ResponseSelector trained without `retrieval_intent` (the stock config).
-DEFAULT_SELECTOR_KEY = "default"
 FALLBACK_INTENT = "nlu_fallback"
 
 TRAIN_TIMEOUT_S = 1800.0
@@ -195,6 +195,7 @@ class Accuracy:
     fallbacks: int
     accuracy_pct: float
     fallback_rate_pct: float
+    wrong_answer_rate_pct: float  # answered, and wrong: what a patient may act on
     per_label: Dict[str, LabelScore]
     misclassified: List[Prediction]
 
@@ -492,37 +493,6 @@ def train_model(
 # ----------------------------------------------------------------- held-out accuracy
 
 
-def load_heldout(path: Path = HELDOUT_PATH) -> List[Tuple[str, str]]:
-    """The held-out examples as (text, label); FAQ labels are like ``faq/<topic>``."""
-    examples = load_data(str(path)).intent_examples
-    return [(message.get("text"), message.get_full_intent()) for message in examples]
-
-
-def predicted_label(parse: Dict[str, Any]) -> Tuple[str, float, Optional[float]]:
-    """The label a parse result predicts, its intent and its FAQ-answer confidence.
-
-    For the retrieval intent the label is the ResponseSelector's full intent
-    (``faq/<topic>``); otherwise it is the intent name (possibly ``nlu_fallback``).
-    """
-    intent = parse.get("intent") or {}
-    name = intent.get("name") or ""
-    confidence = float(intent.get("confidence") or 0.0)
-    if name != RETRIEVAL_INTENT:
-        return name, confidence, None
-    selectors = parse.get("response_selector") or {}
-    selector = (
-        selectors.get(RETRIEVAL_INTENT) or selectors.get(DEFAULT_SELECTOR_KEY) or {}
-    )
-    response = selector.get("response") or {}
-    key = response.get("intent_response_key")
-    selector_confidence = response.get("confidence")
-    return (
-        key or name,
-        confidence,
-        None if selector_confidence is None else float(selector_confidence),
-    )
-
-
 async def _predict_all(
     agent: Agent, examples: List[Tuple[str, str]]
 ) -> List[Prediction]:
@@ -543,7 +513,7 @@ def write_predictions(model_path: Path, out_path: Path) -> None:
     from rasa.core.agent import Agent
 
     agent = Agent.load(str(model_path))
-    predictions = asyncio.run(_predict_all(agent, load_heldout()))
+    predictions = asyncio.run(_predict_all(agent, load_examples(HELDOUT)))
     out_path.write_text(json.dumps([asdict(p) for p in predictions], indent=1))
 
 
@@ -563,6 +533,9 @@ def score(predictions: List[Prediction]) -> Accuracy:
         fallbacks=fallbacks,
         accuracy_pct=100.0 * correct / total if total else 0.0,
         fallback_rate_pct=100.0 * fallbacks / total if total else 0.0,
+        wrong_answer_rate_pct=(
+            100.0 * (total - correct - fallbacks) / total if total else 0.0
+        ),
         per_label=dict(sorted(per_label.items())),
         misclassified=[p for p in predictions if p.predicted != p.expected],
     )
@@ -962,7 +935,8 @@ def accuracy_lines(accuracy: Accuracy) -> List[str]:
     lines = [
         f"Held-out accuracy: {accuracy.correct}/{accuracy.total} = "
         f"{accuracy.accuracy_pct:.1f} %   fallback rate: {accuracy.fallbacks}/"
-        f"{accuracy.total} = {accuracy.fallback_rate_pct:.1f} %",
+        f"{accuracy.total} = {accuracy.fallback_rate_pct:.1f} %   "
+        f"wrong answers: {accuracy.wrong_answer_rate_pct:.1f} %",
         "",
     ]
     rows = [
@@ -1064,6 +1038,10 @@ def comparable_metrics(
         ("Rasa server RSS peak (MB)", serve.rss_peak_mb if serve else None),
         ("held-out accuracy (%)", accuracy.accuracy_pct if accuracy else None),
         ("fallback rate (%)", accuracy.fallback_rate_pct if accuracy else None),
+        (
+            "wrong answer rate (%)",
+            accuracy.wrong_answer_rate_pct if accuracy else None,
+        ),
     ]
     return metrics
 
@@ -1201,7 +1179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     specs = [spec for spec in CONFIGS if not (args.skip_stock and spec.name == "stock")]
     env = project_environment()
     machine = machine_info()
-    heldout_texts = [text for text, _ in load_heldout()]
+    heldout_texts = [text for text, _ in load_examples(HELDOUT)]
     workdir = Path(tempfile.mkdtemp(prefix="rasa-bench-"))
     try:
         results = [
