@@ -45,6 +45,24 @@ _WHITESPACE = re.compile(r"\s+")
 _TAG = re.compile(r"</?[a-zA-Z][^<>]{0,500}>")
 
 
+class ConfiguredComponent(GraphComponent):
+    """A component built from its configuration alone: nothing trained or stored."""
+
+    def __init__(self, config: Dict[str, Any]) -> None:
+        """Creates the component; subclasses read what they need from ``config``."""
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> GraphComponent:
+        """Creates the component (see parent class for full docstring)."""
+        return cls(config)
+
+
 def clean_text(text: str, max_characters: int) -> str:
     """Normalises a patient message for the classifier.
 
@@ -64,7 +82,7 @@ def clean_text(text: str, max_characters: int) -> str:
 @DefaultV1Recipe.register(
     DefaultV1Recipe.ComponentType.MESSAGE_TOKENIZER, is_trainable=False
 )
-class TextCleaner(GraphComponent):
+class TextCleaner(ConfiguredComponent):
     """Cleans message text before tokenisation, in training and at inference alike."""
 
     @staticmethod
@@ -75,17 +93,6 @@ class TextCleaner(GraphComponent):
     def __init__(self, config: Dict[str, Any]) -> None:
         """Creates the component."""
         self._max_characters = int(config["max_characters"])
-
-    @classmethod
-    def create(
-        cls,
-        config: Dict[str, Any],
-        model_storage: ModelStorage,
-        resource: Resource,
-        execution_context: ExecutionContext,
-    ) -> TextCleaner:
-        """Creates the component (see parent class for full docstring)."""
-        return cls(config)
 
     def process_training_data(self, training_data: TrainingData) -> TrainingData:
         """Cleans the training examples the same way as incoming messages."""
@@ -120,7 +127,7 @@ def _intent_name(message: Message) -> Optional[str]:
 @DefaultV1Recipe.register(
     DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False
 )
-class FaqConfidenceGate(GraphComponent, IntentClassifier):
+class FaqConfidenceGate(ConfiguredComponent, IntentClassifier):
     """Falls back when the ResponseSelector is unsure which FAQ answer fits.
 
     Rasa's ``FallbackClassifier`` only looks at the intent confidence, so "this is
@@ -142,17 +149,6 @@ class FaqConfidenceGate(GraphComponent, IntentClassifier):
         self._retrieval_intent = config["retrieval_intent"]
         self._threshold = float(config["threshold"])
         self._ambiguity_threshold = float(config["ambiguity_threshold"])
-
-    @classmethod
-    def create(
-        cls,
-        config: Dict[str, Any],
-        model_storage: ModelStorage,
-        resource: Resource,
-        execution_context: ExecutionContext,
-    ) -> FaqConfidenceGate:
-        """Creates the component (see parent class for full docstring)."""
-        return cls(config)
 
     def process(self, messages: List[Message]) -> List[Message]:
         """Replaces an unsure FAQ prediction with ``nlu_fallback``."""
@@ -185,26 +181,12 @@ def has_words(text: str) -> bool:
 @DefaultV1Recipe.register(
     DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False
 )
-class WordlessMessageGate(GraphComponent, IntentClassifier):
+class WordlessMessageGate(ConfiguredComponent, IntentClassifier):
     """Predicts ``nlu_fallback`` for messages without a single letter or digit.
 
     The classifiers always pick *some* intent, even for "👍👍" or "???"; answering
     that with an FAQ would be a confident wrong answer.
     """
-
-    def __init__(self, config: Dict[str, Any]) -> None:
-        """Creates the gate."""
-
-    @classmethod
-    def create(
-        cls,
-        config: Dict[str, Any],
-        model_storage: ModelStorage,
-        resource: Resource,
-        execution_context: ExecutionContext,
-    ) -> WordlessMessageGate:
-        """Creates the component (see parent class for full docstring)."""
-        return cls(config)
 
     def process(self, messages: List[Message]) -> List[Message]:
         """Replaces the prediction of wordless messages with ``nlu_fallback``."""
@@ -218,26 +200,12 @@ class WordlessMessageGate(GraphComponent, IntentClassifier):
 @DefaultV1Recipe.register(
     DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False
 )
-class RedFlagDetector(GraphComponent, IntentClassifier):
+class RedFlagDetector(ConfiguredComponent, IntentClassifier):
     """Forces the ``emergency`` or ``crisis`` intent when a red-flag phrase matches.
 
     The patterns live in ``clinic_nlu/red_flags.py``. A match wins over every other
     prediction, including ``nlu_fallback``.
     """
-
-    def __init__(self, config: Dict[str, Any]) -> None:
-        """Creates the detector."""
-
-    @classmethod
-    def create(
-        cls,
-        config: Dict[str, Any],
-        model_storage: ModelStorage,
-        resource: Resource,
-        execution_context: ExecutionContext,
-    ) -> RedFlagDetector:
-        """Creates the component (see parent class for full docstring)."""
-        return cls(config)
 
     def process(self, messages: List[Message]) -> List[Message]:
         """Overrides the intent of messages that carry a red flag."""
