@@ -9,6 +9,7 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.settings import SUGGESTION_MIN_CONFIDENCE
+from clinic_nlu.text import has_words
 
 RETRIEVAL_INTENT = "faq"
 FAQ_TOPIC_ENTITY = "faq_topic"
@@ -140,8 +141,7 @@ class ActionClarify(Action):
         A message without any letter or digit (empty, emoji, punctuation) is asked
         for words instead.
         """
-        text = tracker.latest_message.get("text") or ""
-        if not any(character.isalnum() for character in text):
+        if not has_words(tracker.latest_message.get("text") or ""):
             dispatcher.utter_message(response="utter_empty_message")
             return []
         options = suggestions(tracker.latest_message)

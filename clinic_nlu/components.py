@@ -12,8 +12,6 @@ Pipeline order (see ``config.yml``)::
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 from typing import Any, Dict, List, Optional
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -33,16 +31,11 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from clinic_nlu.red_flags import match_red_flag
+from clinic_nlu.text import clean_text, has_words
 
 logger = logging.getLogger(__name__)
 
 RESPONSE_SELECTOR_KEY = "response_selector"
-
-# Control, zero-width and bidi-override characters left once white space is a space.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060\ufeff]")
-_WHITESPACE = re.compile(r"\s+")
-# HTML or XML tags, e.g. pasted markup or a <script> probe. Their text content stays.
-_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,500}>")
 
 
 class ConfiguredComponent(GraphComponent):
@@ -61,22 +54,6 @@ class ConfiguredComponent(GraphComponent):
     ) -> GraphComponent:
         """Creates the component (see parent class for full docstring)."""
         return cls(config)
-
-
-def clean_text(text: str, max_characters: int) -> str:
-    """Normalises a patient message for the classifier.
-
-    Unicode is NFKC-normalised, control and zero-width characters and markup tags are
-    dropped, runs of white space collapse to one space, and the text is cut to
-    ``max_characters`` (the first part of a very long message carries its question;
-    the rest would only cost time).
-    """
-    text = unicodedata.normalize("NFKC", text)
-    text = _WHITESPACE.sub(" ", text)  # first: line and page separators part words
-    text = _CONTROL.sub("", text)
-    text = _TAG.sub(" ", text)
-    text = _WHITESPACE.sub(" ", text).strip()
-    return text[:max_characters]
 
 
 @DefaultV1Recipe.register(
@@ -171,11 +148,6 @@ class FaqConfidenceGate(ConfiguredComponent, IntentClassifier):
                 )
                 _set_intent(message, DEFAULT_NLU_FALLBACK_INTENT_NAME, top)
         return messages
-
-
-def has_words(text: str) -> bool:
-    """Whether the text has any letter or digit (emoji and punctuation alone do not)."""
-    return any(character.isalnum() for character in text)
 
 
 @DefaultV1Recipe.register(

@@ -27,10 +27,9 @@ from clinic_nlu.components import (
     RedFlagDetector,
     TextCleaner,
     WordlessMessageGate,
-    clean_text,
-    has_words,
 )
 from clinic_nlu.red_flags import match_red_flag
+from clinic_nlu.text import clean_text, has_words
 
 ComponentT = TypeVar("ComponentT", bound=GraphComponent)
 

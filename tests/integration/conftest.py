@@ -16,6 +16,8 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
+from scripts.wait_ready import is_ready
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
@@ -33,12 +35,8 @@ def wait_until_ready(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before ready")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if is_ready(url):
+            return
         time.sleep(0.25)
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
