@@ -11,7 +11,9 @@ The chosen pair maximises
     correct answers - COST_OF_WRONG_ANSWER * wrong answers
 
 over the validation messages: a confident wrong answer costs a patient more than a
-"Did you mean ...?". The result is printed as a table for docs/thresholds.md.
+"Did you mean ...?". Among pairs with the same score, the one with fewer wrong answers
+and then the higher thresholds comes first. The result is printed as a table for
+docs/thresholds.md.
 
 Usage: python scripts/tune_thresholds.py [--json results/thresholds.json]
 """
@@ -63,9 +65,9 @@ def write_nlu(examples: List[Tuple[str, str]], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def ungated_config(path: Path) -> None:
-    """Writes config.yml with every confidence gate switched off."""
-    config = yaml.safe_load((ROOT / "config.yml").read_text(encoding="utf-8"))
+def ungated_config(source: Path, path: Path) -> None:
+    """Writes the ``source`` configuration with every confidence gate switched off."""
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
     for component in config["pipeline"]:
         if "threshold" in component:
             component["threshold"] = 0.0
@@ -74,14 +76,16 @@ def ungated_config(path: Path) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
-def train_ungated(workdir: Path, train: List[Tuple[str, str]]) -> Path:
+def train_ungated(
+    workdir: Path, train: List[Tuple[str, str]], source_config: Path
+) -> Path:
     """Trains an NLU-only model on ``train`` with the gates off; returns its path."""
     data = workdir / "data"
     data.mkdir()
     write_nlu(train, data / "nlu.yml")
     shutil.copy(ROOT / "data" / "responses" / "faq.yml", data / "responses.yml")
     config = workdir / "config.yml"
-    ungated_config(config)
+    ungated_config(source_config, config)
     subprocess.run(
         [
             str(Path(sys.executable).parent / "rasa"),
@@ -169,13 +173,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--validation", type=Path, default=VALIDATION)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--config", type=Path, default=ROOT / "config.yml")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:
-        model = train_ungated(Path(workdir), load_training_examples())
+        model = train_ungated(Path(workdir), load_training_examples(), args.config)
         records = asyncio.run(score(model, load_examples(args.validation)))
 
-    rows = sorted(sweep(records), key=lambda row: row["score"], reverse=True)
+    # Best score first; among equal scores, fewer wrong answers, then the higher
+    # (more cautious) thresholds.
+    rows = sorted(
+        sweep(records),
+        key=lambda row: (
+            row["score"],
+            -row["wrong"],
+            row["intent_threshold"] + row["answer_threshold"],
+        ),
+        reverse=True,
+    )
     total = len(records)
     print(
         f"\n{total} validation messages, cost of a wrong answer {COST_OF_WRONG_ANSWER}"

