@@ -7,8 +7,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PROJECT_ROOT"
 
 fingerprint="$(
-  find config.yml domain.yml data clinic_nlu requirements.lock -type f \
-    \( -name '*.yml' -o -name '*.yaml' -o -name '*.py' -o -name '*.lock' \) -print0 |
+  find config.yml domain.yml data clinic_nlu requirements.lock requirements-model.txt \
+    -type f \( -name "*.yml" -o -name "*.yaml" -o -name "*.py" -o -name "*.lock" \
+    -o -name "requirements-model.txt" \) -print0 |
     sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1
 )"
 stamp="${MODEL_PATH%.tar.gz}.fingerprint"
