@@ -24,6 +24,10 @@ DEFAULT_CLINIC_CONFIG = PROJECT_ROOT / "clinic.yml"
 # "Did you mean" suggests a topic only if its confidence reaches this share.
 SUGGESTION_MIN_CONFIDENCE = 0.05
 
+# Sections of clinic.yml that other modules parse and this one ignores:
+# ``scheduling`` belongs to actions/scheduling/config.py.
+OTHER_SECTIONS = frozenset({"scheduling"})
+
 
 class ClinicConfigError(ValueError):
     """The clinic facts file is missing, unreadable or malformed."""
@@ -72,6 +76,7 @@ def parse_clinic_config(raw: object, source: str) -> ClinicInfo:
     """Builds a :class:`ClinicInfo` from parsed YAML, with clear errors."""
     if not isinstance(raw, dict):
         raise ClinicConfigError(f"{source}: expected a mapping of clinic facts.")
+    raw = {key: value for key, value in raw.items() if key not in OTHER_SECTIONS}
     known = {field.name for field in fields(ClinicInfo)}
     unknown = sorted(set(raw) - known)
     if unknown:

@@ -42,6 +42,18 @@ ACTION_PLACEHOLDERS = {
     "clinic_state",
     "contact_details",
     "hours",
+    # booking (actions/booking.py)
+    "horizon_days",
+    "visit_type_name",
+    "time_preference",
+    "when",
+    "reference",
+    "phone",
+}
+# Entities a button may set, and the values each may take (None: any value).
+BUTTON_ENTITIES = {
+    "faq_topic": None,  # checked against the FAQ topics below
+    "booking_field": {"time", "visit_type", "name", "phone"},
 }
 # Slots that action_session_start fills from clinic.yml (actions/session.py).
 FACT_SLOTS = {
@@ -313,8 +325,9 @@ def test_button_payloads_trigger_known_intents_and_topics(rasa_domain: Domain) -
                 intent = (parsed.get(INTENT) or {}).get("name")
                 assert intent in rasa_domain.intents, (name, payload)
                 for entity in parsed.get(ENTITIES) or []:
-                    assert entity["entity"] == "faq_topic", (name, payload)
-                    assert entity["value"] in topics, (name, payload)
+                    assert entity["entity"] in BUTTON_ENTITIES, (name, payload)
+                    allowed = BUTTON_ENTITIES[entity["entity"]] or topics
+                    assert entity["value"] in allowed, (name, payload)
                 checked += 1
     assert checked >= 6
 

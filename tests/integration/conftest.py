@@ -60,6 +60,7 @@ class Assistant:
             raise RuntimeError(f"No trained model at {model}: run 'make train' first.")
         self.model = model
         self.tracker_db = tmp / "tracker.db"
+        self.scheduler_db = tmp / "scheduler.db"
         self.rasa_port = free_port()
         self.action_port = free_port()
         self.log_dir = tmp
@@ -68,6 +69,9 @@ class Assistant:
             "RASA_TELEMETRY_ENABLED": "false",
             "SANIC_HOST": "127.0.0.1",
             "TRACKER_DB": str(self.tracker_db),
+            "STATE_DIR": str(tmp),
+            "SCHEDULER_BACKEND": "sqlite",
+            "SCHEDULER_DB": str(tmp / "scheduler.db"),
             "ACTION_SERVER_URL": f"http://127.0.0.1:{self.action_port}/webhook",
             "PYTHONPATH": str(ROOT),
         }

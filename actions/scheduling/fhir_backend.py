@@ -1,0 +1,925 @@
+"""Scheduler backend for a clinic's FHIR R4 server (Slot, Appointment, Schedule).
+
+How the :class:`~actions.scheduling.base.Scheduler` contract maps onto FHIR R4
+(v4.0.1, https://hl7.org/fhir/R4/):
+
+- Open times are ``Slot`` resources (slot.html) with status ``free``, found with the
+  Slot search parameters ``status``, ``start``, ``service-type`` and ``schedule``
+  (search.html: date prefixes ``ge``/``lt``, ``system|code`` tokens, comma = OR).
+  A visit type is a ``Slot.serviceType`` coding; the provider is the Slot's
+  ``schedule`` reference.
+- A booking is an ``Appointment`` (appointment.html) with status ``booked`` that
+  references its Slot, and booking marks the Slot ``busy``. Both changes go in one
+  transaction Bundle (http.html#transaction), so they happen together or not at all.
+- Double booking is prevented by a version-aware update (http.html#concurrency):
+  the Slot is PUT with ``ifMatch`` carrying the version read just before, so if
+  anything changed the Slot in between, the server answers 412 and the whole
+  transaction fails. A server that does not report versions is refused.
+- Retries never book twice: the Appointment carries the idempotency key as an
+  identifier and is created with ``ifNoneExist`` on it (http.html#ccreate), and
+  before booking -- and after any conflict -- the backend searches for that
+  identifier and returns the booking it finds.
+- The patient is a *contained* Patient (references.html#contained) with a name and
+  a phone number, referenced by the Appointment's participant. A chat booking is
+  not a verified identity, so it creates no Patient record and matches none in the
+  clinic's patient index; staff reconcile it at check-in.
+- Holds: FHIR R4 has no hold. A hold here is an in-process reservation in this
+  backend only: it keeps this action server from offering or booking the slot for
+  someone else, but it does not stop another system (the front desk, a portal)
+  from booking the slot at the FHIR server. That cannot double book -- the
+  transaction's ``If-Match`` makes the later booking fail -- but a patient holding
+  a slot can still lose it and get ``SlotUnavailable`` when confirming.
+- A booking is only found by its reference code identifier *and* the phone number
+  of its contained Patient; a mismatch of either gives ``BookingNotFound``.
+
+Patient names and phone numbers are never logged, nor put in exception messages.
+
+Environment (:meth:`FhirScheduler.from_env`):
+    FHIR_BASE_URL: the FHIR server's service base URL (required).
+    FHIR_AUTH_TOKEN: a bearer token sent as ``Authorization: Bearer ...``.
+    FHIR_SCHEDULE_IDS: comma-separated Schedule ids to search; all if unset.
+    SCHEDULER_TIMEOUT: seconds to wait for each HTTP request (default 5).
+    FHIR_VISIT_TYPE_CODES: ``visit_type=system|code`` pairs, comma-separated; if
+        unset a visit type ``x`` is the code ``x`` of ``VISIT_TYPE_SYSTEM``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from urllib.parse import quote
+
+import requests
+
+from actions.scheduling.base import (
+    BOOKED,
+    CANCELLED,
+    BackendUnavailable,
+    Booking,
+    BookingNotFound,
+    Hold,
+    Patient,
+    Slot,
+    SlotUnavailable,
+    require_aware,
+)
+
+logger = logging.getLogger(__name__)
+
+Resource = Dict[str, Any]
+
+BOOKING_REFERENCE_SYSTEM = "urn:valliant-life-medical:booking-reference"
+IDEMPOTENCY_KEY_SYSTEM = "urn:valliant-life-medical:idempotency-key"
+VISIT_TYPE_SYSTEM = "urn:valliant-life-medical:visit-type"
+# https://hl7.org/fhir/R4/valueset-appointment-cancellation-reason.html
+CANCELLATION_REASON_SYSTEM = (
+    "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
+)
+FHIR_JSON = "application/fhir+json"
+DEFAULT_TIMEOUT = 5.0
+
+# Answers that mean "someone else changed or took it": version conflict (409, 412,
+# http.html#concurrency) or a business rule of the server (422).
+CONFLICT_STATUSES = frozenset({409, 412, 422})
+# Appointment statuses a patient can still cancel (valueset-appointmentstatus.html).
+CANCELLABLE_STATUSES = frozenset({"proposed", "pending", "booked", "waitlist"})
+# Appointment statuses that keep a Slot taken.
+ACTIVE_STATUSES = ("pending", "booked", "arrived", "checked-in")
+
+# Our statuses for FHIR's; any other FHIR status (e.g. "fulfilled") is kept as is.
+_STATUSES = {"booked": BOOKED, "cancelled": CANCELLED}
+# Reference codes avoid 0/O and 1/I so that they can be read out over the phone.
+REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+REFERENCE_LENGTH = 6
+_REFERENCE_ATTEMPTS = 5
+_CANCEL_ATTEMPTS = 3
+_MAX_KEY_LENGTH = 128
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+_INSTANT = re.compile(
+    r"^(?P<head>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d+))?"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2})$"
+)
+
+
+class FhirScheduler:
+    """A :class:`~actions.scheduling.base.Scheduler` backed by a FHIR R4 server.
+
+    Thread-safe: each thread gets its own ``requests.Session`` (unless one is
+    passed in), and the local holds are guarded by a lock.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        visit_type_codes: Optional[Mapping[str, str]] = None,
+        schedule_ids: Sequence[str] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+        auth_token: Optional[str] = None,
+        session: Any = None,
+    ) -> None:
+        """Configures the backend; nothing is sent until the first call.
+
+        Args:
+            base_url: The FHIR service base URL, e.g. ``https://fhir.example/r4``.
+            visit_type_codes: Visit type -> ``"system|code"`` (or just ``"code"``
+                of ``VISIT_TYPE_SYSTEM``) of ``Slot.serviceType``. If None, every
+                visit type ``x`` is the code ``x`` of ``VISIT_TYPE_SYSTEM``.
+            schedule_ids: Schedules whose Slots are offered (``id`` or
+                ``Schedule/id``); empty for all.
+            timeout: Seconds to wait for each HTTP request.
+            auth_token: Bearer token for the ``Authorization`` header.
+            session: A ``requests.Session`` to use for every call, e.g. one with
+                client certificates. By default each thread makes its own.
+
+        Raises:
+            ValueError: The base URL is not http(s) or the timeout is not positive.
+        """
+        if not re.match(r"^https?://[^/]", base_url or ""):
+            raise ValueError(
+                f"the FHIR base URL must be http(s)://..., not {base_url!r}"
+            )
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        self._base_url = base_url.rstrip("/")
+        self._visit_types: Optional[Dict[str, Tuple[str, str]]] = (
+            None
+            if visit_type_codes is None
+            else {key: _parse_code(value) for key, value in visit_type_codes.items()}
+        )
+        self._schedules = tuple(
+            s if s.startswith("Schedule/") else f"Schedule/{s}"
+            for s in (i.strip() for i in schedule_ids)
+            if s
+        )
+        self._timeout = timeout
+        self._auth_token = auth_token
+        self._session = session
+        self._local = threading.local()
+        self._holds: Dict[str, Hold] = {}
+        self._holds_lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> FhirScheduler:
+        """Builds the backend from environment variables (see the module docstring).
+
+        Args:
+            environ: The environment, usually ``os.environ``.
+
+        Returns:
+            The configured backend.
+
+        Raises:
+            ValueError: ``FHIR_BASE_URL`` is missing, or a variable is malformed.
+        """
+        base_url = environ.get("FHIR_BASE_URL", "").strip()
+        if not base_url:
+            raise ValueError(
+                "FHIR_BASE_URL is not set: the FHIR scheduler needs the base URL of "
+                "the clinic's FHIR R4 server, e.g. https://fhir.example.org/r4"
+            )
+        raw_timeout = environ.get("SCHEDULER_TIMEOUT", "").strip()
+        try:
+            timeout = float(raw_timeout) if raw_timeout else DEFAULT_TIMEOUT
+        except ValueError:
+            raise ValueError(
+                f"SCHEDULER_TIMEOUT must be a number of seconds, not {raw_timeout!r}"
+            ) from None
+        return cls(
+            base_url,
+            visit_type_codes=_parse_visit_types(
+                environ.get("FHIR_VISIT_TYPE_CODES", "")
+            ),
+            schedule_ids=[
+                s.strip() for s in environ.get("FHIR_SCHEDULE_IDS", "").split(",")
+            ],
+            timeout=timeout,
+            auth_token=environ.get("FHIR_AUTH_TOKEN", "").strip() or None,
+        )
+
+    # --- the Scheduler protocol -----------------------------------------------------
+
+    def find_slots(
+        self,
+        visit_type: str,
+        earliest: datetime,
+        latest: datetime,
+        limit: int = 5,
+    ) -> List[Slot]:
+        """Free slots of ``visit_type`` starting in [earliest, latest), soonest first.
+
+        One Slot search; slots that start in the past or are held here are left
+        out. The results are filtered and sorted again locally, so a server that
+        ignores ``_sort`` or reads the date range loosely cannot widen them.
+
+        Raises:
+            ValueError: A naive datetime, or a visit type without a configured code.
+            BackendUnavailable: The server cannot be reached or answered an error.
+        """
+        require_aware(earliest, "earliest")
+        require_aware(latest, "latest")
+        system, code = self._service_type(visit_type)
+        earliest = max(earliest, datetime.now(timezone.utc))
+        if limit <= 0 or latest <= earliest:
+            return []
+        held = self._held_slot_ids()
+        params = [
+            ("status", "free"),
+            ("start", f"ge{_instant(earliest)}"),
+            ("start", f"lt{_instant(latest, round_up=True)}"),
+            ("service-type", f"{_escape(system)}|{_escape(code)}"),
+        ]
+        if self._schedules:
+            params.append(("schedule", ",".join(map(_escape, self._schedules))))
+        params += [("_sort", "start"), ("_count", str(limit + len(held)))]
+        slots = [
+            slot
+            for resource in self._search("Slot", params)
+            if resource.get("status") == "free" and resource.get("id") not in held
+            for slot in [_slot_from_resource(resource, visit_type)]
+            if slot is not None and earliest <= slot.start < latest
+        ]
+        return sorted(slots, key=lambda s: s.start)[:limit]
+
+    def hold(self, slot: Slot, ttl: timedelta = timedelta(minutes=10)) -> Hold:
+        """Reserves ``slot`` in this process for ``ttl`` (see the module docstring).
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
+            SlotUnavailable: The Slot is gone, not free, past, or held here.
+            BackendUnavailable: The server cannot be reached or answered an error.
+        """
+        if ttl <= timedelta(0):
+            raise ValueError("a hold needs a positive ttl")
+        resource, _ = self._read_slot(slot.slot_id)
+        _require_bookable(resource)
+        now = datetime.now(timezone.utc)
+        with self._holds_lock:
+            self._drop_expired_holds(now)
+            if any(h.slot.slot_id == slot.slot_id for h in self._holds.values()):
+                raise SlotUnavailable("the slot is held by someone else")
+            hold = Hold(hold_id=uuid.uuid4().hex, slot=slot, expires_at=now + ttl)
+            self._holds[hold.hold_id] = hold
+        return hold
+
+    def release(self, hold_id: str) -> None:
+        """Drops a local hold; unknown or expired holds are ignored."""
+        with self._holds_lock:
+            self._holds.pop(hold_id, None)
+
+    def book(
+        self,
+        slot: Slot,
+        patient: Patient,
+        idempotency_key: str,
+        hold_id: Optional[str] = None,
+    ) -> Booking:
+        """Books ``slot`` with one transaction: Slot busy (If-Match) + Appointment.
+
+        A booking made earlier with the same ``idempotency_key`` is returned as it
+        is. If the request times out, the booking may or may not have been made;
+        calling again with the same key returns it if it was.
+
+        Raises:
+            ValueError: No key, a phone number that is not E.164, or no name.
+            SlotUnavailable: The slot is gone, taken, held by another hold, or
+                changed while booking (409/412/422 from the server).
+            BackendUnavailable: The server cannot be reached, timed out, answered
+                an error, or does not version Slots.
+        """
+        _check_key(idempotency_key)
+        _check_patient(patient)
+        existing = self._find_by_key(idempotency_key)
+        if existing is not None:
+            return self._booking_from(existing)
+        self._check_not_held_by_others(slot.slot_id, hold_id)
+        current, version = self._read_slot(slot.slot_id)
+        try:
+            _require_bookable(current)
+        except SlotUnavailable:
+            return self._replay_or_unavailable(idempotency_key)
+        reference = self._new_reference()
+        bundle = _booking_bundle(
+            current,
+            version,
+            self._slot_service_type(current, slot.visit_type),
+            patient,
+            reference,
+            idempotency_key,
+        )
+        response = self._http("POST", "", body=bundle)
+        if response.status_code in CONFLICT_STATUSES:
+            logger.info("slot %s was taken while booking", slot.slot_id)
+            return self._replay_or_unavailable(idempotency_key)
+        entries = self._transaction_entries(response, "booking", expected=2)
+        self._forget_holds_of(slot.slot_id)
+        if _entry_status(entries[1]) != 201:  # the key was used by a concurrent call
+            return self._settle_concurrent_replay(idempotency_key, current, entries[0])
+        logger.info("booked slot %s", slot.slot_id)
+        booked = _slot_from_resource(current, slot.visit_type)
+        if booked is None:
+            raise BackendUnavailable("the FHIR server returned a Slot without times")
+        return Booking(reference=reference, slot=booked, patient=patient, status=BOOKED)
+
+    def cancel(self, reference: str, phone: str, idempotency_key: str) -> Booking:
+        """Cancels the Appointment and frees its Slot in one transaction.
+
+        Cancelling an already cancelled booking returns it unchanged; so does
+        cancelling one that can no longer be cancelled (e.g. ``fulfilled``), whose
+        status the caller then sees. Cancelling is idempotent by state, so the key
+        is only checked, not stored. If the Appointment or Slot changes while
+        cancelling (412), the cancel is retried on the new versions.
+
+        Raises:
+            ValueError: No idempotency key.
+            BookingNotFound: No booking has this reference and phone.
+            BackendUnavailable: The server cannot be reached or answered an error.
+        """
+        _check_key(idempotency_key)
+        for _ in range(_CANCEL_ATTEMPTS):
+            appointment = self._find_booking_resource(reference, phone)
+            if appointment.get("status") not in CANCELLABLE_STATUSES:
+                return self._booking_from(appointment)
+            cancelled = {
+                **appointment,
+                "status": "cancelled",
+                "cancelationReason": {
+                    "coding": [{"system": CANCELLATION_REASON_SYSTEM, "code": "pat"}]
+                },
+            }
+            entries = [_put_entry(cancelled, _version(appointment))]
+            slot_entry = self._slot_release_entry(appointment)
+            if slot_entry is not None:
+                entries.append(slot_entry)
+            response = self._http("POST", "", body=_transaction(entries))
+            if response.status_code in CONFLICT_STATUSES:
+                continue
+            self._transaction_entries(response, "cancel", expected=len(entries))
+            logger.info("cancelled appointment %s", appointment.get("id"))
+            return self._booking_from(cancelled)
+        raise BackendUnavailable("the appointment kept changing while cancelling it")
+
+    def get_booking(self, reference: str, phone: str) -> Booking:
+        """The booking with this reference code and phone number.
+
+        Raises:
+            BookingNotFound: No booking has both (which one was wrong is not said).
+            BackendUnavailable: The server cannot be reached or answered an error.
+        """
+        return self._booking_from(self._find_booking_resource(reference, phone))
+
+    # --- booking helpers ------------------------------------------------------------
+
+    def _find_by_key(self, idempotency_key: str) -> Optional[Resource]:
+        """The Appointment created with this idempotency key, if any."""
+        matches = self._search(
+            "Appointment",
+            [("identifier", _token(IDEMPOTENCY_KEY_SYSTEM, idempotency_key))],
+        )
+        return matches[0] if matches else None
+
+    def _replay_or_unavailable(self, idempotency_key: str) -> Booking:
+        """After a conflict: our own earlier booking if there is one, else the error.
+
+        A concurrent call with the same key may have booked the slot a moment ago;
+        that is a success for the caller, not a taken slot.
+        """
+        existing = self._find_by_key(idempotency_key)
+        if existing is not None:
+            return self._booking_from(existing)
+        raise SlotUnavailable("the slot was taken")
+
+    def _settle_concurrent_replay(
+        self, idempotency_key: str, slot: Resource, slot_entry: Resource
+    ) -> Booking:
+        """The transaction went through but ``ifNoneExist`` found an Appointment.
+
+        A concurrent call with the same key created that Appointment between our
+        search and our transaction. If it is for another Slot (or no longer
+        active), our transaction still made this Slot busy with no Appointment on
+        it, so the Slot is freed again.
+        """
+        existing = self._find_by_key(idempotency_key)
+        if existing is None:
+            raise BackendUnavailable("the FHIR server lost a conditional create match")
+        if (
+            _slot_id_of(existing) != slot.get("id")
+            or existing.get("status") not in ACTIVE_STATUSES
+        ):
+            etag = slot_entry.get("response", {}).get("etag", "")
+            version = re.sub(r'^(W/)?"|"$', "", etag)
+            freed = {**slot, "status": "free"}
+            response = self._http(
+                "POST", "", body=_transaction([_put_entry(freed, version)])
+            )
+            if response.status_code != 200:
+                logger.warning(
+                    "slot %s is busy without an appointment; free it by hand",
+                    slot.get("id"),
+                )
+        return self._booking_from(existing)
+
+    def _new_reference(self) -> str:
+        """A random reference code that no Appointment has yet."""
+        for _ in range(_REFERENCE_ATTEMPTS):
+            reference = "".join(
+                secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH)
+            )
+            if not self._search(
+                "Appointment",
+                [("identifier", _token(BOOKING_REFERENCE_SYSTEM, reference))],
+            ):
+                return reference
+        raise BackendUnavailable("no unused booking reference code was found")
+
+    def _slot_service_type(self, slot: Resource, visit_type: str) -> List[Any]:
+        """The Appointment's serviceType: the Slot's own, else the configured code."""
+        if slot.get("serviceType"):
+            return list(slot["serviceType"])
+        system, code = self._service_type(visit_type)
+        return [{"coding": [{"system": system, "code": code}]}]
+
+    def _slot_release_entry(self, appointment: Resource) -> Optional[Resource]:
+        """A PUT setting the Appointment's Slot free, if it should be freed.
+
+        Only a ``busy`` Slot is freed (staff may have blocked it since), and only
+        if no other active Appointment uses it.
+        """
+        slot_id = _slot_id_of(appointment)
+        if slot_id is None:
+            return None
+        try:
+            slot, version = self._read_slot(slot_id)
+        except SlotUnavailable:
+            return None
+        if slot.get("status") != "busy":
+            return None
+        others = self._search(
+            "Appointment",
+            [
+                ("slot", f"Slot/{_escape(slot_id)}"),
+                ("status", ",".join(ACTIVE_STATUSES)),
+            ],
+        )
+        if any(other.get("id") != appointment.get("id") for other in others):
+            return None
+        return _put_entry({**slot, "status": "free"}, version)
+
+    def _find_booking_resource(self, reference: str, phone: str) -> Resource:
+        """The Appointment with this reference code whose patient has this phone."""
+        code = reference.strip().upper()
+        wanted = _normalize_phone(phone)
+        if not code or not wanted:
+            raise BookingNotFound("no booking has this reference and phone number")
+        for appointment in self._search(
+            "Appointment", [("identifier", _token(BOOKING_REFERENCE_SYSTEM, code))]
+        ):
+            if appointment.get("status") == "entered-in-error":
+                continue
+            if _normalize_phone(_patient_of(appointment).phone) == wanted:
+                return appointment
+        raise BookingNotFound("no booking has this reference and phone number")
+
+    def _booking_from(self, appointment: Resource) -> Booking:
+        """A :class:`Booking` from one of our Appointments (provider from its Slot)."""
+        reference = _identifier_value(appointment, BOOKING_REFERENCE_SYSTEM)
+        start = _parse_instant(appointment.get("start"))
+        end = _parse_instant(appointment.get("end"))
+        slot_id = _slot_id_of(appointment)
+        if not reference or start is None or end is None or slot_id is None:
+            raise BackendUnavailable(
+                "the FHIR server returned an unreadable Appointment"
+            )
+        provider = ""
+        try:
+            slot, _ = self._read_slot(slot_id)
+            provider = _schedule_of(slot)
+        except SlotUnavailable:
+            pass
+        status = str(appointment.get("status", ""))
+        return Booking(
+            reference=reference,
+            slot=Slot(
+                slot_id=slot_id,
+                start=start,
+                end=end,
+                visit_type=self._visit_type_of(appointment.get("serviceType")),
+                provider=provider,
+            ),
+            patient=_patient_of(appointment),
+            status=_STATUSES.get(status, status),
+        )
+
+    # --- visit types ----------------------------------------------------------------
+
+    def _service_type(self, visit_type: str) -> Tuple[str, str]:
+        """The ``(system, code)`` of a visit type."""
+        if self._visit_types is None:
+            return VISIT_TYPE_SYSTEM, visit_type
+        try:
+            return self._visit_types[visit_type]
+        except KeyError:
+            raise ValueError(
+                f"no FHIR service type is configured for visit type {visit_type!r}"
+            ) from None
+
+    def _visit_type_of(self, service_types: Any) -> str:
+        """Our visit type for a serviceType list; the first code if none is ours."""
+        codings = [
+            (coding.get("system"), coding.get("code"))
+            for concept in service_types or []
+            for coding in concept.get("coding", [])
+        ]
+        known = (
+            {(VISIT_TYPE_SYSTEM, code): code for _, code in codings}
+            if self._visit_types is None
+            else {value: key for key, value in self._visit_types.items()}
+        )
+        for coding in codings:
+            if coding in known:
+                return str(known[coding])
+        return str(codings[0][1]) if codings else ""
+
+    # --- holds ----------------------------------------------------------------------
+
+    def _drop_expired_holds(self, now: datetime) -> None:
+        """Forgets expired holds; the caller holds ``_holds_lock``."""
+        for hold_id in [h for h, hold in self._holds.items() if hold.expires_at <= now]:
+            del self._holds[hold_id]
+
+    def _held_slot_ids(self) -> Set[str]:
+        """Slots under an active local hold."""
+        with self._holds_lock:
+            self._drop_expired_holds(datetime.now(timezone.utc))
+            return {hold.slot.slot_id for hold in self._holds.values()}
+
+    def _check_not_held_by_others(self, slot_id: str, hold_id: Optional[str]) -> None:
+        """``SlotUnavailable`` if another active local hold has the slot."""
+        with self._holds_lock:
+            self._drop_expired_holds(datetime.now(timezone.utc))
+            if any(
+                hold.slot.slot_id == slot_id and hold.hold_id != hold_id
+                for hold in self._holds.values()
+            ):
+                raise SlotUnavailable("the slot is held by someone else")
+
+    def _forget_holds_of(self, slot_id: str) -> None:
+        """Drops the holds of a slot that has just been booked."""
+        with self._holds_lock:
+            for hold_id in [
+                h for h, hold in self._holds.items() if hold.slot.slot_id == slot_id
+            ]:
+                del self._holds[hold_id]
+
+    # --- HTTP -----------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        """The session for this thread (``requests.Session`` is not thread-safe)."""
+        if self._session is not None:
+            return self._session
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+        return session
+
+    def _http(
+        self,
+        method: str,
+        path: str,
+        params: Optional[List[Tuple[str, str]]] = None,
+        body: Optional[Resource] = None,
+    ) -> Any:
+        """Sends one request; connection errors, timeouts and 5xx are unavailable.
+
+        Returns the ``requests.Response`` for the caller to read its status.
+        """
+        headers = {"Accept": FHIR_JSON}
+        if body is not None:
+            headers["Content-Type"] = FHIR_JSON
+        if self._auth_token:
+            headers["Authorization"] = f"Bearer {self._auth_token}"
+        what = f"{method} {path.split('/')[0] or '[base]'}"
+        try:
+            response = self._client().request(
+                method,
+                f"{self._base_url}/{path}" if path else self._base_url,
+                params=params,
+                data=None if body is None else json.dumps(body).encode("utf-8"),
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as error:
+            logger.warning("FHIR %s failed: %s", what, type(error).__name__)
+            raise BackendUnavailable(
+                f"the FHIR server did not answer {what} ({type(error).__name__})"
+            ) from error
+        if response.status_code >= 500:
+            logger.warning("FHIR %s answered %s", what, response.status_code)
+            raise BackendUnavailable(
+                f"the FHIR server answered {response.status_code} to {what}"
+            )
+        return response
+
+    def _json(self, response: Any, what: str) -> Resource:
+        """The JSON object of a 2xx answer; any other answer is unavailable."""
+        if not 200 <= response.status_code < 300:
+            logger.warning("FHIR %s answered %s", what, response.status_code)
+            raise BackendUnavailable(
+                f"the FHIR server answered {response.status_code} to {what}"
+            )
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise BackendUnavailable(f"the FHIR server's answer to {what} is not JSON")
+        return data
+
+    def _search(
+        self, resource_type: str, params: List[Tuple[str, str]]
+    ) -> List[Resource]:
+        """The matching resources of a search's first page (search.html)."""
+        bundle = self._json(
+            self._http("GET", resource_type, params=params), f"{resource_type} search"
+        )
+        return [
+            entry["resource"]
+            for entry in bundle.get("entry") or []
+            if isinstance(entry, dict)
+            and isinstance(entry.get("resource"), dict)
+            and entry["resource"].get("resourceType") == resource_type
+        ]
+
+    def _read_slot(self, slot_id: str) -> Tuple[Resource, str]:
+        """The Slot and its version (http.html#read); ``SlotUnavailable`` if gone."""
+        response = self._http("GET", f"Slot/{quote(slot_id, safe='')}")
+        if response.status_code in (404, 410):
+            raise SlotUnavailable("the slot no longer exists")
+        slot = self._json(response, "Slot read")
+        version = str((slot.get("meta") or {}).get("versionId") or "")
+        if not version:
+            version = re.sub(r'^(W/)?"|"$', "", response.headers.get("ETag", ""))
+        if not version:
+            raise BackendUnavailable(
+                "the FHIR server does not version Slots, so booking cannot be safe"
+            )
+        return slot, version
+
+    def _transaction_entries(
+        self, response: Any, what: str, expected: int
+    ) -> List[Resource]:
+        """The entries of a transaction-response Bundle, one per request entry."""
+        bundle = self._json(response, f"{what} transaction")
+        entries = bundle.get("entry") or []
+        if bundle.get("type") != "transaction-response" or len(entries) != expected:
+            raise BackendUnavailable(
+                f"the FHIR server's answer to the {what} transaction is malformed"
+            )
+        return list(entries)
+
+
+# --- module helpers -----------------------------------------------------------------
+
+
+def _parse_code(value: str) -> Tuple[str, str]:
+    """``"system|code"`` -> ``(system, code)``; a bare code is in VISIT_TYPE_SYSTEM."""
+    system, separator, code = value.strip().rpartition("|")
+    if not code:
+        raise ValueError(f"visit type code {value!r} has no code")
+    return (system if separator else VISIT_TYPE_SYSTEM), code
+
+
+def _parse_visit_types(raw: str) -> Optional[Dict[str, str]]:
+    """``FHIR_VISIT_TYPE_CODES``: ``visit_type=system|code`` pairs, or None."""
+    if not raw.strip():
+        return None
+    pairs: Dict[str, str] = {}
+    for item in raw.split(","):
+        key, separator, code = item.partition("=")
+        if not separator or not key.strip() or not code.strip():
+            raise ValueError(
+                f"FHIR_VISIT_TYPE_CODES items look like visit_type=system|code, "
+                f"not {item.strip()!r}"
+            )
+        pairs[key.strip()] = code.strip()
+    return pairs
+
+
+def _check_key(idempotency_key: str) -> None:
+    """An idempotency key must be a short non-empty string."""
+    if not idempotency_key or not idempotency_key.strip():
+        raise ValueError("an idempotency key is required")
+    if len(idempotency_key) > _MAX_KEY_LENGTH:
+        raise ValueError(f"idempotency keys are at most {_MAX_KEY_LENGTH} characters")
+
+
+def _check_patient(patient: Patient) -> None:
+    """A booking needs a name and an E.164 phone number (base.Patient)."""
+    if not patient.name.strip():
+        raise ValueError("the patient's name is required")
+    if not _E164.match(patient.phone):
+        raise ValueError("the patient's phone number must be E.164, e.g. +18175550100")
+
+
+def _normalize_phone(phone: str) -> str:
+    """A phone number without spaces, dashes, dots or parentheses."""
+    return re.sub(r"[\s().-]", "", phone or "")
+
+
+def _escape(value: str) -> str:
+    """Escapes backslash, comma, bar and dollar in a search value (search.html)."""
+    return re.sub(r"([\\,|$])", r"\\\1", value)
+
+
+def _token(system: str, value: str) -> str:
+    """A ``system|code`` token search value."""
+    return f"{_escape(system)}|{_escape(value)}"
+
+
+def _instant(value: datetime, round_up: bool = False) -> str:
+    """An aware datetime as a FHIR instant with its offset, to the second."""
+    if round_up and value.microsecond:
+        value = value.replace(microsecond=0) + timedelta(seconds=1)
+    return value.replace(microsecond=0).isoformat()
+
+
+def _parse_instant(value: Any) -> Optional[datetime]:
+    """A FHIR instant (datatypes.html#instant) as an aware datetime, else None."""
+    match = _INSTANT.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    zone = "+00:00" if match["zone"] == "Z" else match["zone"]
+    return datetime.fromisoformat(f"{match['head']}.{fraction}{zone}")
+
+
+def _schedule_of(slot: Resource) -> str:
+    """The Slot's ``schedule`` reference, e.g. ``Schedule/dr-lee``."""
+    schedule = slot.get("schedule")
+    return str(schedule.get("reference", "")) if isinstance(schedule, dict) else ""
+
+
+def _slot_from_resource(resource: Resource, visit_type: str) -> Optional[Slot]:
+    """A :class:`Slot` from a FHIR Slot, or None if it is malformed."""
+    start = _parse_instant(resource.get("start"))
+    end = _parse_instant(resource.get("end"))
+    slot_id = resource.get("id")
+    if start is None or end is None or end <= start or not isinstance(slot_id, str):
+        logger.warning("skipping malformed Slot %s", slot_id)
+        return None
+    return Slot(
+        slot_id=slot_id,
+        start=start,
+        end=end,
+        visit_type=visit_type,
+        provider=_schedule_of(resource),
+    )
+
+
+def _require_bookable(slot: Resource) -> None:
+    """``SlotUnavailable`` unless the Slot is free and starts in the future."""
+    start = _parse_instant(slot.get("start"))
+    if slot.get("status") != "free":
+        raise SlotUnavailable("the slot is no longer free")
+    if start is None or start <= datetime.now(timezone.utc):
+        raise SlotUnavailable("the slot has already started")
+
+
+def _version(resource: Resource) -> str:
+    """``meta.versionId`` of a resource from a search (needed for If-Match)."""
+    version = (resource.get("meta") or {}).get("versionId")
+    if not version:
+        raise BackendUnavailable("the FHIR server does not report resource versions")
+    return str(version)
+
+
+def _slot_id_of(appointment: Resource) -> Optional[str]:
+    """The id of the first Slot the Appointment references."""
+    for slot in appointment.get("slot") or []:
+        reference = slot.get("reference") if isinstance(slot, dict) else None
+        if isinstance(reference, str) and "Slot/" in reference:
+            return reference.rsplit("Slot/", 1)[1].split("/")[0]
+    return None
+
+
+def _identifier_value(resource: Resource, system: str) -> str:
+    """The value of the resource's identifier in ``system``; empty if none."""
+    for identifier in resource.get("identifier") or []:
+        if isinstance(identifier, dict) and identifier.get("system") == system:
+            return str(identifier.get("value", ""))
+    return ""
+
+
+def _patient_of(appointment: Resource) -> Patient:
+    """The contained Patient the Appointment's participant references."""
+    actors = {
+        str(p.get("actor", {}).get("reference", ""))
+        for p in appointment.get("participant") or []
+        if isinstance(p, dict)
+    }
+    for contained in appointment.get("contained") or []:
+        if (
+            contained.get("resourceType") == "Patient"
+            and f"#{contained.get('id')}" in actors
+        ):
+            names = contained.get("name") or [{}]
+            phones = [
+                t.get("value", "")
+                for t in contained.get("telecom") or []
+                if t.get("system") == "phone"
+            ]
+            return Patient(
+                name=str(names[0].get("text", "")),
+                phone=str(phones[0] if phones else ""),
+            )
+    return Patient(name="", phone="")
+
+
+def _entry_status(entry: Resource) -> int:
+    """The HTTP status code of a transaction-response entry, e.g. 201."""
+    status = str(entry.get("response", {}).get("status", ""))
+    code = status.split(" ")[0]
+    return int(code) if code.isdigit() else 0
+
+
+def _transaction(entries: List[Resource]) -> Resource:
+    """A transaction Bundle (bundle.html, http.html#transaction)."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _put_entry(resource: Resource, version: str) -> Resource:
+    """A version-aware update entry: PUT with ``ifMatch: W/"<version>"``."""
+    body = {key: value for key, value in resource.items() if key != "meta"}
+    return {
+        "resource": body,
+        "request": {
+            "method": "PUT",
+            "url": f"{body['resourceType']}/{body['id']}",
+            "ifMatch": f'W/"{version}"',
+        },
+    }
+
+
+def _booking_bundle(
+    slot: Resource,
+    version: str,
+    service_type: List[Any],
+    patient: Patient,
+    reference: str,
+    idempotency_key: str,
+) -> Resource:
+    """The booking transaction: the Slot made busy, and a conditional Appointment."""
+    appointment = {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "identifier": [
+            {"system": BOOKING_REFERENCE_SYSTEM, "value": reference},
+            {"system": IDEMPOTENCY_KEY_SYSTEM, "value": idempotency_key},
+        ],
+        "serviceType": service_type,
+        "start": slot["start"],
+        "end": slot["end"],
+        "slot": [{"reference": f"Slot/{slot['id']}"}],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "contained": [
+            {
+                "resourceType": "Patient",
+                "id": "patient",
+                "name": [{"text": patient.name}],
+                "telecom": [
+                    {"system": "phone", "value": patient.phone, "use": "mobile"}
+                ],
+            }
+        ],
+        "participant": [
+            {
+                "actor": {"reference": "#patient"},
+                "required": "required",
+                "status": "accepted",
+            }
+        ],
+    }
+    condition = "identifier=" + quote(
+        _token(IDEMPOTENCY_KEY_SYSTEM, idempotency_key), safe=":|\\"
+    )
+    return _transaction(
+        [
+            _put_entry({**slot, "status": "busy"}, version),
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": appointment,
+                "request": {
+                    "method": "POST",
+                    "url": "Appointment",
+                    "ifNoneExist": condition,
+                },
+            },
+        ]
+    )

@@ -1,0 +1,917 @@
+"""The embedded scheduler: bookable times from ``clinic.yml``, bookings in SQLite.
+
+Times are generated, not stored: every visit type can start on the ``slot_minutes``
+grid inside the opening hours, with every provider, in the clinic's time zone. A
+time is open unless an active booking, an unexpired hold or a staff block of the
+provider overlaps it. Bookings, holds and blocks are stored as UTC time ranges
+(whole seconds since the epoch) per provider.
+
+Why a double booking cannot happen: every write runs in a ``BEGIN IMMEDIATE``
+transaction, which SQLite grants to one writer at a time (across threads and
+processes), and ``book`` checks for overlapping bookings and holds and inserts in
+that one transaction. Inside the database itself, triggers refuse any overlapping
+active booking of a provider (whoever writes it), backed by a partial unique index
+(one active booking per provider and start) and CHECK constraints.
+
+Daylight-saving time: slots are wall-clock times. A 9:00 slot is 9:00 local time on
+both sides of a change; a local time that does not exist (clocks jump forward) is
+never offered; a local time that happens twice (clocks fall back) is offered once,
+at its first occurrence. A visit fits if its local start and end both lie inside
+one opening interval of that day.
+
+Every datetime this module returns is aware and in UTC; convert it with
+``config.tz`` for display. Not local time, because Python compares and subtracts
+two datetimes that share one ZoneInfo by their wall clocks, which is wrong across
+a fall-back change (01:45 CDT would come after 01:15 CST).
+
+Patient names and phone numbers are PHI: they are never logged. Logs name
+reference codes and slot ids only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import threading
+from bisect import bisect_left
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta, timezone
+from itertools import accumulate
+from pathlib import Path
+from time import monotonic, sleep
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from actions.scheduling.base import (
+    BOOKED,
+    CANCELLED,
+    BackendUnavailable,
+    Booking,
+    BookingNotFound,
+    Hold,
+    Patient,
+    Slot,
+    SlotUnavailable,
+    require_aware,
+)
+from actions.scheduling.config import SchedulingConfig, VisitType
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+StrPath = Union[str, "os.PathLike[str]"]
+
+BUSY_TIMEOUT_SECONDS = 5.0
+# Reference codes are read out over the phone: no 0/O, 1/I/L look-alikes.
+REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+REFERENCE_LENGTH = 6
+_REFERENCE_ATTEMPTS = 20
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_MAX_KEY_LENGTH = 200
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bookings (
+    reference TEXT PRIMARY KEY,
+    slot_id TEXT NOT NULL,
+    visit_type TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    start_utc INTEGER NOT NULL,
+    end_utc INTEGER NOT NULL CHECK (end_utc > start_utc),
+    patient_name TEXT NOT NULL,
+    patient_phone TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('booked', 'cancelled')),
+    created_utc INTEGER NOT NULL,
+    cancelled_utc INTEGER
+);
+-- One active booking per provider and start time. Overlaps of visits of different
+-- lengths are ruled out by book(), which checks and inserts under BEGIN IMMEDIATE,
+-- and again by the triggers below, which refuse any write that would overlap.
+CREATE UNIQUE INDEX IF NOT EXISTS bookings_active_start
+    ON bookings (provider, start_utc) WHERE status = 'booked';
+CREATE INDEX IF NOT EXISTS bookings_by_start ON bookings (start_utc);
+CREATE TRIGGER IF NOT EXISTS bookings_no_overlap_insert
+BEFORE INSERT ON bookings
+WHEN NEW.status = 'booked' AND EXISTS (
+    SELECT 1 FROM bookings
+     WHERE provider = NEW.provider AND status = 'booked'
+       AND start_utc < NEW.end_utc AND end_utc > NEW.start_utc)
+BEGIN
+    SELECT RAISE(ABORT, 'overlapping booking');
+END;
+CREATE TRIGGER IF NOT EXISTS bookings_no_overlap_update
+BEFORE UPDATE OF provider, start_utc, end_utc, status ON bookings
+WHEN NEW.status = 'booked' AND EXISTS (
+    SELECT 1 FROM bookings
+     WHERE provider = NEW.provider AND status = 'booked'
+       AND reference != NEW.reference
+       AND start_utc < NEW.end_utc AND end_utc > NEW.start_utc)
+BEGIN
+    SELECT RAISE(ABORT, 'overlapping booking');
+END;
+
+CREATE TABLE IF NOT EXISTS holds (
+    hold_id TEXT PRIMARY KEY,
+    slot_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    start_utc INTEGER NOT NULL,
+    end_utc INTEGER NOT NULL CHECK (end_utc > start_utc),
+    expires_utc INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS holds_by_start ON holds (start_utc);
+
+-- AUTOINCREMENT: an id is never reused, so unblocking a stale id cannot remove
+-- a newer block.
+CREATE TABLE IF NOT EXISTS blocks (
+    block_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider TEXT,  -- NULL: every provider
+    start_utc INTEGER NOT NULL,
+    end_utc INTEGER NOT NULL CHECK (end_utc > start_utc),
+    reason TEXT NOT NULL DEFAULT ''
+);
+
+-- Idempotency keys of book and cancel, with a hash of the request they were
+-- first used for (a hash, so that no second copy of patient data is kept).
+CREATE TABLE IF NOT EXISTS requests (
+    idempotency_key TEXT PRIMARY KEY,
+    operation TEXT NOT NULL CHECK (operation IN ('book', 'cancel')),
+    fingerprint TEXT NOT NULL,
+    reference TEXT NOT NULL REFERENCES bookings (reference)
+);
+"""
+
+# Everything that makes a provider busy in [lo, hi): one definition for both
+# find_slots and the check before hold and book. provider NULL = every provider.
+_BUSY_SQL = """
+SELECT provider, start_utc, end_utc FROM bookings
+ WHERE status = 'booked' AND start_utc < :hi AND end_utc > :lo
+UNION ALL
+SELECT provider, start_utc, end_utc FROM holds
+ WHERE expires_utc > :now AND hold_id != :own_hold
+   AND start_utc < :hi AND end_utc > :lo
+UNION ALL
+SELECT provider, start_utc, end_utc FROM blocks
+ WHERE start_utc < :hi AND end_utc > :lo
+"""
+
+
+# --- the SQLite file ---------------------------------------------------------------
+
+
+def prepare_database_file(path: Path) -> None:
+    """Creates the database file readable by its owner only (it holds PHI).
+
+    A missing directory is created with mode 0700; an existing one is left as it
+    is (it may be shared, e.g. /tmp). The file gets mode 0600; SQLite gives its
+    ``-wal`` and ``-shm`` files the same mode.
+    """
+    directory = path.parent
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(descriptor)
+    if stat.S_IMODE(os.stat(path).st_mode) != 0o600:
+        os.chmod(path, 0o600)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A new connection in autocommit mode; transactions are begun explicitly.
+
+    ``timeout`` is SQLite's busy timeout: a writer waits this long for another
+    writer's transaction before giving up with "database is locked".
+    """
+    connection = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
+    )
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA foreign_keys = ON")
+    return connection
+
+
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    """Switches the file to WAL mode (readers never wait for the writer).
+
+    The mode is stored in the file, so this changes something only once. SQLite
+    refuses the switch at once, without waiting out the busy timeout, while
+    another process opens the same new file; hence the retries.
+    """
+    deadline = monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0])
+            if mode.lower() != "wal":
+                mode = str(
+                    connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                )
+            break
+        except sqlite3.OperationalError:
+            if monotonic() > deadline:
+                raise
+            sleep(0.005 + secrets.randbelow(20) / 1000)  # jitter: not in lockstep
+    if mode.lower() != "wal":
+        logger.warning("SQLite WAL mode unavailable, using %s", mode)
+
+
+class SqliteDatabase:
+    """One SQLite file, created and migrated on first use, a connection per call.
+
+    A connection per call (not one shared) is what makes this safe to use from
+    the action server's worker threads and from several processes at once.
+    Nothing touches the disk until the first call.
+    """
+
+    def __init__(self, path: StrPath, schema: str) -> None:
+        self.path = Path(path)
+        self._schema = schema
+        self._ready = False
+        self._lock = threading.Lock()  # guards the one-time setup
+        self._write_lock = threading.Lock()  # see write()
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """A fresh connection; SQLite and file errors become BackendUnavailable."""
+        try:
+            self._ensure_ready()
+            connection = connect(self.path)
+        except (OSError, sqlite3.Error) as error:
+            raise self._unavailable(error) from error
+        try:
+            yield connection
+        except sqlite3.Error as error:
+            raise self._unavailable(error) from error
+        finally:
+            connection.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside ``BEGIN IMMEDIATE``: one writer at a time.
+
+        Commits when the block ends normally, rolls back when it raises.
+
+        Threads of this process first queue on a lock. SQLite's own wait polls
+        with growing sleeps, so under heavy contention one writer can lose every
+        round until the busy timeout (seen with 32 threads in the benchmark); the
+        lock wakes the next writer as soon as one is done. Other processes still
+        wait on SQLite's busy timeout, and BEGIN IMMEDIATE alone is what keeps
+        writers apart.
+        """
+        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
+            raise self._unavailable(TimeoutError("waited too long to write"))
+        try:
+            with self.connection() as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield connection
+                except BaseException:
+                    connection.rollback()
+                    raise
+                connection.commit()
+        finally:
+            self._write_lock.release()
+
+    def _ensure_ready(self) -> None:
+        """Creates the file and tables once per instance; safe in parallel processes."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            prepare_database_file(self.path)
+            connection = connect(self.path)
+            try:
+                _enable_wal(connection)
+                connection.executescript(f"BEGIN IMMEDIATE;{self._schema}COMMIT;")
+            finally:
+                connection.close()
+            self._ready = True
+
+    def _unavailable(self, error: BaseException) -> BackendUnavailable:
+        """Logs the cause (no patient data in it) and returns the typed outcome."""
+        logger.warning("Database %s unavailable: %s", self.path, error)
+        return BackendUnavailable("The appointment database is not available.")
+
+
+# --- times and slots ---------------------------------------------------------------
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC: the default clock."""
+    return datetime.now(timezone.utc)
+
+
+def _epoch(moment: datetime) -> int:
+    """Whole seconds since the epoch, the unit times are stored in."""
+    return int(require_aware(moment).timestamp())
+
+
+def _from_epoch(seconds: int) -> datetime:
+    """The stored time ``seconds`` as an aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+def _grid_times(interval_start: time, interval_end: time, step: int) -> Iterator[time]:
+    """Wall-clock times on the ``step``-minute grid, from start up to (not) end."""
+    first = interval_start.hour * 60 + interval_start.minute
+    last = interval_end.hour * 60 + interval_end.minute
+    minute = -(-first // step) * step  # first grid point at or after the start
+    while minute < last:
+        yield time(minute // 60, minute % 60)
+        minute += step
+
+
+def slot_times(
+    config: SchedulingConfig, day: date, visit: VisitType
+) -> List[Tuple[datetime, datetime]]:
+    """UTC (start, end) of every visit of ``visit`` that fits ``day``'s hours.
+
+    Earliest first; the same for every provider. See the module docstring for
+    what happens on daylight-saving days.
+    """
+    tz = config.tz
+    length = timedelta(minutes=visit.minutes)
+    times: List[Tuple[datetime, datetime]] = []
+    for interval in config.intervals_on(day):
+        closing = datetime.combine(day, interval.end)
+        for wall_time in _grid_times(interval.start, interval.end, config.slot_minutes):
+            wall = datetime.combine(day, wall_time)
+            start = wall.replace(tzinfo=tz).astimezone(timezone.utc)
+            if start.astimezone(tz).replace(tzinfo=None) != wall:
+                continue  # this local time does not exist: clocks jump forward
+            end_wall = (start + length).astimezone(tz).replace(tzinfo=None)
+            if end_wall <= closing:
+                times.append((start, start + length))
+    return times
+
+
+def new_reference() -> str:
+    """A random reference code, e.g. ``K7M3QX``."""
+    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
+
+
+def normalize_reference(text: str) -> str:
+    """A reference as typed or dictated (``k7m-3qx``) in its stored form."""
+    return re.sub(r"[\s-]", "", text).upper()
+
+
+def _fingerprint(*parts: str) -> str:
+    """A hash identifying a request, to tell a replay from a reused key."""
+    return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
+
+
+def _checked_key(key: str) -> str:
+    """The idempotency key, refused if empty or absurdly long."""
+    if not isinstance(key, str) or not key.strip() or len(key) > _MAX_KEY_LENGTH:
+        raise ValueError("idempotency_key must be a non-empty string")
+    return key
+
+
+def _checked_patient(patient: Patient) -> Patient:
+    """The patient with blanks trimmed; the phone must be E.164 (``+18175550100``).
+
+    The error never quotes the values: callers may log it.
+    """
+    name, phone = patient.name.strip(), patient.phone.strip()
+    if not name:
+        raise ValueError("the patient's name is empty")
+    if not _E164.match(phone):
+        raise ValueError("the patient's phone must be in E.164 form, e.g. +18175550100")
+    return Patient(name=name, phone=phone)
+
+
+class BusyTimes:
+    """One provider's busy ranges, for quick "does [start, end) overlap?" tests.
+
+    Ranges sorted by start, with the latest end seen so far: the ranges that
+    start before ``end`` are a prefix (found by bisection), and one of them
+    overlaps exactly when the latest end within that prefix is after ``start``.
+    """
+
+    def __init__(self, ranges: Iterable[Tuple[int, int]]) -> None:
+        ordered = sorted(ranges)
+        self._starts = [start for start, _ in ordered]
+        self._latest_ends = list(accumulate((end for _, end in ordered), max))
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether any busy range overlaps [start, end)."""
+        count = bisect_left(self._starts, end)  # ranges starting before `end`
+        return count > 0 and self._latest_ends[count - 1] > start
+
+
+# --- the scheduler -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """Time staff took off the schedule (UTC); ``provider`` None: every provider."""
+
+    block_id: int
+    start: datetime
+    end: datetime
+    provider: Optional[str]
+    reason: str
+
+
+class SqliteScheduler:
+    """The embedded :class:`~actions.scheduling.base.Scheduler`.
+
+    Args:
+        path: the SQLite file; created (mode 0600) on first use.
+        config: opening hours, visit types and providers.
+        clock: returns the current aware time; injectable for tests.
+    """
+
+    def __init__(
+        self, path: StrPath, config: SchedulingConfig, clock: Optional[Clock] = None
+    ) -> None:
+        self._db = SqliteDatabase(Path(path), _SCHEMA)
+        self._config = config
+        self._clock: Clock = clock or utc_now
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file."""
+        return self._db.path
+
+    @property
+    def config(self) -> SchedulingConfig:
+        """The scheduling settings this scheduler generates slots from."""
+        return self._config
+
+    # --- the Scheduler protocol ---------------------------------------------------
+
+    def find_slots(
+        self,
+        visit_type: str,
+        earliest: datetime,
+        latest: datetime,
+        limit: int = 5,
+    ) -> List[Slot]:
+        """Open slots of ``visit_type`` starting in [earliest, latest), soonest first.
+
+        One slot per start time: the patient picks a time, not a provider, so the
+        first free provider (in config order) gets it.
+
+        Raises:
+            ValueError: naive datetimes or an unknown visit type.
+        """
+        require_aware(earliest, "earliest")
+        require_aware(latest, "latest")
+        visit = self._visit(visit_type)
+        now = self._now()
+        lower = max(earliest, now)
+        upper = min(latest, self._horizon(now))
+        found: List[Slot] = []
+        if limit <= 0 or lower >= upper:
+            return found
+        day = lower.astimezone(self._config.tz).date()
+        last_day = upper.astimezone(self._config.tz).date()
+        with self._db.connection() as connection:
+            while day <= last_day and len(found) < limit:
+                times = [
+                    (start, end)
+                    for start, end in slot_times(self._config, day, visit)
+                    if earliest <= start < latest and self._bookable(start, now)
+                ]
+                found += self._open_slots(connection, visit, times, now)
+                day += timedelta(days=1)
+        return found[:limit]
+
+    def hold(self, slot: Slot, ttl: Optional[timedelta] = None) -> Hold:
+        """Reserves ``slot`` for ``ttl`` (default: ``hold_minutes`` of the config).
+
+        Raises:
+            SlotUnavailable: the slot is taken, held, blocked, past or not real.
+        """
+        if ttl is None:
+            ttl = timedelta(minutes=self._config.hold_minutes)
+        if ttl <= timedelta(0):
+            raise ValueError("ttl must be positive")
+        slot = self._checked_slot(slot)
+        now = self._now()
+        hold_id = secrets.token_urlsafe(16)
+        expires = _epoch(now + ttl)
+        with self._db.write() as connection:
+            connection.execute(
+                "DELETE FROM holds WHERE expires_utc <= ?", (_epoch(now),)
+            )
+            self._require_free(connection, slot, now, own_hold="")
+            connection.execute(
+                "INSERT INTO holds (hold_id, slot_id, provider, start_utc, end_utc,"
+                " expires_utc) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    hold_id,
+                    slot.slot_id,
+                    slot.provider,
+                    _epoch(slot.start),
+                    _epoch(slot.end),
+                    expires,
+                ),
+            )
+        logger.info("Held slot %s", slot.slot_id)
+        return Hold(hold_id, slot, _from_epoch(expires))
+
+    def release(self, hold_id: str) -> None:
+        """Gives a held slot back; an unknown or expired hold is a no-op."""
+        with self._db.write() as connection:
+            connection.execute("DELETE FROM holds WHERE hold_id = ?", (hold_id,))
+
+    def book(
+        self,
+        slot: Slot,
+        patient: Patient,
+        idempotency_key: str,
+        hold_id: Optional[str] = None,
+    ) -> Booking:
+        """Books ``slot`` for ``patient``: check and insert in one transaction.
+
+        The same ``idempotency_key`` again returns that booking as it is now
+        (same reference) and changes nothing.
+
+        Raises:
+            SlotUnavailable: someone else booked, holds or blocked an overlapping
+                time of this provider, or the slot is past or not on the schedule.
+            ValueError: the key was used for a different slot or patient, or the
+                patient's name or phone is unusable.
+        """
+        key = _checked_key(idempotency_key)
+        patient = _checked_patient(patient)
+        fingerprint = _fingerprint("book", slot.slot_id, patient.name, patient.phone)
+        now = self._now()
+        with self._db.write() as connection:
+            replay = self._replay(connection, key, "book", fingerprint)
+            if replay is not None:
+                return replay
+            slot = self._checked_slot(slot)
+            self._require_free(connection, slot, now, own_hold=hold_id or "")
+            reference = self._unused_reference(connection)
+            self._insert_booking(connection, reference, slot, patient, now)
+            connection.execute(
+                "INSERT INTO requests (idempotency_key, operation, fingerprint,"
+                " reference) VALUES (?, 'book', ?, ?)",
+                (key, fingerprint, reference),
+            )
+            if hold_id:
+                connection.execute("DELETE FROM holds WHERE hold_id = ?", (hold_id,))
+        logger.info("Booked %s in slot %s", reference, slot.slot_id)
+        return Booking(reference, slot, patient, BOOKED)
+
+    def cancel(self, reference: str, phone: str, idempotency_key: str) -> Booking:
+        """Cancels the booking with this reference and phone.
+
+        Cancelling a cancelled booking returns it unchanged; the same
+        ``idempotency_key`` again returns the booking and changes nothing.
+
+        Raises:
+            BookingNotFound: reference and phone do not match one booking.
+            ValueError: the key was used for a different request.
+        """
+        key = _checked_key(idempotency_key)
+        code, phone = normalize_reference(reference), phone.strip()
+        fingerprint = _fingerprint("cancel", code, phone)
+        now = self._now()
+        with self._db.write() as connection:
+            replay = self._replay(connection, key, "cancel", fingerprint)
+            if replay is not None:
+                return replay
+            booking = self._find(connection, code, phone)
+            if booking.status == BOOKED:
+                connection.execute(
+                    "UPDATE bookings SET status = 'cancelled', cancelled_utc = ?"
+                    " WHERE reference = ?",
+                    (_epoch(now), code),
+                )
+                booking = replace(booking, status=CANCELLED)
+            connection.execute(
+                "INSERT INTO requests (idempotency_key, operation, fingerprint,"
+                " reference) VALUES (?, 'cancel', ?, ?)",
+                (key, fingerprint, code),
+            )
+        logger.info("Cancelled %s", code)
+        return booking
+
+    def get_booking(self, reference: str, phone: str) -> Booking:
+        """The booking with this reference and phone, else ``BookingNotFound``."""
+        with self._db.connection() as connection:
+            return self._find(connection, normalize_reference(reference), phone.strip())
+
+    # --- for the action layer and staff -------------------------------------------
+
+    def slot_from_id(self, slot_id: str) -> Slot:
+        """The slot a slot id names, if it is on the schedule (taken or not).
+
+        Raises:
+            SlotUnavailable: malformed id, unknown visit type or provider, or a
+                start time the opening hours do not offer.
+        """
+        parts = slot_id.split("|") if isinstance(slot_id, str) else []
+        if len(parts) != 3:
+            raise SlotUnavailable("That time is not on the schedule.")
+        key, provider, stamp = parts
+        try:
+            start = datetime.strptime(stamp, _UTC_FORMAT).replace(tzinfo=timezone.utc)
+        except ValueError as error:
+            raise SlotUnavailable("That time is not on the schedule.") from error
+        visit = self._config.visit_type(key)
+        if visit is None or provider not in self._config.providers:
+            raise SlotUnavailable("That time is not on the schedule.")
+        day = start.astimezone(self._config.tz).date()
+        if all(start != begin for begin, _ in slot_times(self._config, day, visit)):
+            raise SlotUnavailable("That time is not on the schedule.")
+        return self._slot(visit, provider, start)
+
+    def block(
+        self,
+        start: datetime,
+        end: datetime,
+        provider: Optional[str] = None,
+        reason: str = "",
+    ) -> Block:
+        """Takes [start, end) off the schedule for ``provider`` (None: everyone).
+
+        Existing bookings in that time stay booked: see
+        :meth:`active_bookings_between` to find the patients to call.
+        """
+        require_aware(start, "start")
+        require_aware(end, "end")
+        if end <= start:
+            raise ValueError("a block must end after it starts")
+        if provider is not None and provider not in self._config.providers:
+            raise ValueError(f"unknown provider '{provider}'")
+        with self._db.write() as connection:
+            cursor = connection.execute(
+                "INSERT INTO blocks (provider, start_utc, end_utc, reason)"
+                " VALUES (?, ?, ?, ?)",
+                (provider, _epoch(start), _epoch(end), reason),
+            )
+            block_id = int(cursor.lastrowid or 0)
+        logger.info("Added block %d", block_id)
+        return Block(
+            block_id,
+            start.astimezone(timezone.utc),
+            end.astimezone(timezone.utc),
+            provider,
+            reason,
+        )
+
+    def unblock(self, block_id: int) -> bool:
+        """Removes a block; False if there was none with this id."""
+        with self._db.write() as connection:
+            cursor = connection.execute(
+                "DELETE FROM blocks WHERE block_id = ?", (block_id,)
+            )
+        return cursor.rowcount > 0
+
+    def list_blocks(self, include_past: bool = False) -> List[Block]:
+        """The blocks, earliest first; by default only those not yet over."""
+        since = 0 if include_past else _epoch(self._now())  # 0: the epoch
+        with self._db.connection() as connection:
+            rows = connection.execute(
+                "SELECT * FROM blocks WHERE end_utc > ? ORDER BY start_utc, block_id",
+                (since,),
+            ).fetchall()
+        return [
+            Block(
+                row["block_id"],
+                _from_epoch(row["start_utc"]),
+                _from_epoch(row["end_utc"]),
+                row["provider"],
+                row["reason"],
+            )
+            for row in rows
+        ]
+
+    def bookings_on(self, day: date) -> List[Booking]:
+        """Every booking (active or cancelled) starting on local ``day``, by time."""
+        tz = self._config.tz
+        start = datetime.combine(day, time(0), tzinfo=tz)
+        end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+        return self._bookings(
+            "SELECT * FROM bookings WHERE start_utc >= ? AND start_utc < ?"
+            " ORDER BY start_utc, provider",
+            (_epoch(start), _epoch(end)),
+        )
+
+    def active_bookings_between(
+        self, start: datetime, end: datetime, provider: Optional[str] = None
+    ) -> List[Booking]:
+        """Active bookings overlapping [start, end), of ``provider`` or of anyone."""
+        return [
+            booking
+            for booking in self._bookings(
+                "SELECT * FROM bookings WHERE status = 'booked'"
+                " AND start_utc < ? AND end_utc > ? ORDER BY start_utc, provider",
+                (_epoch(end), _epoch(start)),
+            )
+            if provider is None or booking.slot.provider == provider
+        ]
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        """The clock's time, which must be aware, in UTC (see the module docstring)."""
+        return require_aware(self._clock(), "clock()").astimezone(timezone.utc)
+
+    def _horizon(self, now: datetime) -> datetime:
+        """No slot starting at or after this is offered or booked."""
+        return now + timedelta(days=self._config.booking_horizon_days)
+
+    def _bookable(self, start: datetime, now: datetime) -> bool:
+        """Whether a slot starting at ``start`` is neither past nor too far ahead."""
+        return now < start < self._horizon(now)
+
+    def _visit(self, key: str) -> VisitType:
+        """The visit type ``key``; ValueError if the config has none."""
+        visit = self._config.visit_type(key)
+        if visit is None:
+            raise ValueError(f"unknown visit type '{key}'")
+        return visit
+
+    def _slot(self, visit: VisitType, provider: str, start: datetime) -> Slot:
+        """The slot of ``visit`` with ``provider`` at ``start``, in UTC."""
+        start = start.astimezone(timezone.utc)
+        return Slot(
+            slot_id=f"{visit.key}|{provider}|{start.strftime(_UTC_FORMAT)}",
+            start=start,
+            end=start + timedelta(minutes=visit.minutes),
+            visit_type=visit.key,
+            provider=provider,
+        )
+
+    def _checked_slot(self, slot: Slot) -> Slot:
+        """The schedule's own slot for ``slot.slot_id``, if ``slot`` matches it."""
+        canonical = self.slot_from_id(slot.slot_id)
+        if (slot.start, slot.end, slot.visit_type, slot.provider) != (
+            canonical.start,
+            canonical.end,
+            canonical.visit_type,
+            canonical.provider,
+        ):
+            raise SlotUnavailable("That time is not on the schedule.")
+        return canonical
+
+    def _busy(
+        self,
+        connection: sqlite3.Connection,
+        lo: datetime,
+        hi: datetime,
+        now: datetime,
+        own_hold: str = "",
+    ) -> List[Tuple[Optional[str], int, int]]:
+        """(provider, start, end) of everything busy in [lo, hi)."""
+        rows = connection.execute(
+            _BUSY_SQL,
+            {
+                "lo": _epoch(lo),
+                "hi": _epoch(hi),
+                "now": _epoch(now),
+                "own_hold": own_hold,
+            },
+        ).fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def _open_slots(
+        self,
+        connection: sqlite3.Connection,
+        visit: VisitType,
+        times: Sequence[Tuple[datetime, datetime]],
+        now: datetime,
+    ) -> List[Slot]:
+        """One slot per free start time in ``times``, first free provider."""
+        if not times:
+            return []
+        busy = self._busy(connection, times[0][0], times[-1][1], now)
+        schedules = {
+            provider: BusyTimes(
+                (lo, hi) for owner, lo, hi in busy if owner in (None, provider)
+            )
+            for provider in self._config.providers
+        }
+        slots: List[Slot] = []
+        for start, end in times:
+            first, last = _epoch(start), _epoch(end)
+            for provider in self._config.providers:
+                if not schedules[provider].overlaps(first, last):
+                    slots.append(self._slot(visit, provider, start))
+                    break
+        return slots
+
+    def _require_free(
+        self,
+        connection: sqlite3.Connection,
+        slot: Slot,
+        now: datetime,
+        own_hold: str,
+    ) -> None:
+        """Raises SlotUnavailable unless ``slot`` can be held or booked right now."""
+        if not self._bookable(slot.start, now):
+            raise SlotUnavailable("That time is in the past or too far ahead.")
+        for owner, _, _ in self._busy(connection, slot.start, slot.end, now, own_hold):
+            if owner is None or owner == slot.provider:
+                raise SlotUnavailable("That time is no longer available.")
+
+    def _unused_reference(self, connection: sqlite3.Connection) -> str:
+        """A reference code no booking has yet (we hold the write lock)."""
+        for _ in range(_REFERENCE_ATTEMPTS):
+            reference = new_reference()
+            taken = connection.execute(
+                "SELECT 1 FROM bookings WHERE reference = ?", (reference,)
+            ).fetchone()
+            if taken is None:
+                return reference
+        raise BackendUnavailable("Could not find an unused reference code.")
+
+    def _insert_booking(
+        self,
+        connection: sqlite3.Connection,
+        reference: str,
+        slot: Slot,
+        patient: Patient,
+        now: datetime,
+    ) -> None:
+        """Inserts the booking; a constraint violation means the slot is taken."""
+        try:
+            connection.execute(
+                "INSERT INTO bookings (reference, slot_id, visit_type, provider,"
+                " start_utc, end_utc, patient_name, patient_phone, status,"
+                " created_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'booked', ?)",
+                (
+                    reference,
+                    slot.slot_id,
+                    slot.visit_type,
+                    slot.provider,
+                    _epoch(slot.start),
+                    _epoch(slot.end),
+                    patient.name,
+                    patient.phone,
+                    _epoch(now),
+                ),
+            )
+        except sqlite3.IntegrityError as error:
+            raise SlotUnavailable("That time is no longer available.") from error
+
+    def _replay(
+        self,
+        connection: sqlite3.Connection,
+        key: str,
+        operation: str,
+        fingerprint: str,
+    ) -> Optional[Booking]:
+        """The booking of an earlier request with this key, or None if it is new."""
+        row = connection.execute(
+            "SELECT operation, fingerprint, reference FROM requests"
+            " WHERE idempotency_key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        if (row["operation"], row["fingerprint"]) != (operation, fingerprint):
+            raise ValueError("this idempotency key was used for a different request")
+        return self._bookings(
+            "SELECT * FROM bookings WHERE reference = ?",
+            (row["reference"],),
+            connection,
+        )[0]
+
+    def _find(self, connection: sqlite3.Connection, code: str, phone: str) -> Booking:
+        """The booking with reference ``code`` and this phone; no hint which failed."""
+        found = self._bookings(
+            "SELECT * FROM bookings WHERE reference = ?", (code,), connection
+        )
+        if not found or found[0].patient.phone != phone:
+            raise BookingNotFound("No booking matches that reference and phone number.")
+        return found[0]
+
+    def _bookings(
+        self,
+        sql: str,
+        parameters: Tuple[object, ...],
+        connection: Optional[sqlite3.Connection] = None,
+    ) -> List[Booking]:
+        """Runs a ``SELECT * FROM bookings`` query, on ``connection`` or a new one."""
+        if connection is None:
+            with self._db.connection() as own:
+                rows = own.execute(sql, parameters).fetchall()
+        else:
+            rows = connection.execute(sql, parameters).fetchall()
+        return [
+            Booking(
+                reference=row["reference"],
+                slot=Slot(
+                    slot_id=row["slot_id"],
+                    start=_from_epoch(row["start_utc"]),
+                    end=_from_epoch(row["end_utc"]),
+                    visit_type=row["visit_type"],
+                    provider=row["provider"],
+                ),
+                patient=Patient(row["patient_name"], row["patient_phone"]),
+                status=row["status"],
+            )
+            for row in rows
+        ]

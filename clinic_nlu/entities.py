@@ -1,0 +1,78 @@
+"""spaCy's named entities (DATE, TIME, PERSON) as hints for the booking conversation.
+
+Rasa's own ``SpacyEntityExtractor`` needs ``SpacyNLP``, which loads a model by name or
+by an absolute path written into ``config.yml``; the pinned model can only be loaded
+by the path of its installed data folder (``clinic_nlu.spacy_model``), so this
+component loads it itself, with only the pipes NER needs.
+
+The entities are hints, never decisions: the booking actions parse the time
+(``actions/scheduling/timeparse.py``) and validate names and phone numbers themselves.
+So they go into the parse data under their own key, ``spacy_entities``, not into
+Rasa's ``entities``: spaCy's general-purpose NER also fires on FAQ questions ("two days
+ago", a town taken for a PERSON), and Rasa's entities are conversation content that
+``rasa test`` checks in every test story and that rules can match on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.shared.nlu.constants import TEXT
+from rasa.shared.nlu.training_data.message import Message
+
+from clinic_nlu import spacy_model
+
+# spaCy pipes the NER of en_core_web_sm does not need.
+UNUSED_PIPES = ("parser", "lemmatizer", "attribute_ruler", "tagger", "senter")
+SPACY_ENTITIES_KEY = "spacy_entities"
+
+
+@DefaultV1Recipe.register(
+    DefaultV1Recipe.ComponentType.ENTITY_EXTRACTOR, is_trainable=False
+)
+class SpacyEntityTagger(GraphComponent):
+    """Adds spaCy's DATE, TIME and PERSON entities to each message."""
+
+    @staticmethod
+    def get_default_config() -> Dict[str, Any]:
+        """Default configuration: the entity labels passed on."""
+        return {"dimensions": ["DATE", "TIME", "PERSON"]}
+
+    def __init__(self, config: Dict[str, Any]) -> None:
+        """Loads the pinned English model (a few seconds)."""
+        self._dimensions = set(config["dimensions"])
+        self._nlp = spacy_model.load(exclude=UNUSED_PIPES)
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> SpacyEntityTagger:
+        """Creates the component (see parent class for full docstring)."""
+        return cls(config)
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        """Adds the entities spaCy finds under ``spacy_entities``."""
+        for message in messages:
+            text = message.get(TEXT)
+            if not isinstance(text, str) or not text.strip():
+                continue
+            found = [
+                {
+                    "entity": entity.label_,
+                    "value": entity.text,
+                    "start": entity.start_char,
+                    "end": entity.end_char,
+                }
+                for entity in self._nlp(text).ents
+                if entity.label_ in self._dimensions
+            ]
+            message.set(SPACY_ENTITIES_KEY, found, add_to_output=True)
+        return messages

@@ -1,0 +1,504 @@
+"""Unit tests of the booking validators and actions (actions/booking.py).
+
+They run against the real embedded scheduler (SQLite in a temporary directory) with
+the project's own scheduling section of clinic.yml and a fixed clock: Monday
+2026-12-07, 8:00 AM in Fort Worth.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+from zoneinfo import ZoneInfo
+
+import pytest
+from rasa_sdk import Tracker
+from rasa_sdk.events import FollowupAction, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from testkit import PROJECT_ROOT, TrackerFactory
+
+from actions import booking
+from actions.scheduling.base import Patient
+from actions.scheduling.callbacks import CallbackStore
+from actions.scheduling.config import SchedulingConfig, load_scheduling_config
+from actions.scheduling.sqlite_backend import SqliteScheduler
+
+CHICAGO = ZoneInfo("America/Chicago")
+NOW = datetime(2026, 12, 7, 8, 0, tzinfo=CHICAGO)
+
+
+@pytest.fixture
+def config() -> SchedulingConfig:
+    return load_scheduling_config(PROJECT_ROOT / "clinic.yml")
+
+
+@pytest.fixture
+def scheduler(
+    tmp_path: Path, config: SchedulingConfig, monkeypatch: pytest.MonkeyPatch
+) -> SqliteScheduler:
+    real = SqliteScheduler(tmp_path / "scheduler.db", config, clock=lambda: NOW)
+    monkeypatch.setattr(booking, "get_scheduler", lambda: real)
+    monkeypatch.setattr(booking, "scheduling_config", lambda: config)
+    monkeypatch.setattr(booking, "now", lambda: NOW)
+    monkeypatch.setattr(booking, "default_db_path", lambda: tmp_path / "scheduler.db")
+    return real
+
+
+def responses(dispatcher: CollectingDispatcher) -> List[Optional[str]]:
+    return [message.get("response") for message in dispatcher.messages]
+
+
+def slots_of(events: List[Any]) -> Dict[str, Any]:
+    return {e["name"]: e["value"] for e in events if e.get("event") == "slot"}
+
+
+def spacy(*entities: tuple[str, str]) -> List[Dict[str, str]]:
+    return [{"entity": label, "value": text} for label, text in entities]
+
+
+def tracker_with(
+    make_tracker: TrackerFactory,
+    text: str,
+    intent: str = "inform",
+    hints: Optional[List[Dict[str, str]]] = None,
+    **slots: Any,
+) -> Tracker:
+    tracker = make_tracker(text=text, intent=intent, slots=slots)
+    tracker.latest_message["spacy_entities"] = hints or []
+    return tracker
+
+
+async def offers_for(
+    make_tracker: TrackerFactory, text: str = "tomorrow afternoon"
+) -> List[Dict[str, Any]]:
+    result = await booking.ValidateBookingForm().validate_time_preference(
+        text,
+        CollectingDispatcher(),
+        tracker_with(make_tracker, text, visit_type="dry_needling"),
+        {},
+    )
+    offers: List[Dict[str, Any]] = result["offered_slots"]
+    return offers
+
+
+# --- extraction ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "expected"),
+    [
+        ("dry needling", "faq", "dry_needling"),  # also an FAQ topic: an answer here
+        ("the shots", "inform", "trigger_point_injection"),
+        ("what is dry needling?", "faq", None),  # a question: the FAQ rule answers
+        ("I need a shot, I can't feel my legs", "emergency", None),
+        ("never mind", "stop", None),
+    ],
+)
+@pytest.mark.usefixtures("scheduler")
+async def test_extract_visit_type_when_asked(
+    make_tracker: TrackerFactory, text: str, intent: str, expected: Optional[str]
+) -> None:
+    tracker = tracker_with(make_tracker, text, intent, requested_slot="visit_type")
+    extracted = await booking.ValidateBookingForm().extract_visit_type(
+        CollectingDispatcher(), tracker, {}
+    )
+    assert extracted.get("visit_type") == expected
+
+
+@pytest.mark.usefixtures("scheduler")
+async def test_a_new_date_later_in_the_form_is_a_new_time_preference(
+    make_tracker: TrackerFactory,
+) -> None:
+    tracker = tracker_with(
+        make_tracker,
+        "actually make it friday morning",
+        hints=spacy(("DATE", "friday"), ("TIME", "morning")),
+        requested_slot="patient_name",
+        time_preference="tomorrow",
+    )
+    extracted = await booking.ValidateBookingForm().extract_time_preference(
+        CollectingDispatcher(), tracker, {}
+    )
+    assert extracted == {"time_preference": "actually make it friday morning"}
+
+
+@pytest.mark.usefixtures("scheduler")
+async def test_questions_are_not_answers(make_tracker: TrackerFactory) -> None:
+    form = booking.ValidateBookingForm()
+    for requested, extract in [
+        ("time_preference", form.extract_time_preference),
+        ("patient_name", form.extract_patient_name),
+        ("patient_phone", form.extract_patient_phone),
+        ("appointment_slot", form.extract_appointment_slot),
+    ]:
+        tracker = tracker_with(
+            make_tracker, "how soon will I feel better", "faq", requested_slot=requested
+        )
+        assert await extract(CollectingDispatcher(), tracker, {}) == {}
+
+
+# --- validation ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("scheduler")
+async def test_unknown_visit_type_is_asked_again(make_tracker: TrackerFactory) -> None:
+    dispatcher = CollectingDispatcher()
+    result = await booking.ValidateBookingForm().validate_visit_type(
+        "something blue", dispatcher, tracker_with(make_tracker, "something blue"), {}
+    )
+    assert result == {"visit_type": None}
+    assert responses(dispatcher) == ["utter_visit_type_not_understood"]
+
+
+async def test_time_preference_finds_up_to_five_open_slots_in_the_window(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    offers = await offers_for(make_tracker, "tomorrow afternoon")
+    assert 1 <= len(offers) <= 5
+    for offer in offers:
+        start = datetime.fromisoformat(offer["start"])
+        assert start.date() == date(2026, 12, 8)
+        assert 12 <= start.hour < 17
+        assert offer["label"].startswith("Tue Dec 8, ")
+        assert offer["label"].endswith(" CST")
+
+
+@pytest.mark.parametrize(
+    ("text", "response"),
+    [
+        ("yesterday", "utter_time_in_past"),
+        ("in 6 months", "utter_time_too_far"),
+        ("purple", "utter_time_not_understood"),
+    ],
+)
+@pytest.mark.usefixtures("scheduler")
+async def test_unusable_times_are_explained(
+    make_tracker: TrackerFactory, text: str, response: str
+) -> None:
+    dispatcher = CollectingDispatcher()
+    result = await booking.ValidateBookingForm().validate_time_preference(
+        text, dispatcher, tracker_with(make_tracker, text, visit_type="evaluation"), {}
+    )
+    assert result == {"time_preference": None}
+    assert responses(dispatcher) == [response]
+
+
+async def test_scheduler_down_while_searching_ends_the_form(
+    make_tracker: TrackerFactory,
+    tmp_path: Path,
+    config: SchedulingConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    broken = SqliteScheduler(blocker / "scheduler.db", config, clock=lambda: NOW)
+    monkeypatch.setattr(booking, "get_scheduler", lambda: broken)
+    monkeypatch.setattr(booking, "scheduling_config", lambda: config)
+    monkeypatch.setattr(booking, "now", lambda: NOW)
+    tracker = tracker_with(make_tracker, "asap", visit_type="dry_needling")
+    result = await booking.ValidateBookingForm().validate_time_preference(
+        "asap", CollectingDispatcher(), tracker, {}
+    )
+    assert result == {"time_preference": "asap", "scheduler_down": True}
+    assert (
+        await booking.ValidateBookingForm().required_slots(
+            ["visit_type"],
+            CollectingDispatcher(),
+            tracker_with(make_tracker, "asap", scheduler_down=True),
+            {},
+        )
+        == []
+    )
+
+
+async def test_picking_an_offer_holds_it(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    offers = await offers_for(make_tracker)
+    tracker = tracker_with(
+        make_tracker, "", visit_type="dry_needling", offered_slots=offers
+    )
+    result = await booking.ValidateBookingForm().validate_appointment_slot(
+        "option:2", CollectingDispatcher(), tracker, {}
+    )
+    assert result["appointment_slot"] == offers[1]["id"]
+    assert result["hold_id"]
+    # Held: no longer offered to anyone else.
+    again = await offers_for(make_tracker)
+    assert offers[1]["id"] not in [offer["id"] for offer in again]
+
+
+async def test_a_slot_taken_meanwhile_gets_fresh_offers(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    offers = await offers_for(make_tracker)
+    taken = booking.slot_from_entry(offers[0])
+    scheduler.book(taken, Patient("Sam Rival", "+12145550147"), "rival-key")
+    dispatcher = CollectingDispatcher()
+    tracker = tracker_with(
+        make_tracker,
+        "the first one",
+        visit_type="dry_needling",
+        time_preference="tomorrow afternoon",
+        offered_slots=offers,
+    )
+    result = await booking.ValidateBookingForm().validate_appointment_slot(
+        "text", dispatcher, tracker, {}
+    )
+    assert responses(dispatcher) == ["utter_slot_taken"]
+    assert result["appointment_slot"] is None
+    assert taken.slot_id not in [offer["id"] for offer in result["offered_slots"]]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("Maria Lopez", "Maria Lopez"), ("maria", None), ("12345", None)],
+)
+@pytest.mark.usefixtures("scheduler")
+async def test_validate_patient_name(
+    make_tracker: TrackerFactory, value: str, expected: Optional[str]
+) -> None:
+    dispatcher = CollectingDispatcher()
+    result = await booking.ValidateBookingForm().validate_patient_name(
+        value, dispatcher, tracker_with(make_tracker, value), {}
+    )
+    assert result == {"patient_name": expected}
+    assert responses(dispatcher) == ([] if expected else ["utter_invalid_name"])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("(817) 555-0100", "+18175550100"), ("555-0100", None), ("none", None)],
+)
+@pytest.mark.usefixtures("scheduler")
+async def test_validate_patient_phone(
+    make_tracker: TrackerFactory, value: str, expected: Optional[str]
+) -> None:
+    dispatcher = CollectingDispatcher()
+    result = await booking.ValidateBookingForm().validate_patient_phone(
+        value, dispatcher, tracker_with(make_tracker, value), {}
+    )
+    assert result == {"patient_phone": expected}
+    assert responses(dispatcher) == ([] if expected else ["utter_invalid_phone"])
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "entities", "expected"),
+    [
+        ("yes", "affirm", [], {"booking_confirmed": True}),
+        ("no", "deny", [], {"booking_confirmed": None}),
+        (
+            "",
+            "change_answer",
+            [{"entity": "booking_field", "value": "phone"}],
+            {"patient_phone": None, "booking_confirmed": None},
+        ),
+        (
+            "my name is spelled wrong",
+            "change_answer",
+            [],
+            {"patient_name": None, "booking_confirmed": None},
+        ),
+    ],
+)
+@pytest.mark.usefixtures("scheduler")
+async def test_confirmation_answers(
+    make_tracker: TrackerFactory,
+    text: str,
+    intent: str,
+    entities: List[Dict[str, str]],
+    expected: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(
+        text=text,
+        intent=intent,
+        entities=entities,
+        slots={"requested_slot": "booking_confirmed", "visit_type": "dry_needling"},
+    )
+    dispatcher = CollectingDispatcher()
+    result = await booking.ValidateBookingForm().extract_booking_confirmed(
+        dispatcher, tracker, {}
+    )
+    assert result == expected
+    if intent == "deny":
+        assert responses(dispatcher) == ["utter_what_to_change"]
+
+
+# --- booking, lookup, cancel ----------------------------------------------------------
+
+
+async def confirmed_tracker(
+    make_tracker: TrackerFactory, sender: str = "test-patient"
+) -> Tracker:
+    offers = await offers_for(make_tracker)
+    tracker = tracker_with(
+        make_tracker,
+        "yes",
+        "affirm",
+        visit_type="dry_needling",
+        time_preference="tomorrow afternoon",
+        offered_slots=offers,
+        appointment_slot=offers[0]["id"],
+        patient_name="Maria Lopez",
+        patient_phone="+18175550100",
+        booking_confirmed=True,
+    )
+    tracker.sender_id = sender
+    return tracker
+
+
+async def test_book_gives_a_reference_and_a_retry_books_once(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    tracker = await confirmed_tracker(make_tracker)
+    first, second = CollectingDispatcher(), CollectingDispatcher()
+    await booking.ActionBookAppointment().run(first, tracker, {})
+    await booking.ActionBookAppointment().run(second, tracker, {})
+    assert responses(first) == responses(second) == ["utter_booked"]
+    assert first.messages[0]["reference"] == second.messages[0]["reference"]
+    # The read-back label: the clinic closes for lunch 12-1, so 1:00 PM comes first.
+    assert first.messages[0]["when"] == tracker.get_slot("offered_slots")[0]["label"]
+    assert first.messages[0]["when"] == "Tue Dec 8, 1:00 PM CST"
+    booked = scheduler.bookings_on(date(2026, 12, 8))
+    assert [b.reference for b in booked] == [first.messages[0]["reference"]]
+
+
+async def test_book_of_a_lost_slot_goes_back_to_the_form(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    tracker = await confirmed_tracker(make_tracker)
+    chosen = booking.slot_from_entry(tracker.get_slot("offered_slots")[0])
+    scheduler.book(chosen, Patient("Sam Rival", "+12145550147"), "rival")
+    dispatcher = CollectingDispatcher()
+    events = await booking.ActionBookAppointment().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_slot_taken"]
+    assert events[-1] == FollowupAction("booking_form")
+    assert slots_of(events)["appointment_slot"] is None
+
+
+async def test_scheduler_down_offers_a_call_back_that_is_stored(
+    make_tracker: TrackerFactory, tmp_path: Path, scheduler: SqliteScheduler
+) -> None:
+    tracker = tracker_with(make_tracker, "", scheduler_down=True)
+    dispatcher = CollectingDispatcher()
+    events = await booking.ActionBookAppointment().run(dispatcher, tracker, {})
+    assert responses(dispatcher)[0] == "utter_scheduler_down"
+    assert responses(dispatcher)[-1] == "utter_offer_callback"
+    assert SlotSet("callback_offered", True) in events
+
+    tracker = tracker_with(
+        make_tracker,
+        "",
+        patient_name="Maria Lopez",
+        patient_phone="+18175550100",
+        time_preference="friday morning",
+        visit_type="evaluation",
+    )
+    dispatcher = CollectingDispatcher()
+    await booking.ActionRequestCallback().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_callback_stored"]
+    stored = CallbackStore(tmp_path / "scheduler.db").list_open()
+    assert len(stored) == 1
+    assert stored[0].phone == "+18175550100"
+    assert stored[0].preferred_time_text == "friday morning"
+    assert "Evaluation" in stored[0].note
+
+
+async def booked_reference(make_tracker: TrackerFactory) -> str:
+    dispatcher = CollectingDispatcher()
+    tracker = await confirmed_tracker(make_tracker)
+    await booking.ActionBookAppointment().run(dispatcher, tracker, {})
+    return str(dispatcher.messages[0]["reference"])
+
+
+async def test_lookup_needs_reference_and_phone(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    reference = await booked_reference(make_tracker)
+    for attempt in (1, 2):
+        dispatcher = CollectingDispatcher()
+        tracker = tracker_with(
+            make_tracker,
+            "",
+            booking_reference=reference,
+            patient_phone="+12145550147",
+            booking_task="check",
+            lookup_attempts=attempt - 1,
+        )
+        events = await booking.ActionLookupBooking().run(dispatcher, tracker, {})
+        assert responses(dispatcher) == ["utter_booking_not_found"]
+        assert reference not in str(dispatcher.messages)
+        assert events[-1] == FollowupAction("lookup_form")
+    dispatcher = CollectingDispatcher()
+    tracker = tracker_with(
+        make_tracker,
+        "",
+        booking_reference=reference,
+        patient_phone="+12145550147",
+        booking_task="check",
+        lookup_attempts=2,
+    )
+    events = await booking.ActionLookupBooking().run(dispatcher, tracker, {})
+    assert responses(dispatcher)[0] == "utter_booking_not_found_final"
+    assert FollowupAction("lookup_form") not in events
+
+
+async def test_lookup_then_cancel(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    reference = await booked_reference(make_tracker)
+    dispatcher = CollectingDispatcher()
+    tracker = tracker_with(
+        make_tracker,
+        "",
+        booking_reference=reference,
+        patient_phone="+18175550100",
+        booking_task="cancel",
+    )
+    events = await booking.ActionLookupBooking().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_confirm_cancel"]
+    assert slots_of(events) == {"found_booking": reference, "cancel_pending": True}
+
+    dispatcher = CollectingDispatcher()
+    tracker = tracker_with(
+        make_tracker,
+        "yes",
+        "affirm",
+        found_booking=reference,
+        patient_phone="+18175550100",
+    )
+    await booking.ActionCancelBooking().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_cancelled"]
+    assert scheduler.get_booking(reference, "+18175550100").status == "cancelled"
+
+
+async def test_reschedule_lookup_starts_the_form_with_known_answers(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    reference = await booked_reference(make_tracker)
+    dispatcher = CollectingDispatcher()
+    tracker = tracker_with(
+        make_tracker,
+        "",
+        booking_reference=reference,
+        patient_phone="+18175550100",
+        booking_task="reschedule",
+    )
+    events = await booking.ActionLookupBooking().run(dispatcher, tracker, {})
+    slots = slots_of(events)
+    assert slots["visit_type"] == "dry_needling"
+    assert slots["patient_name"] == "Maria Lopez"
+    assert slots["found_booking"] == reference
+    assert events[-1] == FollowupAction("booking_form")
+
+
+async def test_never_mind_releases_the_hold(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    offers = await offers_for(make_tracker)
+    hold = scheduler.hold(booking.slot_from_entry(offers[0]), timedelta(minutes=10))
+    tracker = tracker_with(make_tracker, "never mind", "stop", hold_id=hold.hold_id)
+    events = await booking.ActionStopBooking().run(CollectingDispatcher(), tracker, {})
+    assert slots_of(events)["hold_id"] is None
+    assert offers[0]["id"] in [offer["id"] for offer in await offers_for(make_tracker)]
