@@ -23,12 +23,19 @@ def clean_text(text: str, max_characters: int) -> str:
     dropped, runs of white space collapse to one space, and the text is cut to
     ``max_characters`` (the first part of a very long message carries its question;
     the rest would only cost time).
+
+    A message that did not start with "/" never comes out starting with one: Rasa
+    reads a leading "/" as a command, and NFKC turns look-alikes such as a
+    full-width solidus into a plain "/" (``channels/guard.py``).
     """
+    was_command = text.lstrip().startswith("/")
     text = unicodedata.normalize("NFKC", text)
     text = _WHITESPACE.sub(" ", text)  # first: line and page separators part words
     text = _CONTROL.sub("", text)
     text = _TAG.sub(" ", text)
     text = _WHITESPACE.sub(" ", text).strip()
+    if not was_command:
+        text = text.lstrip("/ ")
     return text[:max_characters]
 
 

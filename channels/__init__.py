@@ -1,0 +1,6 @@
+"""Rasa input channels of the clinic assistant: REST, the website widget, SMS.
+
+Every channel reads patient text through ``channels.guard``, so typed text is never
+taken for a Rasa command, and remembers the buttons it offered in
+``channels.store.ChannelStore``.
+"""
