@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup run chat train validate lint test test-integration evaluate bench lock clean
+.PHONY: setup run chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler staff lock clean
 
 setup:            ## create .venv (Python 3.10) with the pinned packages
 	@$(ENV) scripts/setup.sh
@@ -31,6 +31,15 @@ evaluate: train   ## held-out NLU accuracy per topic
 
 bench: setup      ## benchmark: accuracy, latency, throughput, training, memory vs stock
 	@$(ENV) $$VENV/bin/python benchmarks/bench.py
+
+bench-booking: train  ## benchmark: whole booking conversations over REST, 1 and 10 at once
+	@$(ENV) $$VENV/bin/python benchmarks/bench_booking.py
+
+bench-scheduler: setup  ## benchmark: SQLite scheduler bookings/s under contention
+	@$(ENV) $$VENV/bin/python benchmarks/bench_scheduler.py
+
+staff: setup      ## staff command, e.g. make staff ARGS="bookings --date 2026-12-01"
+	@$(ENV) $$VENV/bin/python -m actions.scheduling.staff $(ARGS)
 
 lock:             ## re-pin requirements.lock from requirements.in (needs PyPI)
 	@$(ENV) scripts/lock.sh
