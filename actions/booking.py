@@ -225,8 +225,10 @@ def idempotency_key(*parts: Any) -> str:
 
 
 async def find_offers(visit_type: str, time_text: str) -> List[Dict[str, Any]]:
-    """Up to five open slots in the preferred window, else just after it.
+    """Up to five open slots in the preferred window, else the nearest after it.
 
+    Each entry says whether it is ``in_window``: a time the clinic is closed, or
+    fully booked, gets the nearest open times, and the patient is told so.
     Raises ``TimePreferenceError`` or ``BackendUnavailable``.
     """
     config = scheduling_config()
@@ -237,6 +239,7 @@ async def find_offers(visit_type: str, time_text: str) -> List[Dict[str, Any]]:
     slots = await call_scheduler(
         scheduler.find_slots, visit_type, window.start, window.end, MAX_OFFERS
     )
+    in_window = bool(slots)
     if not slots:
         slots = await call_scheduler(
             scheduler.find_slots,
@@ -245,7 +248,7 @@ async def find_offers(visit_type: str, time_text: str) -> List[Dict[str, Any]]:
             window.end + WIDEN_SEARCH,
             MAX_OFFERS,
         )
-    return [slot_entry(slot) for slot in slots]
+    return [slot_entry(slot) | {"in_window": in_window} for slot in slots]
 
 
 async def release_hold(hold_id: Optional[str]) -> None:
@@ -552,6 +555,8 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
                 time_preference=str(value),
             )
             return {"time_preference": None, "offered_slots": None} | cleared
+        if not offers[0].get("in_window", True):
+            dispatcher.utter_message(response="utter_nearest_times")
         return {"time_preference": str(value), "offered_slots": offers} | cleared
 
     async def validate_appointment_slot(

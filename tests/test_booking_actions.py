@@ -164,6 +164,33 @@ async def test_time_preference_finds_up_to_five_open_slots_in_the_window(
         assert offer["label"].endswith(" CST")
 
 
+async def test_a_closed_time_gets_the_nearest_open_times(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    dispatcher = CollectingDispatcher()
+    text = "saturday at 3"  # the clinic's example hours have no weekend
+    result = await booking.ValidateBookingForm().validate_time_preference(
+        text, dispatcher, tracker_with(make_tracker, text, visit_type="evaluation"), {}
+    )
+    assert responses(dispatcher) == ["utter_nearest_times"]
+    first = datetime.fromisoformat(result["offered_slots"][0]["start"])
+    assert first > datetime(2026, 12, 12, 16, 0, tzinfo=CHICAGO)
+    assert first.weekday() < 5 and 8 <= first.hour < 17
+
+
+async def test_times_in_the_window_are_offered_without_a_note(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    dispatcher = CollectingDispatcher()
+    text = "wednesday at 10"
+    result = await booking.ValidateBookingForm().validate_time_preference(
+        text, dispatcher, tracker_with(make_tracker, text, visit_type="evaluation"), {}
+    )
+    assert responses(dispatcher) == []
+    first = datetime.fromisoformat(result["offered_slots"][0]["start"])
+    assert first == datetime(2026, 12, 9, 10, 0, tzinfo=CHICAGO)
+
+
 @pytest.mark.parametrize(
     ("text", "response"),
     [
