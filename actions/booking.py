@@ -1,362 +1,58 @@
-"""Booking, rescheduling, cancelling and looking up appointments in conversation.
+"""Booking an appointment in conversation: ``booking_form`` and its actions.
 
-Three forms (``domain.yml``):
-
-- ``booking_form``: visit type, preferred time, one of up to five open slots near it,
-  full name, mobile number, then a read-back to confirm. ``action_book_appointment``
-  books it. Any answer can be changed before confirming.
-- ``lookup_form``: booking reference and the phone number it was booked with, for
-  "when is my appointment", rescheduling and cancelling. Nothing about a booking is
-  said until both match.
-- ``callback_form``: name and number, when the scheduler is down.
-
-Every scheduler call runs in a worker thread (``asyncio.to_thread``) so a slow
-backend never blocks the action server. Names and phone numbers are never logged.
+Visit type, preferred time, one of up to five open slots near it, full name, mobile
+number, then a read-back to confirm; ``action_book_appointment`` books it. Any answer
+can be changed before confirming. Shared helpers: ``actions/booking_common.py``;
+rescheduling, cancelling and look-ups: ``actions/booking_lookup.py``; call-backs when
+the scheduler is down: ``actions/callback.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import re
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from datetime import timedelta
+from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.booking_parsing import (
-    clean_name,
-    describe_time,
-    match_visit_type,
-    normalize_phone,
-    pick_offered,
+from actions.booking_common import (
+    BOOKING_SLOTS,
+    CHANGE_CLEARS,
+    CHANGE_WORDS,
+    ContactAnswers,
+    booking_values,
+    call_scheduler,
+    entity_values,
+    find_offers,
+    has_time_hint,
+    idempotency_key,
+    is_answer,
+    is_short_name,
+    latest_intent,
+    latest_text,
+    offer_callback,
+    release_hold,
+    reset,
+    scheduler,
+    settings,
+    slot_from_entry,
+    visit_type_in_message,
+    visit_type_name,
 )
-from actions.handoff import utter_contact
-from actions.scheduling import get_scheduler
+from actions.booking_parsing import match_visit_type, pick_offered
 from actions.scheduling.base import (
     BackendUnavailable,
     Booking,
     BookingNotFound,
     Patient,
-    Slot,
     SlotUnavailable,
 )
-from actions.scheduling.callbacks import CallbackStore
-from actions.scheduling.config import default_db_path, scheduling_config
-from actions.scheduling.timeparse import TimePreferenceError, parse_time_preference
+from actions.scheduling.timeparse import TimePreferenceError
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-MAX_OFFERS = 5
-# When nothing is open in the window the patient asked for, look this far beyond it.
-WIDEN_SEARCH = timedelta(days=14)
-MAX_LOOKUP_ATTEMPTS = 3
-# Intents that are never an answer to a form question: the form lets the rules
-# handle them (FAQ in the middle, "never mind", red flags, ...).
-NOT_AN_ANSWER = {
-    "faq",
-    "stop",
-    "emergency",
-    "crisis",
-    "greet",
-    "goodbye",
-    "thank",
-    "bot_challenge",
-    "ask_capabilities",
-    "request_human",
-    "ask_insurance",
-    "ask_cost",
-    "ask_hours",
-    "ask_other_condition",
-    "ask_medication_advice",
-    "other_language",
-    "out_of_scope",
-    "book_appointment",
-    "reschedule_appointment",
-    "cancel_appointment",
-    "check_appointment",
-}
-BOOKING_SLOTS = (
-    "visit_type",
-    "time_preference",
-    "appointment_slot",
-    "offered_slots",
-    "hold_id",
-    "booking_confirmed",
-)
-CHANGE_CLEARS = {
-    "time": ("time_preference", "appointment_slot", "offered_slots", "hold_id"),
-    "visit_type": (
-        "visit_type",
-        "time_preference",
-        "appointment_slot",
-        "offered_slots",
-        "hold_id",
-    ),
-    "name": ("patient_name",),
-    "phone": ("patient_phone",),
-}
-CHANGE_WORDS = {
-    "time": ("time", "day", "date", "slot", "when", "other times", "none of those"),
-    "visit_type": ("type", "visit", "treatment", "service"),
-    "name": ("name",),
-    "phone": ("phone", "number", "cell", "mobile"),
-}
-
-
-async def call_scheduler(function: Callable[..., T], *args: Any) -> T:
-    """Runs a blocking scheduler call in a worker thread."""
-    return await asyncio.to_thread(function, *args)
-
-
-def now() -> datetime:
-    """The current time (a function, so tests can move the clock)."""
-    return datetime.now(timezone.utc)
-
-
-def latest_intent(tracker: Tracker) -> Optional[str]:
-    """The intent of the patient's latest message."""
-    return (tracker.latest_message.get("intent") or {}).get("name")
-
-
-def latest_text(tracker: Tracker) -> str:
-    """The text of the patient's latest message."""
-    return str(tracker.latest_message.get("text") or "").strip()
-
-
-def entity_values(tracker: Tracker, entity: str) -> List[str]:
-    """Every value of ``entity`` in the latest message."""
-    return [
-        str(e.get("value"))
-        for e in tracker.latest_message.get("entities") or []
-        if e.get("entity") == entity and e.get("value") is not None
-    ]
-
-
-def spacy_hints(tracker: Tracker, *labels: str) -> List[str]:
-    """Texts of spaCy's DATE/TIME/PERSON entities in the latest message.
-
-    They are kept apart from Rasa's entities (``clinic_nlu/entities.py``).
-    """
-    return [
-        str(e.get("value"))
-        for e in tracker.latest_message.get("spacy_entities") or []
-        if e.get("entity") in labels
-    ]
-
-
-def has_time_hint(tracker: Tracker) -> bool:
-    """Whether spaCy saw a date or a time in the latest message."""
-    return bool(spacy_hints(tracker, "DATE", "TIME"))
-
-
-def visit_type_in_message(tracker: Tracker) -> Optional[str]:
-    """The visit type key a button or the patient's words name, if any."""
-    known = [(v.key, v.name) for v in scheduling_config().visit_types]
-    from_button = entity_values(tracker, "visit_type")
-    return match_visit_type(
-        from_button[0] if from_button else latest_text(tracker), known
-    )
-
-
-QUESTION_WORDS = ("what", "how", "why", "when", "is", "does", "do", "can", "will")
-
-
-def is_short_name(tracker: Tracker) -> bool:
-    """A few words, no question, read as an FAQ topic ("dry needling").
-
-    Asked which visit they want, a patient who types "dry needling" is answering,
-    not asking the FAQ about it. Red flags never count (their intent is not faq).
-    """
-    text = latest_text(tracker).lower()
-    words = text.split()
-    return (
-        latest_intent(tracker) == "faq"
-        and 0 < len(words) <= 4
-        and "?" not in text
-        and words[0] not in QUESTION_WORDS
-    )
-
-
-def is_answer(tracker: Tracker) -> bool:
-    """Whether the latest message may be read as an answer to a form question."""
-    return latest_intent(tracker) not in NOT_AN_ANSWER
-
-
-def visit_type_name(key: Optional[str]) -> str:
-    """The patient-facing name of a visit type, e.g. "Dry needling"."""
-    visit = scheduling_config().visit_type(key or "")
-    return visit.name if visit else "visit"
-
-
-def slot_entry(slot: Slot) -> Dict[str, Any]:
-    """How an offered slot is kept in the tracker (no patient data)."""
-    local = slot.start.astimezone(scheduling_config().tz)
-    return {
-        "id": slot.slot_id,
-        "start": local.isoformat(),
-        "end": slot.end.astimezone(scheduling_config().tz).isoformat(),
-        "visit_type": slot.visit_type,
-        "provider": slot.provider,
-        "label": describe_time(local),
-    }
-
-
-def slot_from_entry(entry: Dict[str, Any]) -> Slot:
-    """The scheduler's ``Slot`` back from a tracker entry."""
-    return Slot(
-        slot_id=str(entry["id"]),
-        start=datetime.fromisoformat(entry["start"]),
-        end=datetime.fromisoformat(entry["end"]),
-        visit_type=str(entry["visit_type"]),
-        provider=str(entry.get("provider") or ""),
-    )
-
-
-def idempotency_key(*parts: Any) -> str:
-    """A stable key for one request of one conversation: a retry gets the same."""
-    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]
-
-
-async def find_offers(visit_type: str, time_text: str) -> List[Dict[str, Any]]:
-    """Up to five open slots in the preferred window, else the nearest after it.
-
-    Each entry says whether it is ``in_window``: a time the clinic is closed, or
-    fully booked, gets the nearest open times, and the patient is told so.
-    Raises ``TimePreferenceError`` or ``BackendUnavailable``.
-    """
-    config = scheduling_config()
-    window = parse_time_preference(
-        time_text, now(), config.tz, config.booking_horizon_days
-    )
-    scheduler = get_scheduler()
-    slots = await call_scheduler(
-        scheduler.find_slots, visit_type, window.start, window.end, MAX_OFFERS
-    )
-    in_window = bool(slots)
-    if not slots:
-        slots = await call_scheduler(
-            scheduler.find_slots,
-            visit_type,
-            window.end,
-            window.end + WIDEN_SEARCH,
-            MAX_OFFERS,
-        )
-    return [slot_entry(slot) | {"in_window": in_window} for slot in slots]
-
-
-async def release_hold(hold_id: Optional[str]) -> None:
-    """Gives a held slot back; a scheduler that is down only loses a short hold."""
-    if not hold_id:
-        return
-    try:
-        await call_scheduler(get_scheduler().release, hold_id)
-    except BackendUnavailable:
-        logger.warning("Could not release hold %s: scheduler unavailable.", hold_id)
-
-
-def booking_values(booking: Booking) -> Dict[str, str]:
-    """Template values that describe a booking to its patient."""
-    local = booking.slot.start.astimezone(scheduling_config().tz)
-    return {
-        "visit_type_name": visit_type_name(booking.slot.visit_type),
-        "when": describe_time(local),
-        "reference": booking.reference,
-    }
-
-
-def reset(*names: str) -> List[EventType]:
-    """Clears the given slots."""
-    return [SlotSet(name, None) for name in names]
-
-
-# Never read as an answer, whatever it looks like.
-SAFETY_AND_STOP = {"emergency", "crisis", "stop"}
-REFERENCE_SHAPE = re.compile(r"[A-Za-z0-9]{5,12}")
-
-
-def looks_like_reference(text: str) -> bool:
-    """A bare booking code ("K7PM3Q", "k7pm-3q")."""
-    return REFERENCE_SHAPE.fullmatch(re.sub(r"[\s-]", "", text)) is not None
-
-
-def looks_like_phone(text: str) -> bool:
-    """Text with a valid phone number in it."""
-    return normalize_phone(text) is not None
-
-
-def answer_when_asked(
-    tracker: Tracker, slot: str, looks_right: Optional[Callable[[str], bool]] = None
-) -> Dict[str, Any]:
-    """The latest text as the answer to ``slot``, if that is what the form asked.
-
-    A message the classifier read as something else (an FAQ, a booking request)
-    still counts when it has the right shape, a phone number or a code; a red flag
-    or "never mind" never does.
-    """
-    if tracker.get_slot("requested_slot") != slot:
-        return {}
-    text = latest_text(tracker)
-    shaped = (
-        looks_right is not None
-        and looks_right(text)
-        and latest_intent(tracker) not in SAFETY_AND_STOP
-    )
-    return {slot: text} if is_answer(tracker) or shaped else {}
-
-
-class ContactAnswers:
-    """The name and phone questions, shared by the booking, lookup and call-back forms.
-
-    A mixin, not an action: rasa_sdk registers every Action subclass it finds.
-    """
-
-    async def extract_patient_name(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> Dict[str, Any]:
-        """The name, when asked."""
-        return answer_when_asked(tracker, "patient_name")
-
-    async def extract_patient_phone(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> Dict[str, Any]:
-        """The phone number, when asked (a bare number counts whatever its intent)."""
-        return answer_when_asked(tracker, "patient_phone", looks_like_phone)
-
-    async def validate_patient_name(
-        self,
-        value: Any,
-        dispatcher: CollectingDispatcher,
-        tracker: Tracker,
-        domain: DomainDict,
-    ) -> Dict[str, Any]:
-        """A first and last name."""
-        name = clean_name(str(value), spacy_hints(tracker, "PERSON"))
-        if name is None:
-            dispatcher.utter_message(response="utter_invalid_name")
-        return {"patient_name": name}
-
-    async def validate_patient_phone(
-        self,
-        value: Any,
-        dispatcher: CollectingDispatcher,
-        tracker: Tracker,
-        domain: DomainDict,
-    ) -> Dict[str, Any]:
-        """A valid US number (or +country code), kept in E.164."""
-        phone = normalize_phone(str(value))
-        if phone is None:
-            dispatcher.utter_message(response="utter_invalid_phone")
-        return {"patient_phone": phone}
-
-
-# --- Starting the flows ---------------------------------------------------------------
 
 
 class ActionStartBooking(Action):
@@ -378,28 +74,6 @@ class ActionStartBooking(Action):
         if visit:
             events.append(SlotSet("visit_type", visit))
         return events
-
-
-class ActionStartLookup(Action):
-    """Starts finding a booking, remembering what the patient wants to do with it."""
-
-    def name(self) -> str:
-        """Action name used in the domain and rules."""
-        return "action_start_lookup"
-
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
-        """Sets booking_task from the intent and clears an earlier lookup."""
-        task = {
-            "reschedule_appointment": "reschedule",
-            "cancel_appointment": "cancel",
-        }.get(latest_intent(tracker) or "", "check")
-        return [
-            SlotSet("booking_task", task),
-            SlotSet("lookup_attempts", 0),
-            *reset("booking_reference", "found_booking", "cancel_pending"),
-        ]
 
 
 # --- booking_form -----------------------------------------------------------------
@@ -512,7 +186,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         domain: DomainDict,
     ) -> Dict[str, Any]:
         """A visit type key from the clinic config; a change resets the time."""
-        known = [(v.key, v.name) for v in scheduling_config().visit_types]
+        known = [(v.key, v.name) for v in settings().visit_types]
         key = value if value in dict(known) else match_visit_type(str(value), known)
         if key is None:
             dispatcher.utter_message(response="utter_visit_type_not_understood")
@@ -580,12 +254,12 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
                 )
             dispatcher.utter_message(response="utter_slot_not_understood")
             return {"appointment_slot": None}
-        scheduler = get_scheduler()
+        backend = scheduler()
         try:
             hold = await call_scheduler(
-                scheduler.hold,
+                backend.hold,
                 slot_from_entry(choice),
-                timedelta(minutes=scheduling_config().hold_minutes),
+                timedelta(minutes=settings().hold_minutes),
             )
         except SlotUnavailable:
             dispatcher.utter_message(response="utter_slot_taken")
@@ -639,7 +313,7 @@ def _utter_time_problem(dispatcher: CollectingDispatcher, reason: str) -> None:
     elif reason == "too_far":
         dispatcher.utter_message(
             response="utter_time_too_far",
-            horizon_days=scheduling_config().booking_horizon_days,
+            horizon_days=settings().booking_horizon_days,
         )
     else:
         dispatcher.utter_message(response="utter_time_not_understood")
@@ -661,7 +335,7 @@ class ActionAskVisitType(Action):
                 "title": visit.name,
                 "payload": f'/inform{{"visit_type": "{visit.key}"}}',
             }
-            for visit in scheduling_config().visit_types
+            for visit in settings().visit_types
         ]
         dispatcher.utter_message(
             text="What kind of visit would you like to book?", buttons=buttons
@@ -760,10 +434,10 @@ class ActionBookAppointment(Action):
         )
         hold_id = tracker.get_slot("hold_id")
         key = idempotency_key(tracker.sender_id, chosen["id"], hold_id, "book")
-        scheduler = get_scheduler()
+        backend = scheduler()
         try:
             booking = await call_scheduler(
-                scheduler.book, slot_from_entry(chosen), patient, key, hold_id
+                backend.book, slot_from_entry(chosen), patient, key, hold_id
             )
         except SlotUnavailable:
             dispatcher.utter_message(response="utter_slot_taken")
@@ -802,7 +476,7 @@ class ActionBookAppointment(Action):
         phone = str(tracker.get_slot("patient_phone"))
         key = idempotency_key(tracker.sender_id, old_reference, "cancel")
         try:
-            await call_scheduler(get_scheduler().cancel, old_reference, phone, key)
+            await call_scheduler(scheduler().cancel, old_reference, phone, key)
         except (BookingNotFound, BackendUnavailable):
             # The new time is booked; the old one must not silently stay.
             logger.warning(
@@ -824,14 +498,6 @@ class ActionBookAppointment(Action):
         return []
 
 
-def offer_callback(dispatcher: CollectingDispatcher) -> List[EventType]:
-    """Says the scheduler is down, gives the contact, offers a call back."""
-    dispatcher.utter_message(response="utter_scheduler_down")
-    utter_contact(dispatcher)
-    dispatcher.utter_message(response="utter_offer_callback")
-    return [SlotSet("callback_offered", True)]
-
-
 class ActionStopBooking(Action):
     """Never mind: drops the current booking, lookup or call-back, and its hold."""
 
@@ -851,184 +517,3 @@ class ActionStopBooking(Action):
             "booking_task",
             "scheduler_down",
         ) + [SlotSet("cancel_pending", False), SlotSet("callback_offered", False)]
-
-
-# --- lookup_form: reference and phone --------------------------------------------
-
-
-class ValidateLookupForm(ContactAnswers, FormValidationAction):
-    """Reads the booking reference and the phone number it was booked with."""
-
-    def name(self) -> str:
-        """Name of the validation action of ``lookup_form``."""
-        return "validate_lookup_form"
-
-    async def extract_booking_reference(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> Dict[str, Any]:
-        """The reference, when asked (a bare code counts whatever its intent)."""
-        return answer_when_asked(tracker, "booking_reference", looks_like_reference)
-
-    async def validate_booking_reference(
-        self,
-        value: Any,
-        dispatcher: CollectingDispatcher,
-        tracker: Tracker,
-        domain: DomainDict,
-    ) -> Dict[str, Any]:
-        """The code: letters and digits, spaces and dashes ignored, upper case."""
-        words = [w for w in str(value).upper().replace("-", "").split() if w.isalnum()]
-        code = next((w for w in reversed(words) if 5 <= len(w) <= 12), None)
-        if code is None:
-            dispatcher.utter_message(response="utter_ask_booking_reference")
-        return {"booking_reference": code}
-
-
-class ActionLookupBooking(Action):
-    """Finds the booking by reference and phone, then does what was asked."""
-
-    def name(self) -> str:
-        """Action name used in the rules, after ``lookup_form``."""
-        return "action_lookup_booking"
-
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
-        """Shows, offers to cancel, or starts rebooking the found booking."""
-        reference = str(tracker.get_slot("booking_reference") or "")
-        phone = str(tracker.get_slot("patient_phone") or "")
-        try:
-            booking = await call_scheduler(
-                get_scheduler().get_booking, reference, phone
-            )
-        except BookingNotFound:
-            return self._not_found(dispatcher, tracker)
-        except BackendUnavailable:
-            logger.warning("Scheduler unavailable while looking up a booking.")
-            dispatcher.utter_message(response="utter_scheduler_down")
-            utter_contact(dispatcher)
-            return reset("booking_reference", "booking_task")
-        task = tracker.get_slot("booking_task")
-        values = booking_values(booking)
-        if booking.status != "booked":
-            dispatcher.utter_message(
-                response="utter_booking_already_cancelled", **values
-            )
-            return reset("booking_reference", "booking_task")
-        if task == "cancel":
-            dispatcher.utter_message(response="utter_confirm_cancel", **values)
-            return [
-                SlotSet("found_booking", booking.reference),
-                SlotSet("cancel_pending", True),
-            ]
-        if task == "reschedule":
-            dispatcher.utter_message(response="utter_booking_details", **values)
-            return [
-                SlotSet("found_booking", booking.reference),
-                SlotSet("visit_type", booking.slot.visit_type),
-                SlotSet("patient_name", booking.patient.name),
-                *reset(
-                    "time_preference",
-                    "appointment_slot",
-                    "offered_slots",
-                    "hold_id",
-                    "booking_confirmed",
-                    "scheduler_down",
-                ),
-                FollowupAction("booking_form"),
-            ]
-        dispatcher.utter_message(response="utter_booking_details", **values)
-        return reset("booking_reference", "booking_task")
-
-    def _not_found(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker
-    ) -> List[EventType]:
-        attempts = int(tracker.get_slot("lookup_attempts") or 0) + 1
-        if attempts >= MAX_LOOKUP_ATTEMPTS:
-            dispatcher.utter_message(response="utter_booking_not_found_final")
-            utter_contact(dispatcher)
-            return [
-                SlotSet("lookup_attempts", 0),
-                *reset("booking_reference", "patient_phone", "booking_task"),
-            ]
-        dispatcher.utter_message(response="utter_booking_not_found")
-        return [
-            SlotSet("lookup_attempts", attempts),
-            *reset("booking_reference", "patient_phone"),
-            FollowupAction("lookup_form"),
-        ]
-
-
-class ActionCancelBooking(Action):
-    """Cancels the booking found by ``action_lookup_booking``, after a yes."""
-
-    def name(self) -> str:
-        """Action name used in the rules."""
-        return "action_cancel_booking"
-
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
-        """Cancels with an idempotency key, so a retry cancels once."""
-        reference = str(tracker.get_slot("found_booking") or "")
-        phone = str(tracker.get_slot("patient_phone") or "")
-        key = idempotency_key(tracker.sender_id, reference, "cancel")
-        done = [
-            SlotSet("cancel_pending", False),
-            *reset("found_booking", "booking_task"),
-        ]
-        try:
-            booking = await call_scheduler(
-                get_scheduler().cancel, reference, phone, key
-            )
-        except BookingNotFound:
-            dispatcher.utter_message(response="utter_booking_not_found")
-            return done
-        except BackendUnavailable:
-            dispatcher.utter_message(response="utter_scheduler_down")
-            utter_contact(dispatcher)
-            return done
-        logger.info("Cancelled %s.", booking.reference)
-        dispatcher.utter_message(response="utter_cancelled", **booking_values(booking))
-        return done
-
-
-# --- Call-back requests when the scheduler is down ----------------------------------
-
-
-class ValidateCallbackForm(ContactAnswers, FormValidationAction):
-    """Name and number for a call back; answers given earlier are kept."""
-
-    def name(self) -> str:
-        """Name of the validation action of ``callback_form``."""
-        return "validate_callback_form"
-
-
-class ActionRequestCallback(Action):
-    """Stores the call-back request where staff see it (``staff callbacks``)."""
-
-    def name(self) -> str:
-        """Action name used in the rules, after ``callback_form``."""
-        return "action_request_callback"
-
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
-    ) -> List[EventType]:
-        """Saves name, number, preferred time and visit type; nothing is lost."""
-        store = CallbackStore(default_db_path())
-        visit = tracker.get_slot("visit_type")
-        note = f"Visit type: {visit_type_name(visit)}" if visit else ""
-        phone = str(tracker.get_slot("patient_phone"))
-        await call_scheduler(
-            store.add,
-            str(tracker.get_slot("patient_name") or ""),
-            phone,
-            str(tracker.get_slot("time_preference") or ""),
-            note,
-            tracker.sender_id,
-        )
-        dispatcher.utter_message(response="utter_callback_stored", phone=phone)
-        return [
-            SlotSet("callback_offered", False),
-            *reset(*BOOKING_SLOTS, "scheduler_down", "booking_task"),
-        ]

@@ -1,4 +1,4 @@
-"""Unit tests of the booking validators and actions (actions/booking.py).
+"""Unit tests of the booking validators and actions (actions/booking*.py, callback.py).
 
 They run against the real embedded scheduler (SQLite in a temporary directory) with
 the project's own scheduling section of clinic.yml and a fixed clock: Monday
@@ -18,7 +18,7 @@ from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from testkit import PROJECT_ROOT, TrackerFactory
 
-from actions import booking
+from actions import booking, booking_common, booking_lookup, callback
 from actions.scheduling.base import Patient
 from actions.scheduling.callbacks import CallbackStore
 from actions.scheduling.config import SchedulingConfig, load_scheduling_config
@@ -38,10 +38,12 @@ def scheduler(
     tmp_path: Path, config: SchedulingConfig, monkeypatch: pytest.MonkeyPatch
 ) -> SqliteScheduler:
     real = SqliteScheduler(tmp_path / "scheduler.db", config, clock=lambda: NOW)
-    monkeypatch.setattr(booking, "get_scheduler", lambda: real)
-    monkeypatch.setattr(booking, "scheduling_config", lambda: config)
-    monkeypatch.setattr(booking, "now", lambda: NOW)
-    monkeypatch.setattr(booking, "default_db_path", lambda: tmp_path / "scheduler.db")
+    monkeypatch.setattr(booking_common, "get_scheduler", lambda: real)
+    monkeypatch.setattr(booking_common, "scheduling_config", lambda: config)
+    monkeypatch.setattr(booking_common, "now", lambda: NOW)
+    monkeypatch.setattr(
+        booking_common, "default_db_path", lambda: tmp_path / "scheduler.db"
+    )
     return real
 
 
@@ -220,9 +222,9 @@ async def test_scheduler_down_while_searching_ends_the_form(
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x")
     broken = SqliteScheduler(blocker / "scheduler.db", config, clock=lambda: NOW)
-    monkeypatch.setattr(booking, "get_scheduler", lambda: broken)
-    monkeypatch.setattr(booking, "scheduling_config", lambda: config)
-    monkeypatch.setattr(booking, "now", lambda: NOW)
+    monkeypatch.setattr(booking_common, "get_scheduler", lambda: broken)
+    monkeypatch.setattr(booking_common, "scheduling_config", lambda: config)
+    monkeypatch.setattr(booking_common, "now", lambda: NOW)
     tracker = tracker_with(make_tracker, "asap", visit_type="dry_needling")
     result = await booking.ValidateBookingForm().validate_time_preference(
         "asap", CollectingDispatcher(), tracker, {}
@@ -260,7 +262,7 @@ async def test_a_slot_taken_meanwhile_gets_fresh_offers(
     make_tracker: TrackerFactory, scheduler: SqliteScheduler
 ) -> None:
     offers = await offers_for(make_tracker)
-    taken = booking.slot_from_entry(offers[0])
+    taken = booking_common.slot_from_entry(offers[0])
     scheduler.book(taken, Patient("Sam Rival", "+12145550147"), "rival-key")
     dispatcher = CollectingDispatcher()
     tracker = tracker_with(
@@ -395,7 +397,7 @@ async def test_book_of_a_lost_slot_goes_back_to_the_form(
     make_tracker: TrackerFactory, scheduler: SqliteScheduler
 ) -> None:
     tracker = await confirmed_tracker(make_tracker)
-    chosen = booking.slot_from_entry(tracker.get_slot("offered_slots")[0])
+    chosen = booking_common.slot_from_entry(tracker.get_slot("offered_slots")[0])
     scheduler.book(chosen, Patient("Sam Rival", "+12145550147"), "rival")
     dispatcher = CollectingDispatcher()
     events = await booking.ActionBookAppointment().run(dispatcher, tracker, {})
@@ -423,7 +425,7 @@ async def test_scheduler_down_offers_a_call_back_that_is_stored(
         visit_type="evaluation",
     )
     dispatcher = CollectingDispatcher()
-    await booking.ActionRequestCallback().run(dispatcher, tracker, {})
+    await callback.ActionRequestCallback().run(dispatcher, tracker, {})
     assert responses(dispatcher) == ["utter_callback_stored"]
     stored = CallbackStore(tmp_path / "scheduler.db").list_open()
     assert len(stored) == 1
@@ -453,7 +455,7 @@ async def test_lookup_needs_reference_and_phone(
             booking_task="check",
             lookup_attempts=attempt - 1,
         )
-        events = await booking.ActionLookupBooking().run(dispatcher, tracker, {})
+        events = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
         assert responses(dispatcher) == ["utter_booking_not_found"]
         assert reference not in str(dispatcher.messages)
         assert events[-1] == FollowupAction("lookup_form")
@@ -466,7 +468,7 @@ async def test_lookup_needs_reference_and_phone(
         booking_task="check",
         lookup_attempts=2,
     )
-    events = await booking.ActionLookupBooking().run(dispatcher, tracker, {})
+    events = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
     assert responses(dispatcher)[0] == "utter_booking_not_found_final"
     assert FollowupAction("lookup_form") not in events
 
@@ -483,7 +485,7 @@ async def test_lookup_then_cancel(
         patient_phone="+18175550100",
         booking_task="cancel",
     )
-    events = await booking.ActionLookupBooking().run(dispatcher, tracker, {})
+    events = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
     assert responses(dispatcher) == ["utter_confirm_cancel"]
     assert slots_of(events) == {"found_booking": reference, "cancel_pending": True}
 
@@ -495,7 +497,7 @@ async def test_lookup_then_cancel(
         found_booking=reference,
         patient_phone="+18175550100",
     )
-    await booking.ActionCancelBooking().run(dispatcher, tracker, {})
+    await booking_lookup.ActionCancelBooking().run(dispatcher, tracker, {})
     assert responses(dispatcher) == ["utter_cancelled"]
     assert scheduler.get_booking(reference, "+18175550100").status == "cancelled"
 
@@ -512,7 +514,7 @@ async def test_reschedule_lookup_starts_the_form_with_known_answers(
         patient_phone="+18175550100",
         booking_task="reschedule",
     )
-    events = await booking.ActionLookupBooking().run(dispatcher, tracker, {})
+    events = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
     slots = slots_of(events)
     assert slots["visit_type"] == "dry_needling"
     assert slots["patient_name"] == "Maria Lopez"
@@ -524,7 +526,9 @@ async def test_never_mind_releases_the_hold(
     make_tracker: TrackerFactory, scheduler: SqliteScheduler
 ) -> None:
     offers = await offers_for(make_tracker)
-    hold = scheduler.hold(booking.slot_from_entry(offers[0]), timedelta(minutes=10))
+    hold = scheduler.hold(
+        booking_common.slot_from_entry(offers[0]), timedelta(minutes=10)
+    )
     tracker = tracker_with(make_tracker, "never mind", "stop", hold_id=hold.hold_id)
     events = await booking.ActionStopBooking().run(CollectingDispatcher(), tracker, {})
     assert slots_of(events)["hold_id"] is None

@@ -1,0 +1,376 @@
+"""What the booking, lookup and call-back actions share.
+
+Reading the latest message (intent, text, spaCy's hints), the answers-when-asked
+rule, the name and phone questions (``ContactAnswers``), and the scheduler calls,
+which run in a worker thread (``asyncio.to_thread``) so a slow backend never blocks
+the action server. Names and phone numbers are never logged.
+
+Tests replace ``get_scheduler``, ``scheduling_config``, ``default_db_path`` and
+``now`` here: every other module reaches them through ``scheduler()``,
+``settings()``, ``callback_store()`` and ``now()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Dict, List, Optional, TypeVar
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.booking_parsing import (
+    clean_name,
+    describe_time,
+    match_visit_type,
+    normalize_phone,
+)
+from actions.handoff import utter_contact
+from actions.scheduling import get_scheduler
+from actions.scheduling.base import (
+    BackendUnavailable,
+    Booking,
+    Scheduler,
+    Slot,
+)
+from actions.scheduling.callbacks import CallbackStore
+from actions.scheduling.config import (
+    SchedulingConfig,
+    default_db_path,
+    scheduling_config,
+)
+from actions.scheduling.timeparse import parse_time_preference
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_OFFERS = 5
+# When nothing is open in the window the patient asked for, look this far beyond it.
+WIDEN_SEARCH = timedelta(days=14)
+MAX_LOOKUP_ATTEMPTS = 3
+# Intents that are never an answer to a form question: the form lets the rules
+# handle them (FAQ in the middle, "never mind", red flags, ...).
+NOT_AN_ANSWER = {
+    "faq",
+    "stop",
+    "emergency",
+    "crisis",
+    "greet",
+    "goodbye",
+    "thank",
+    "bot_challenge",
+    "ask_capabilities",
+    "request_human",
+    "ask_insurance",
+    "ask_cost",
+    "ask_hours",
+    "ask_other_condition",
+    "ask_medication_advice",
+    "other_language",
+    "out_of_scope",
+    "book_appointment",
+    "reschedule_appointment",
+    "cancel_appointment",
+    "check_appointment",
+}
+BOOKING_SLOTS = (
+    "visit_type",
+    "time_preference",
+    "appointment_slot",
+    "offered_slots",
+    "hold_id",
+    "booking_confirmed",
+)
+CHANGE_CLEARS = {
+    "time": ("time_preference", "appointment_slot", "offered_slots", "hold_id"),
+    "visit_type": (
+        "visit_type",
+        "time_preference",
+        "appointment_slot",
+        "offered_slots",
+        "hold_id",
+    ),
+    "name": ("patient_name",),
+    "phone": ("patient_phone",),
+}
+CHANGE_WORDS = {
+    "time": ("time", "day", "date", "slot", "when", "other times", "none of those"),
+    "visit_type": ("type", "visit", "treatment", "service"),
+    "name": ("name",),
+    "phone": ("phone", "number", "cell", "mobile"),
+}
+
+
+async def call_scheduler(function: Callable[..., T], *args: Any) -> T:
+    """Runs a blocking scheduler call in a worker thread."""
+    return await asyncio.to_thread(function, *args)
+
+
+def now() -> datetime:
+    """The current time (a function, so tests can move the clock)."""
+    return datetime.now(timezone.utc)
+
+
+def latest_intent(tracker: Tracker) -> Optional[str]:
+    """The intent of the patient's latest message."""
+    return (tracker.latest_message.get("intent") or {}).get("name")
+
+
+def latest_text(tracker: Tracker) -> str:
+    """The text of the patient's latest message."""
+    return str(tracker.latest_message.get("text") or "").strip()
+
+
+def entity_values(tracker: Tracker, entity: str) -> List[str]:
+    """Every value of ``entity`` in the latest message."""
+    return [
+        str(e.get("value"))
+        for e in tracker.latest_message.get("entities") or []
+        if e.get("entity") == entity and e.get("value") is not None
+    ]
+
+
+def spacy_hints(tracker: Tracker, *labels: str) -> List[str]:
+    """Texts of spaCy's DATE/TIME/PERSON entities in the latest message.
+
+    They are kept apart from Rasa's entities (``clinic_nlu/entities.py``).
+    """
+    return [
+        str(e.get("value"))
+        for e in tracker.latest_message.get("spacy_entities") or []
+        if e.get("entity") in labels
+    ]
+
+
+def has_time_hint(tracker: Tracker) -> bool:
+    """Whether spaCy saw a date or a time in the latest message."""
+    return bool(spacy_hints(tracker, "DATE", "TIME"))
+
+
+def visit_type_in_message(tracker: Tracker) -> Optional[str]:
+    """The visit type key a button or the patient's words name, if any."""
+    known = [(v.key, v.name) for v in settings().visit_types]
+    from_button = entity_values(tracker, "visit_type")
+    return match_visit_type(
+        from_button[0] if from_button else latest_text(tracker), known
+    )
+
+
+QUESTION_WORDS = ("what", "how", "why", "when", "is", "does", "do", "can", "will")
+
+
+def is_short_name(tracker: Tracker) -> bool:
+    """A few words, no question, read as an FAQ topic ("dry needling").
+
+    Asked which visit they want, a patient who types "dry needling" is answering,
+    not asking the FAQ about it. Red flags never count (their intent is not faq).
+    """
+    text = latest_text(tracker).lower()
+    words = text.split()
+    return (
+        latest_intent(tracker) == "faq"
+        and 0 < len(words) <= 4
+        and "?" not in text
+        and words[0] not in QUESTION_WORDS
+    )
+
+
+def is_answer(tracker: Tracker) -> bool:
+    """Whether the latest message may be read as an answer to a form question."""
+    return latest_intent(tracker) not in NOT_AN_ANSWER
+
+
+def visit_type_name(key: Optional[str]) -> str:
+    """The patient-facing name of a visit type, e.g. "Dry needling"."""
+    visit = settings().visit_type(key or "")
+    return visit.name if visit else "visit"
+
+
+def slot_entry(slot: Slot) -> Dict[str, Any]:
+    """How an offered slot is kept in the tracker (no patient data)."""
+    local = slot.start.astimezone(settings().tz)
+    return {
+        "id": slot.slot_id,
+        "start": local.isoformat(),
+        "end": slot.end.astimezone(settings().tz).isoformat(),
+        "visit_type": slot.visit_type,
+        "provider": slot.provider,
+        "label": describe_time(local),
+    }
+
+
+def slot_from_entry(entry: Dict[str, Any]) -> Slot:
+    """The scheduler's ``Slot`` back from a tracker entry."""
+    return Slot(
+        slot_id=str(entry["id"]),
+        start=datetime.fromisoformat(entry["start"]),
+        end=datetime.fromisoformat(entry["end"]),
+        visit_type=str(entry["visit_type"]),
+        provider=str(entry.get("provider") or ""),
+    )
+
+
+def idempotency_key(*parts: Any) -> str:
+    """A stable key for one request of one conversation: a retry gets the same."""
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]
+
+
+async def find_offers(visit_type: str, time_text: str) -> List[Dict[str, Any]]:
+    """Up to five open slots in the preferred window, else the nearest after it.
+
+    Each entry says whether it is ``in_window``: a time the clinic is closed, or
+    fully booked, gets the nearest open times, and the patient is told so.
+    Raises ``TimePreferenceError`` or ``BackendUnavailable``.
+    """
+    config = settings()
+    window = parse_time_preference(
+        time_text, now(), config.tz, config.booking_horizon_days
+    )
+    backend = scheduler()
+    slots = await call_scheduler(
+        backend.find_slots, visit_type, window.start, window.end, MAX_OFFERS
+    )
+    in_window = bool(slots)
+    if not slots:
+        slots = await call_scheduler(
+            backend.find_slots,
+            visit_type,
+            window.end,
+            window.end + WIDEN_SEARCH,
+            MAX_OFFERS,
+        )
+    return [slot_entry(slot) | {"in_window": in_window} for slot in slots]
+
+
+async def release_hold(hold_id: Optional[str]) -> None:
+    """Gives a held slot back; a scheduler that is down only loses a short hold."""
+    if not hold_id:
+        return
+    try:
+        await call_scheduler(scheduler().release, hold_id)
+    except BackendUnavailable:
+        logger.warning("Could not release hold %s: scheduler unavailable.", hold_id)
+
+
+def booking_values(booking: Booking) -> Dict[str, str]:
+    """Template values that describe a booking to its patient."""
+    local = booking.slot.start.astimezone(settings().tz)
+    return {
+        "visit_type_name": visit_type_name(booking.slot.visit_type),
+        "when": describe_time(local),
+        "reference": booking.reference,
+    }
+
+
+def reset(*names: str) -> List[EventType]:
+    """Clears the given slots."""
+    return [SlotSet(name, None) for name in names]
+
+
+# Never read as an answer, whatever it looks like.
+SAFETY_AND_STOP = {"emergency", "crisis", "stop"}
+REFERENCE_SHAPE = re.compile(r"[A-Za-z0-9]{5,12}")
+
+
+def looks_like_reference(text: str) -> bool:
+    """A bare booking code ("K7PM3Q", "k7pm-3q")."""
+    return REFERENCE_SHAPE.fullmatch(re.sub(r"[\s-]", "", text)) is not None
+
+
+def looks_like_phone(text: str) -> bool:
+    """Text with a valid phone number in it."""
+    return normalize_phone(text) is not None
+
+
+def answer_when_asked(
+    tracker: Tracker, slot: str, looks_right: Optional[Callable[[str], bool]] = None
+) -> Dict[str, Any]:
+    """The latest text as the answer to ``slot``, if that is what the form asked.
+
+    A message the classifier read as something else (an FAQ, a booking request)
+    still counts when it has the right shape, a phone number or a code; a red flag
+    or "never mind" never does.
+    """
+    if tracker.get_slot("requested_slot") != slot:
+        return {}
+    text = latest_text(tracker)
+    shaped = (
+        looks_right is not None
+        and looks_right(text)
+        and latest_intent(tracker) not in SAFETY_AND_STOP
+    )
+    return {slot: text} if is_answer(tracker) or shaped else {}
+
+
+class ContactAnswers:
+    """The name and phone questions, shared by the booking, lookup and call-back forms.
+
+    A mixin, not an action: rasa_sdk registers every Action subclass it finds.
+    """
+
+    async def extract_patient_name(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[str, Any]:
+        """The name, when asked."""
+        return answer_when_asked(tracker, "patient_name")
+
+    async def extract_patient_phone(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[str, Any]:
+        """The phone number, when asked (a bare number counts whatever its intent)."""
+        return answer_when_asked(tracker, "patient_phone", looks_like_phone)
+
+    async def validate_patient_name(
+        self,
+        value: Any,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> Dict[str, Any]:
+        """A first and last name."""
+        name = clean_name(str(value), spacy_hints(tracker, "PERSON"))
+        if name is None:
+            dispatcher.utter_message(response="utter_invalid_name")
+        return {"patient_name": name}
+
+    async def validate_patient_phone(
+        self,
+        value: Any,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> Dict[str, Any]:
+        """A valid US number (or +country code), kept in E.164."""
+        phone = normalize_phone(str(value))
+        if phone is None:
+            dispatcher.utter_message(response="utter_invalid_phone")
+        return {"patient_phone": phone}
+
+
+def scheduler() -> Scheduler:
+    """The configured scheduler backend."""
+    return get_scheduler()
+
+
+def settings() -> SchedulingConfig:
+    """The scheduling section of clinic.yml."""
+    return scheduling_config()
+
+
+def callback_store() -> CallbackStore:
+    """Where call-back requests are kept for staff."""
+    return CallbackStore(default_db_path())
+
+
+def offer_callback(dispatcher: CollectingDispatcher) -> List[EventType]:
+    """Says the scheduler is down, gives the contact, offers a call back."""
+    dispatcher.utter_message(response="utter_scheduler_down")
+    utter_contact(dispatcher)
+    dispatcher.utter_message(response="utter_offer_callback")
+    return [SlotSet("callback_offered", True)]

@@ -1,0 +1,193 @@
+"""Finding a booking by reference and phone: check, reschedule, cancel.
+
+``lookup_form`` asks for the booking reference and the phone number it was booked
+with; nothing about a booking is said until both match.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import EventType, FollowupAction, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions.booking_common import (
+    MAX_LOOKUP_ATTEMPTS,
+    ContactAnswers,
+    answer_when_asked,
+    booking_values,
+    call_scheduler,
+    idempotency_key,
+    latest_intent,
+    looks_like_reference,
+    reset,
+    scheduler,
+)
+from actions.handoff import utter_contact
+from actions.scheduling.base import (
+    BackendUnavailable,
+    BookingNotFound,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ActionStartLookup(Action):
+    """Starts finding a booking, remembering what the patient wants to do with it."""
+
+    def name(self) -> str:
+        """Action name used in the domain and rules."""
+        return "action_start_lookup"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Sets booking_task from the intent and clears an earlier lookup."""
+        task = {
+            "reschedule_appointment": "reschedule",
+            "cancel_appointment": "cancel",
+        }.get(latest_intent(tracker) or "", "check")
+        return [
+            SlotSet("booking_task", task),
+            SlotSet("lookup_attempts", 0),
+            *reset("booking_reference", "found_booking", "cancel_pending"),
+        ]
+
+
+# --- lookup_form: reference and phone --------------------------------------------
+
+
+class ValidateLookupForm(ContactAnswers, FormValidationAction):
+    """Reads the booking reference and the phone number it was booked with."""
+
+    def name(self) -> str:
+        """Name of the validation action of ``lookup_form``."""
+        return "validate_lookup_form"
+
+    async def extract_booking_reference(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[str, Any]:
+        """The reference, when asked (a bare code counts whatever its intent)."""
+        return answer_when_asked(tracker, "booking_reference", looks_like_reference)
+
+    async def validate_booking_reference(
+        self,
+        value: Any,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> Dict[str, Any]:
+        """The code: letters and digits, spaces and dashes ignored, upper case."""
+        words = [w for w in str(value).upper().replace("-", "").split() if w.isalnum()]
+        code = next((w for w in reversed(words) if 5 <= len(w) <= 12), None)
+        if code is None:
+            dispatcher.utter_message(response="utter_ask_booking_reference")
+        return {"booking_reference": code}
+
+
+class ActionLookupBooking(Action):
+    """Finds the booking by reference and phone, then does what was asked."""
+
+    def name(self) -> str:
+        """Action name used in the rules, after ``lookup_form``."""
+        return "action_lookup_booking"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Shows, offers to cancel, or starts rebooking the found booking."""
+        reference = str(tracker.get_slot("booking_reference") or "")
+        phone = str(tracker.get_slot("patient_phone") or "")
+        try:
+            booking = await call_scheduler(scheduler().get_booking, reference, phone)
+        except BookingNotFound:
+            return self._not_found(dispatcher, tracker)
+        except BackendUnavailable:
+            logger.warning("Scheduler unavailable while looking up a booking.")
+            dispatcher.utter_message(response="utter_scheduler_down")
+            utter_contact(dispatcher)
+            return reset("booking_reference", "booking_task")
+        task = tracker.get_slot("booking_task")
+        values = booking_values(booking)
+        if booking.status != "booked":
+            dispatcher.utter_message(
+                response="utter_booking_already_cancelled", **values
+            )
+            return reset("booking_reference", "booking_task")
+        if task == "cancel":
+            dispatcher.utter_message(response="utter_confirm_cancel", **values)
+            return [
+                SlotSet("found_booking", booking.reference),
+                SlotSet("cancel_pending", True),
+            ]
+        if task == "reschedule":
+            dispatcher.utter_message(response="utter_booking_details", **values)
+            return [
+                SlotSet("found_booking", booking.reference),
+                SlotSet("visit_type", booking.slot.visit_type),
+                SlotSet("patient_name", booking.patient.name),
+                *reset(
+                    "time_preference",
+                    "appointment_slot",
+                    "offered_slots",
+                    "hold_id",
+                    "booking_confirmed",
+                    "scheduler_down",
+                ),
+                FollowupAction("booking_form"),
+            ]
+        dispatcher.utter_message(response="utter_booking_details", **values)
+        return reset("booking_reference", "booking_task")
+
+    def _not_found(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker
+    ) -> List[EventType]:
+        attempts = int(tracker.get_slot("lookup_attempts") or 0) + 1
+        if attempts >= MAX_LOOKUP_ATTEMPTS:
+            dispatcher.utter_message(response="utter_booking_not_found_final")
+            utter_contact(dispatcher)
+            return [
+                SlotSet("lookup_attempts", 0),
+                *reset("booking_reference", "patient_phone", "booking_task"),
+            ]
+        dispatcher.utter_message(response="utter_booking_not_found")
+        return [
+            SlotSet("lookup_attempts", attempts),
+            *reset("booking_reference", "patient_phone"),
+            FollowupAction("lookup_form"),
+        ]
+
+
+class ActionCancelBooking(Action):
+    """Cancels the booking found by ``action_lookup_booking``, after a yes."""
+
+    def name(self) -> str:
+        """Action name used in the rules."""
+        return "action_cancel_booking"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """Cancels with an idempotency key, so a retry cancels once."""
+        reference = str(tracker.get_slot("found_booking") or "")
+        phone = str(tracker.get_slot("patient_phone") or "")
+        key = idempotency_key(tracker.sender_id, reference, "cancel")
+        done = [
+            SlotSet("cancel_pending", False),
+            *reset("found_booking", "booking_task"),
+        ]
+        try:
+            booking = await call_scheduler(scheduler().cancel, reference, phone, key)
+        except BookingNotFound:
+            dispatcher.utter_message(response="utter_booking_not_found")
+            return done
+        except BackendUnavailable:
+            dispatcher.utter_message(response="utter_scheduler_down")
+            utter_contact(dispatcher)
+            return done
+        logger.info("Cancelled %s.", booking.reference)
+        dispatcher.utter_message(response="utter_cancelled", **booking_values(booking))
+        return done
