@@ -319,6 +319,13 @@ def _utter_time_problem(dispatcher: CollectingDispatcher, reason: str) -> None:
         dispatcher.utter_message(response="utter_time_not_understood")
 
 
+def chosen_offer(tracker: Tracker) -> Optional[Dict[str, Any]]:
+    """The offered slot the patient picked (and holds), if any."""
+    picked = tracker.get_slot("appointment_slot")
+    offered = tracker.get_slot("offered_slots") or []
+    return next((entry for entry in offered if entry.get("id") == picked), None)
+
+
 class ActionAskVisitType(Action):
     """Asks for the visit type, with the clinic's visit types as buttons."""
 
@@ -386,11 +393,7 @@ class ActionAskBookingConfirmed(Action):
         """The read-back, unless the patient was just asked what to change."""
         if latest_intent(tracker) in ("deny", "change_answer"):
             return []
-        offered = tracker.get_slot("offered_slots") or []
-        chosen = next(
-            (e for e in offered if e.get("id") == tracker.get_slot("appointment_slot")),
-            None,
-        )
+        chosen = chosen_offer(tracker)
         when = chosen["label"] if chosen else "the time you picked"
         visit = visit_type_name(tracker.get_slot("visit_type"))
         phone = tracker.get_slot("patient_phone") or ""
@@ -421,11 +424,7 @@ class ActionBookAppointment(Action):
         """Books; on a lost slot offers the next ones; on an outage offers a call."""
         if tracker.get_slot("scheduler_down"):
             return offer_callback(dispatcher)
-        offered = tracker.get_slot("offered_slots") or []
-        chosen = next(
-            (e for e in offered if e.get("id") == tracker.get_slot("appointment_slot")),
-            None,
-        )
+        chosen = chosen_offer(tracker)
         if chosen is None or tracker.get_slot("booking_confirmed") is not True:
             return [FollowupAction("booking_form")]
         patient = Patient(
