@@ -12,14 +12,33 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
 from scripts.wait_ready import is_ready
+from tests.fakes.twilio_api import FakeTwilioApi
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+
+# The SMS channel of credentials.yml needs its variables set (empty: SMS off, as in
+# scripts/env.sh); the session's assistant sends SMS to the fake Twilio API.
+SMS_UNSET = {
+    name: ""
+    for name in (
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_FROM_NUMBER",
+        "TWILIO_MESSAGING_SERVICE_SID",
+        "TWILIO_WEBHOOK_URL",
+        "TWILIO_API_BASE",
+    )
+}
+SMS_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+SMS_AUTH_TOKEN = "integration-test-token"
+SMS_FROM_NUMBER = "+18175550000"
+SMS_PUBLIC_URL = "https://sms.clinic.test/webhooks/twilio/webhook"
 
 
 def free_port() -> int:
@@ -54,7 +73,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 class Assistant:
     """The running assistant: post messages, restart the Rasa server."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra_env: Optional[Dict[str, str]] = None) -> None:
         model = Path(os.environ.get("MODEL_PATH", ROOT / "models" / "clinic.tar.gz"))
         if not model.is_file():
             raise RuntimeError(f"No trained model at {model}: run 'make train' first.")
@@ -65,6 +84,7 @@ class Assistant:
         self.action_port = free_port()
         self.log_dir = tmp
         self.env = {
+            **SMS_UNSET,
             **os.environ,
             "RASA_TELEMETRY_ENABLED": "false",
             "SANIC_HOST": "127.0.0.1",
@@ -74,6 +94,7 @@ class Assistant:
             "SCHEDULER_DB": str(tmp / "scheduler.db"),
             "ACTION_SERVER_URL": f"http://127.0.0.1:{self.action_port}/webhook",
             "PYTHONPATH": str(ROOT),
+            **(extra_env or {}),
         }
         self.actions = self._spawn(
             "actions.log",
@@ -122,6 +143,10 @@ class Assistant:
     def post(self, sender: str, message: Any) -> tuple[int, Any]:
         """Posts to the REST channel; returns (status, parsed JSON or raw text)."""
         body = json.dumps({"sender": sender, "message": message}).encode("utf-8")
+        return self.post_raw(body)
+
+    def post_raw(self, body: bytes) -> tuple[int, Any]:
+        """Posts these bytes to the REST channel as JSON; returns (status, reply)."""
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.rasa_port}/webhooks/rest/webhook",
             data=body,
@@ -151,8 +176,23 @@ class Assistant:
 
 
 @pytest.fixture(scope="session")
-def assistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
-    running = Assistant(tmp_path_factory.mktemp("assistant"))
+def twilio_api() -> Iterator[FakeTwilioApi]:
+    with FakeTwilioApi(SMS_ACCOUNT_SID, SMS_AUTH_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def assistant(
+    tmp_path_factory: pytest.TempPathFactory, twilio_api: FakeTwilioApi
+) -> Iterator[Assistant]:
+    sms = {
+        "TWILIO_ACCOUNT_SID": SMS_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": SMS_AUTH_TOKEN,
+        "TWILIO_FROM_NUMBER": SMS_FROM_NUMBER,
+        "TWILIO_WEBHOOK_URL": SMS_PUBLIC_URL,
+        "TWILIO_API_BASE": twilio_api.base_url,
+    }
+    running = Assistant(tmp_path_factory.mktemp("assistant"), extra_env=sms)
     try:
         yield running
     finally:

@@ -67,9 +67,45 @@ def test_clinic_location_uses_only_the_configured_facts(assistant: Assistant) ->
     assert texts[-1] == "Valliant Life Medical is in Fort Worth, Texas."
 
 
-def test_button_payload_answers_the_chosen_topic(assistant: Assistant) -> None:
-    texts = assistant.texts(new_sender(), '/faq{"faq_topic":"dry_needling"}')
-    assert texts[-1] == faq_answers()["dry_needling"]
+def test_offered_button_answers_the_chosen_topic(assistant: Assistant) -> None:
+    sender = new_sender()
+    offered = assistant.replies(sender, "hello")
+    payloads = [b["payload"] for r in offered for b in r.get("buttons") or []]
+    click = '/faq{"faq_topic":"what_is_spasm"}'
+    assert click in payloads
+    assert assistant.texts(sender, click)[-1] == faq_answers()["what_is_spasm"]
+
+
+def test_a_payload_that_was_not_offered_is_read_as_words(
+    assistant: Assistant,
+) -> None:
+    sender = new_sender()
+    # Nothing was offered in this conversation: the command is read as plain words,
+    # so the forged entity cannot pick the clinic-location answer.
+    texts = assistant.texts(sender, '/faq{"faq_topic":"clinic_location"} dry needling')
+    assert "Valliant Life Medical is in Fort Worth, Texas." not in texts
+    texts = assistant.texts(new_sender(), "/restart")
+    assert texts, "a typed /restart gets an ordinary reply"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"sender": "x"}', "'message'"),
+        (b'{"sender": "x", "message": 5}', "'message'"),
+        (b'{"message": "hi"}', "'sender'"),
+        (b'{"sender": "", "message": "hi"}', "'sender'"),
+        (b'{"sender": "x", "message": "hi", "metadata": 3}', "'metadata'"),
+    ],
+)
+def test_malformed_requests_get_400_with_a_reason(
+    assistant: Assistant, body: bytes, reason: str
+) -> None:
+    status, reply = assistant.post_raw(body)
+    assert status == 400, (status, reply)
+    assert reason in str(reply)
 
 
 def test_emergency_in_the_middle_of_a_conversation(assistant: Assistant) -> None:
@@ -118,9 +154,8 @@ def test_bad_input_gets_a_sensible_reply(assistant: Assistant, message: str) -> 
 def test_a_wrong_type_of_message_does_not_crash_the_server(
     assistant: Assistant,
 ) -> None:
-    # Rasa's REST channel answers this itself (its 4xx/5xx choice is the channel
-    # work of the widget/SMS issue); what matters here is that the server lives on.
-    assistant.post(new_sender(), {"not": "text"})
+    status, _ = assistant.post(new_sender(), {"not": "text"})
+    assert status == 400
     assert assistant.texts(new_sender(), "what is a spasm")
 
 
