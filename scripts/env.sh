@@ -9,9 +9,24 @@ export SQLALCHEMY_SILENCE_UBER_WARNING=1
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::DeprecationWarning}"
 export RASA_PORT="${RASA_PORT:-5005}"
 export ACTION_PORT="${ACTION_PORT:-5055}"
+# Website widget: the demo page's port (scripts/serve_web.py). The socketio channel
+# allows this page's origin unless WIDGET_ALLOWED_ORIGINS lists others.
+export WEB_PORT="${WEB_PORT:-8080}"
 export SANIC_HOST="${SANIC_HOST:-127.0.0.1}"  # the action server listens on loopback only
 export ACTION_SERVER_URL="${ACTION_SERVER_URL:-http://127.0.0.1:$ACTION_PORT/webhook}"
 export STATE_DIR="${STATE_DIR:-$PROJECT_ROOT/var}"
 export TRACKER_DB="${TRACKER_DB:-$STATE_DIR/tracker.db}"
 export MODEL_PATH="${MODEL_PATH:-$PROJECT_ROOT/models/clinic.tar.gz}"
 export PYTHONPATH="$PROJECT_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# --- SMS through Twilio (channels/twilio_sms.py, credentials.yml) ----------------
+# Empty by default: Rasa needs every ${VAR} of credentials.yml set, and an empty
+# TWILIO_AUTH_TOKEN turns the SMS webhook off (503) without stopping the assistant.
+# Sender: TWILIO_FROM_NUMBER (E.164) or TWILIO_MESSAGING_SERVICE_SID (MG...).
+# TWILIO_WEBHOOK_URL: the public URL Twilio posts to, when a proxy is in between.
+export TWILIO_ACCOUNT_SID="${TWILIO_ACCOUNT_SID:-}"
+export TWILIO_AUTH_TOKEN="${TWILIO_AUTH_TOKEN:-}"
+export TWILIO_FROM_NUMBER="${TWILIO_FROM_NUMBER:-}"
+export TWILIO_MESSAGING_SERVICE_SID="${TWILIO_MESSAGING_SERVICE_SID:-}"
+export TWILIO_WEBHOOK_URL="${TWILIO_WEBHOOK_URL:-}"
+export TWILIO_API_BASE="${TWILIO_API_BASE:-https://api.twilio.com}"

@@ -27,8 +27,22 @@ pids+=($!)
   --model "$MODEL_PATH" --credentials credentials.yml --endpoints endpoints.yml &
 pids+=($!)
 
+# --- Website widget: the demo page (scripts/serve_web.py, web/) ---------------------
+# Optional: if it cannot start (say WEB_PORT is taken) the assistant runs on without
+# it, so only the two servers above are waited on at the end.
+assistant_pids=("${pids[@]}")
+"$VENV/bin/python" scripts/serve_web.py --port "$WEB_PORT" \
+  --server-url "http://127.0.0.1:$RASA_PORT" &
+web_pid=$!
+pids+=("$web_pid")
+# --- end website widget -------------------------------------------------------------
+
 "$VENV/bin/python" scripts/wait_ready.py "http://127.0.0.1:$RASA_PORT/" \
   "http://127.0.0.1:$ACTION_PORT/health"
+# --- Website widget: where to see it ---------------------------------------------
+demo="http://127.0.0.1:$WEB_PORT/demo/"
+kill -0 "$web_pid" 2>/dev/null || demo="not served (see the error above)"
+# --- end website widget -------------------------------------------------------------
 cat <<MSG
 
 The clinic assistant is running.
@@ -36,7 +50,8 @@ The clinic assistant is running.
          e.g. curl -s -XPOST http://127.0.0.1:$RASA_PORT/webhooks/rest/webhook \\
                 -d '{"sender":"me","message":"What is a back spasm?"}'
   Chat in a terminal:  make chat   (in another terminal)
+  Website widget demo: $demo
   Conversations are kept in $TRACKER_DB
 Press Ctrl-C to stop.
 MSG
-wait -n "${pids[@]}"
+wait -n "${assistant_pids[@]}"  # the assistant's servers, not the demo page

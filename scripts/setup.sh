@@ -19,6 +19,40 @@ find_python310() {
   return 1
 }
 
+# --- Website widget: Chromium for its browser tests, and its build ------------------
+# tests/web drive Debian's chromium headless: installed here when missing and running
+# as root. web/dist/clinic-chat.js is committed; it is rebuilt (npm ci, npm run build)
+# only when web/'s sources changed, which its first line records as a SHA-256 (keep
+# the file list in step with web/build.mjs), so a fresh clone needs no Node.
+if ! command -v chromium >/dev/null 2>&1 &&
+    ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing Debian's chromium for the widget's browser tests..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium >/dev/null ||
+      { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+  else
+    echo "note: chromium is missing and this is not root, so it was not installed:" >&2
+    echo "      tests/web (the widget in a browser) will be skipped." >&2
+    echo "      Install it with: sudo apt-get install chromium" >&2
+  fi
+fi
+widget_sources_hash() {
+  (cd web && export LC_ALL=C &&
+    cat build.mjs package.json package-lock.json src/* | sha256sum | cut -d' ' -f1)
+}
+if ! head -n 1 web/dist/clinic-chat.js 2>/dev/null |
+    grep -q "sources sha256:$(widget_sources_hash) "; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "error: web/dist/clinic-chat.js is missing or older than web/src, and npm" >&2
+    echo "(Node 18 or newer) is not installed to build it." >&2
+    exit 1
+  fi
+  echo "Building the website widget (web/dist/clinic-chat.js)..."
+  (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+fi
+# --- end website widget -------------------------------------------------------------
+
 stamp="$VENV/.installed"
 wanted="$(cat requirements.lock requirements-model.txt | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then

@@ -1,0 +1,653 @@
+"""SMS through Twilio (``POST /webhooks/twilio/webhook``).
+
+Twilio posts each text a patient sends to the webhook as a signed form. The channel
+checks the ``X-Twilio-Signature`` (403 if it is missing or wrong) and the form (400
+with a short reason), answers Twilio at once with an empty TwiML ``<Response/>``,
+and handles the message in a background task: the assistant's replies are sent
+through Twilio's REST API (``Messages.json``) with aiohttp, retried with
+exponential backoff on 429 and 5xx. Messages of one phone number are handled one
+at a time, in the order they arrived. Without an account SID, auth token and a
+sender (number or Messaging Service), the webhook answers 503 and the rest of the
+assistant runs as usual.
+
+What a patient can send, and what happens:
+
+- **STOP** (or STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT): the
+  number is recorded as opted out in ``ChannelStore`` (it survives a restart) and
+  nothing is sent back: for these standard keywords Twilio itself sends the
+  carrier's opt-out confirmation and blocks further messages to the number. From
+  then on nothing the number sends is passed to Rasa or answered, until START.
+  Keywords match the whole message only, trimmed and in any case, as Twilio matches
+  them: a bare "cancel" is an opt-out (Twilio opts the number out whatever we do),
+  while "cancel my appointment" is an ordinary message. With Advanced Opt-Out on a
+  Messaging Service, Twilio names the keyword it matched in ``OptOutType``; the
+  channel follows it, so the clinic's own keywords (say, Spanish ones) work too.
+- **START** (or YES, UNSTOP) from an opted-out number: the opt-out is cleared and a
+  short welcome is sent. From a number that is not opted out these words are
+  ordinary messages, so "yes" still confirms a booking.
+- **HELP** (or INFO): a short help text naming the clinic and "Reply STOP to opt
+  out". Twilio may add its own default reply to HELP unless the clinic's Messaging
+  Service has Advanced Opt-Out set up.
+- **Buttons** become numbered lines ("1. Title") and "Reply 1, 2 or 3" (or
+  "Reply 1-5"); the list is stored, and a reply that is only a number ("2", "#2",
+  "2.", "option 2") within range is passed on as that button's payload. A number
+  out of range gets "Please reply with a number from 1 to N." and is not passed on
+  to Rasa (read as text it would be mistaken for a time or a date). A number when
+  the last reply had no list, and any other text, goes through
+  ``channels.guard.guard_text``.
+- **Pictures and files** (``NumMedia`` > 0) cannot be read: the patient is asked to
+  describe them in words, and any text sent with them is handled as usual.
+
+The replies of one turn are joined with blank lines and split into as few messages
+of at most 1,600 characters as reads well: at paragraphs, then lines, sentences and
+words; a word or a numbered line is never cut. Rasa picks response variations with
+``channel: twilio`` for this channel. Logs never hold a phone number or message
+text: a sender appears as a keyed hash of the number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
+from urllib.parse import parse_qsl
+
+import aiohttp
+from rasa.core.channels.channel import (
+    CollectingOutputChannel,
+    InputChannel,
+    UserMessage,
+)
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+from twilio.request_validator import RequestValidator
+
+from actions.settings import clinic
+from channels.guard import buttons_of, guard_text
+from channels.store import ChannelStore
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_NAME = "twilio"
+DEFAULT_API_BASE = "https://api.twilio.com"
+MAX_SMS_CHARS = 1600  # Twilio's limit for one message body
+MAX_PHONE_CHARS = 64
+MAX_MEDIA = 10  # Twilio attaches at most 10 media to one message
+MAX_FORM_FIELDS = 200  # Twilio sends ~20, more with media; it adds new ones
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+SEND_ATTEMPTS = 4  # the first try and three retries
+FIRST_RETRY_DELAY = 1.0  # seconds; doubled after each failed attempt
+SEND_TIMEOUT = 10.0  # seconds for one call to Twilio's API
+SHUTDOWN_GRACE = 10.0  # seconds to finish messages in progress at shutdown
+
+STOP, START, HELP = "stop", "start", "help"
+KEYWORDS = {
+    **dict.fromkeys(
+        ("stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout"),
+        STOP,
+    ),
+    **dict.fromkeys(("start", "yes", "unstop"), START),
+    **dict.fromkeys(("help", "info"), HELP),
+}
+
+MEDIA_NOTE = "I can't open pictures or files here. Please describe it in words."
+FAILURE_NOTE = "Sorry, something went wrong on our side. Please try again in a moment."
+
+_CHOICE = re.compile(r"(?:option|number|choice)?\s*#?\s*(\d{1,2})\s*[.)]?", re.I)
+# Where a text that is too long may be split, from best to worst, with the
+# separator that joins the pieces again.
+_SPLIT_LEVELS: Tuple[Tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\n[ \t]*\n\s*"), "\n\n"),  # paragraphs
+    (re.compile(r"[ \t]*\n\s*"), "\n"),  # lines (a numbered choice is one line)
+    (re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+"), " "),  # sentences
+    (re.compile(r"\s+"), " "),  # words
+)
+
+
+# --- Pure parts: keywords, numbered choices, splitting ----------------------------
+
+
+def keyword_of(text: str) -> Optional[str]:
+    """``"stop"``, ``"start"`` or ``"help"`` if the whole message is such a keyword."""
+    return KEYWORDS.get(text.strip().lower())
+
+
+def choice_number(text: str) -> Optional[int]:
+    """The number of a reply such as "2", "#2", "2." or "option 2", else None."""
+    match = _CHOICE.fullmatch(text.strip())
+    return int(match.group(1)) if match else None
+
+
+def reply_hint(count: int) -> str:
+    """The hint under a list: "Reply 1, 2 or 3", or "Reply 1-5" for longer lists."""
+    if count <= 1:
+        return "Reply 1"
+    if count <= 3:
+        numbers = [str(number) for number in range(1, count + 1)]
+        return f"Reply {', '.join(numbers[:-1])} or {numbers[-1]}"
+    return f"Reply 1-{count}"
+
+
+def out_of_range(count: int) -> str:
+    """The answer to a number that is not on the list of ``count`` choices."""
+    if count <= 1:
+        return "Please reply 1."
+    return f"Please reply with a number from 1 to {count}."
+
+
+def numbered_choices(text: str, titles: Sequence[str], first_number: int = 1) -> str:
+    """The message text followed by one "N. Title" line per button."""
+    lines = [text.strip()] if text.strip() else []
+    lines += [
+        f"{number}. {title.strip()}"
+        for number, title in enumerate(titles, start=first_number)
+    ]
+    return "\n".join(lines)
+
+
+def render_turn(
+    messages: Sequence[Dict[str, Any]],
+) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """The paragraphs of one turn's replies, and its (title, payload) choices.
+
+    Buttons are numbered across the whole turn; the reply hint follows the last
+    list. Custom JSON (meant for the web widget) has no SMS form and is left out.
+    """
+    paragraphs: List[str] = []
+    choices: List[Tuple[str, str]] = []
+    last_list: Optional[int] = None
+    for message in messages:
+        text = str(message.get("text") or "").strip()
+        buttons = buttons_of(message)
+        if buttons:
+            titles = [title for title, _ in buttons]
+            paragraphs.append(numbered_choices(text, titles, len(choices) + 1))
+            choices.extend(buttons)
+            last_list = len(paragraphs) - 1
+        elif text:
+            paragraphs.append(text)
+        if message.get("image"):
+            paragraphs.append(f"Image: {message['image']}")
+        if message.get("attachment"):
+            paragraphs.append(f"Attachment: {message['attachment']}")
+    if last_list is not None:
+        paragraphs[last_list] += "\n" + reply_hint(len(choices))
+    return paragraphs, choices
+
+
+def split_for_sms(text: str, limit: int = MAX_SMS_CHARS) -> List[str]:
+    """``text`` in as few messages of at most ``limit`` characters as reads well.
+
+    Splits at paragraphs first, then at lines, sentences and words. Only a single
+    word longer than ``limit`` (say, a very long link) is ever cut.
+    """
+    text = text.strip()
+    return _split(text, limit, 0) if text else []
+
+
+def _split(text: str, limit: int, level: int) -> List[str]:
+    if len(text) <= limit:
+        return [text]
+    if level == len(_SPLIT_LEVELS):
+        return [text[start : start + limit] for start in range(0, len(text), limit)]
+    pattern, joiner = _SPLIT_LEVELS[level]
+    parts = [part.strip() for part in pattern.split(text) if part.strip()]
+    messages: List[str] = []
+    current = ""
+    for part in parts:
+        # A part too long for one message is split at the next level; its pieces
+        # never join each other again (the joiners get no shorter by level).
+        for piece in _split(part, limit, level + 1):
+            joined = f"{current}{joiner}{piece}" if current else piece
+            if len(joined) <= limit:
+                current = joined
+            else:
+                messages.append(current)
+                current = piece
+    if current:
+        messages.append(current)
+    return messages
+
+
+# --- Configuration and the inbound form -----------------------------------------
+
+
+@dataclass(frozen=True)
+class TwilioConfig:
+    """The Twilio account, sender and URLs (``credentials.yml``, from env vars)."""
+
+    account_sid: str = ""
+    auth_token: str = ""
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    webhook_url: str = ""  # the public URL Twilio posts to; empty: the request's
+    api_base: str = DEFAULT_API_BASE
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> TwilioConfig:
+        """Reads the ``credentials.yml`` block; empty values mean "not set"."""
+        values = {
+            key: str(value or "").strip() for key, value in (credentials or {}).items()
+        }
+        return cls(
+            account_sid=values.get("account_sid", ""),
+            auth_token=values.get("auth_token", ""),
+            from_number=values.get("from_number", ""),
+            messaging_service_sid=values.get("messaging_service_sid", ""),
+            webhook_url=values.get("webhook_url", ""),
+            api_base=(values.get("api_base") or DEFAULT_API_BASE).rstrip("/"),
+        )
+
+    @property
+    def configured(self) -> bool:
+        """Whether messages can be checked and sent: account, token and a sender."""
+        return bool(
+            self.account_sid
+            and self.auth_token
+            and (self.from_number or self.messaging_service_sid)
+        )
+
+    @property
+    def messages_url(self) -> str:
+        """Twilio's ``Messages.json`` resource of the account."""
+        return f"{self.api_base}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    """One text as Twilio delivered it."""
+
+    phone: str
+    text: str
+    media_count: int
+    opt_out_type: str = ""  # "stop", "start" or "help" if Twilio matched a keyword
+
+
+def parse_form(
+    content_type: str, body: bytes
+) -> Tuple[Optional[Dict[str, str]], Optional[str]]:
+    """The form fields of the request, or the reason it is not acceptable."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        return None, "The body must be form-encoded."
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            strict_parsing=True,
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        return (
+            None,
+            f"The body must be a UTF-8 form of at most {MAX_FORM_FIELDS} fields.",
+        )
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        return None, "Each field may appear only once."
+    return form, None
+
+
+def read_sms(form: Dict[str, str]) -> Tuple[Optional[InboundSms], Optional[str]]:
+    """The message in a Twilio form, or the reason it is not acceptable."""
+    phone = form.get("From", "").strip()
+    if not phone:
+        return None, "'From' is required."
+    if len(phone) > MAX_PHONE_CHARS or not phone.isprintable():
+        return None, "'From' is not a phone number."
+    media = form.get("NumMedia", "0").strip()
+    if not media.isdecimal() or int(media) > MAX_MEDIA:
+        return None, f"'NumMedia' must be a number from 0 to {MAX_MEDIA}."
+    text = form.get("Body")
+    if text is None and int(media) == 0:
+        return None, "'Body' is required."
+    if text is not None and len(text) > MAX_SMS_CHARS:
+        return None, f"'Body' is longer than {MAX_SMS_CHARS} characters."
+    opt_out_type = form.get("OptOutType", "").strip().lower()
+    if opt_out_type not in (STOP, START, HELP):
+        opt_out_type = ""
+    return InboundSms(phone, text or "", int(media), opt_out_type), None
+
+
+def problem(reason: str, status: int) -> HTTPResponse:
+    """An error answer with a short, patient-data-free reason."""
+    return response.json({"error": reason}, status=status)
+
+
+# --- Sending through Twilio's REST API -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How one try to send a message ended."""
+
+    sent: bool
+    retryable: bool = False  # 429, 5xx, or no connection: worth another try
+    status: Optional[int] = None  # Twilio's HTTP status; None: no answer
+    error_code: Optional[int] = None  # Twilio's error code, if it gave one
+
+
+class TwilioMessages:
+    """Sends SMS through Twilio's REST API with aiohttp, retrying 429 and 5xx."""
+
+    def __init__(
+        self,
+        config: TwilioConfig,
+        attempts: int = SEND_ATTEMPTS,
+        first_retry_delay: float = FIRST_RETRY_DELAY,
+        timeout: float = SEND_TIMEOUT,
+    ) -> None:
+        """Prepares the client; the HTTP session is opened on first use."""
+        self.config = config
+        self.attempts = max(1, attempts)
+        self.first_retry_delay = first_retry_delay
+        self.timeout = timeout
+        self._session: Optional[aiohttp.ClientSession] = None
+
+    def _form(self, to: str, body: str) -> Dict[str, str]:
+        # A Messaging Service picks the sender itself; it wins if both are set.
+        if self.config.messaging_service_sid:
+            sender = {"MessagingServiceSid": self.config.messaging_service_sid}
+        else:
+            sender = {"From": self.config.from_number}
+        return {"To": to, **sender, "Body": body}
+
+    async def send(self, to: str, body: str) -> Tuple[Delivery, int]:
+        """Sends one message: how the last try ended, and the number of tries.
+
+        429, 5xx and failed connections are tried again after 1, 2, 4 ... times
+        ``first_retry_delay`` seconds, up to ``attempts`` tries in all.
+        """
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                auth=aiohttp.BasicAuth(self.config.account_sid, self.config.auth_token),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        form = self._form(to, body)
+        attempt = 1
+        delivery = await self._post(self._session, form)
+        while delivery.retryable and attempt < self.attempts:
+            await asyncio.sleep(self.first_retry_delay * 2 ** (attempt - 1))
+            attempt += 1
+            delivery = await self._post(self._session, form)
+        return delivery, attempt
+
+    async def _post(
+        self, session: aiohttp.ClientSession, form: Dict[str, str]
+    ) -> Delivery:
+        try:
+            async with session.post(self.config.messages_url, data=form) as answer:
+                if 200 <= answer.status < 300:
+                    return Delivery(sent=True, status=answer.status)
+                return Delivery(
+                    sent=False,
+                    retryable=answer.status == 429 or answer.status >= 500,
+                    status=answer.status,
+                    error_code=await _error_code(answer),
+                )
+        except aiohttp.ClientConnectorError:
+            # Not connected, so nothing was sent: safe to try again.
+            return Delivery(sent=False, retryable=True)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            # Twilio may have sent it already: trying again could send it twice.
+            return Delivery(sent=False)
+
+    async def close(self) -> None:
+        """Closes the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _error_code(answer: aiohttp.ClientResponse) -> Optional[int]:
+    """Twilio's numeric error code from an error answer (never its message)."""
+    try:
+        document = await answer.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        return None
+    code = document.get("code") if isinstance(document, dict) else None
+    return code if isinstance(code, int) else None
+
+
+# --- The channel ------------------------------------------------------------------
+
+
+class TwilioSmsOutput(CollectingOutputChannel):
+    """Collects one turn's replies; named ``twilio`` for ``channel:`` variants."""
+
+    @classmethod
+    def name(cls) -> str:
+        """Rasa picks response variations with ``channel: twilio``."""
+        return CHANNEL_NAME
+
+
+class TwilioSmsInput(InputChannel):
+    """SMS through Twilio: signed webhook in, REST API out."""
+
+    def __init__(
+        self,
+        config: TwilioConfig,
+        store: Optional[ChannelStore] = None,
+        attempts: int = SEND_ATTEMPTS,
+        first_retry_delay: float = FIRST_RETRY_DELAY,
+    ) -> None:
+        """Creates the channel; the store and the HTTP session open on first use."""
+        self.config = config
+        self._store = store
+        self.messages = TwilioMessages(config, attempts, first_retry_delay)
+        self._validator = RequestValidator(config.auth_token)
+        self._tasks: Set[asyncio.Task[None]] = set()
+        self._turns: Dict[str, Tuple[asyncio.Lock, int]] = {}
+
+    @classmethod
+    def name(cls) -> str:
+        """The URL is ``/webhooks/twilio/webhook``."""
+        return CHANNEL_NAME
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> InputChannel:
+        """Builds the channel from its ``credentials.yml`` block."""
+        return cls(TwilioConfig.from_credentials(credentials))
+
+    @property
+    def store(self) -> ChannelStore:
+        """The channel store (``$STATE_DIR/channels.db``)."""
+        if self._store is None:
+            self._store = ChannelStore()
+        return self._store
+
+    def log_id(self, phone: str) -> str:
+        """A keyed hash of the number: the same sender, but no number, in logs."""
+        key = self.config.auth_token.encode("utf-8")
+        return hmac.new(key, phone.encode("utf-8"), hashlib.sha256).hexdigest()[:12]
+
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> Blueprint:
+        """The health and webhook routes, and the shutdown of background work."""
+        webhook = Blueprint("twilio_sms_webhook", __name__)
+        if not self.config.configured:
+            logger.info(
+                "SMS is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and "
+                "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID): its webhook "
+                "answers 503."
+            )
+
+        @webhook.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok", "configured": self.config.configured})
+
+        @webhook.route("/webhook", methods=["POST"])
+        async def receive(request: Request) -> HTTPResponse:
+            if not self.config.configured:
+                return problem("SMS is not configured.", 503)
+            signature = request.headers.get("X-Twilio-Signature", "")
+            if not signature:
+                return problem("Missing X-Twilio-Signature.", 403)
+            form, reason = parse_form(request.content_type, request.body or b"")
+            if form is None:
+                return problem(reason or "Bad request.", 400)
+            url = self.config.webhook_url or request.url
+            if not self._validator.validate(url, form, signature):
+                return problem("Invalid X-Twilio-Signature.", 403)
+            sms, reason = read_sms(form)
+            if sms is None:
+                return problem(reason or "Bad request.", 400)
+            self._start(self._handle(sms, on_new_message))
+            return response.text(EMPTY_TWIML, content_type="text/xml")
+
+        @webhook.listener("before_server_stop")
+        async def finish(*_: Any) -> None:
+            try:
+                await asyncio.wait_for(self.drain(), SHUTDOWN_GRACE)
+            except asyncio.TimeoutError:
+                logger.warning("SMS messages still in progress at shutdown.")
+
+        @webhook.listener("after_server_stop")
+        async def close(*_: Any) -> None:
+            await self.messages.close()
+
+        return webhook
+
+    def _start(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Waits until every message received so far is handled and answered."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @asynccontextmanager
+    async def _turn_of(self, phone: str) -> AsyncIterator[None]:
+        """One message of a number at a time, in the order they arrived."""
+        lock, waiting = self._turns.get(phone, (asyncio.Lock(), 0))
+        self._turns[phone] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._turns[phone]
+            if waiting == 1:
+                del self._turns[phone]
+            else:
+                self._turns[phone] = (lock, waiting - 1)
+
+    async def _handle(
+        self, sms: InboundSms, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> None:
+        try:
+            async with self._turn_of(sms.phone):
+                paragraphs = await self._answer(sms, on_new_message)
+                await self._send(sms.phone, paragraphs)
+        except Exception as error:  # noqa: BLE001 - the next message must still work
+            logger.error(
+                "An SMS from %s failed (%s).",
+                self.log_id(sms.phone),
+                type(error).__name__,
+            )
+            logger.debug("SMS failure details", exc_info=True)
+
+    async def _answer(
+        self, sms: InboundSms, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> List[str]:
+        """The paragraphs to send back; Rasa is asked only when it should be."""
+        keyword = sms.opt_out_type or keyword_of(sms.text)
+        if keyword == STOP:
+            self.store.set_opted_out(sms.phone, True)
+            self.store.forget_choices(CHANNEL_NAME, sms.phone)
+            return []  # Twilio sends the carrier's opt-out confirmation itself
+        if self.store.is_opted_out(sms.phone):
+            if keyword != START:
+                return []
+            self.store.set_opted_out(sms.phone, False)
+            return [welcome_text()]
+        if keyword == HELP:
+            return [help_text()]
+
+        notes = [MEDIA_NOTE] if sms.media_count else []
+        if not sms.text.strip() and sms.media_count:
+            return notes
+        text = guard_text(self.store, CHANNEL_NAME, sms.phone, sms.text)
+        number = choice_number(sms.text)
+        choices = self.store.latest_choices(CHANNEL_NAME, sms.phone)
+        if number is not None and choices:
+            if not 1 <= number <= len(choices):
+                return [*notes, out_of_range(len(choices))]
+            text = choices[number - 1][1]
+
+        output = TwilioSmsOutput()
+        try:
+            await on_new_message(
+                UserMessage(text, output, sms.phone, input_channel=CHANNEL_NAME)
+            )
+        except Exception as error:  # noqa: BLE001 - the patient still gets an answer
+            logger.error(
+                "Rasa failed on an SMS from %s (%s).",
+                self.log_id(sms.phone),
+                type(error).__name__,
+            )
+            logger.debug("Rasa failure details", exc_info=True)
+            if not output.messages:
+                return [*notes, FAILURE_NOTE]
+        paragraphs, offered = render_turn(output.messages)
+        if offered:
+            self.store.remember_offers(CHANNEL_NAME, sms.phone, offered)
+        else:
+            # Numbers always refer to the list of the latest reply.
+            self.store.forget_choices(CHANNEL_NAME, sms.phone)
+        return [*notes, *paragraphs]
+
+    async def _send(self, phone: str, paragraphs: Sequence[str]) -> None:
+        """Sends one turn's replies, in order; stops at a message that fails."""
+        for body in split_for_sms("\n\n".join(paragraphs)):
+            delivery, attempts = await self.messages.send(phone, body)
+            if not delivery.sent:
+                logger.error(
+                    "SMS reply to %s not sent after %d attempt(s): Twilio status %s, "
+                    "error code %s.",
+                    self.log_id(phone),
+                    attempts,
+                    delivery.status if delivery.status is not None else "none",
+                    delivery.error_code if delivery.error_code is not None else "none",
+                )
+                return
+
+
+def help_text() -> str:
+    """The answer to HELP: who this is, what it does, how to opt out."""
+    facts = clinic()  # clinic.yml, read on first use
+    return (
+        f"{facts.name}: this is our virtual assistant. Ask about back spasms and "
+        "their treatment, or to book, change or cancel an appointment (for example "
+        f'"cancel my appointment").{facts.contact_sentence()} In an emergency, '
+        "call 911. Reply STOP to opt out."
+    )
+
+
+def welcome_text() -> str:
+    """The answer to START from an opted-out number."""
+    return (
+        f"Welcome back to {clinic().name}. You'll get replies here again. "
+        "Reply HELP for help, STOP to opt out."
+    )

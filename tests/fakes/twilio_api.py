@@ -1,0 +1,269 @@
+"""A loopback stand-in for Twilio's Programmable Messaging REST API, for tests.
+
+Written from Twilio's public API reference, not from the channel: ``POST
+/2010-04-01/Accounts/{AccountSid}/Messages.json`` with HTTP basic auth (account SID
+and auth token), a form-encoded body with ``To``, ``From`` or
+``MessagingServiceSid``, and ``Body``. Success is ``201`` with a Message resource
+in JSON; errors are JSON with Twilio's ``code``, ``message``, ``more_info`` and
+``status``:
+
+- 401 / 20003 wrong or missing credentials, or another account's URL;
+- 404 / 20404 any other path; 405 a method other than POST;
+- 400 / 21604 no ``To``; 21211 ``To`` not an E.164 number; 21603 neither ``From``
+  nor ``MessagingServiceSid``; 21602 no ``Body``; 21617 ``Body`` over 1,600
+  characters; 21610 ``To`` has opted out (:meth:`FakeTwilioApi.opt_out`);
+- :meth:`FakeTwilioApi.fail_next` answers the next N authenticated requests with
+  429 / 20429 or 500 / 20500.
+
+:attr:`FakeTwilioApi.messages` holds every accepted message and
+:attr:`FakeTwilioApi.attempts` counts every authenticated request, failed or not.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import parse_qsl
+
+E164 = re.compile(r"\+[1-9]\d{1,14}")
+MAX_BODY = 1600
+ERROR_MESSAGES = {
+    20003: "Authenticate",
+    20404: "The requested resource was not found",
+    20429: "Too Many Requests",
+    20500: "Internal Server Error",
+    21211: "Invalid 'To' Phone Number",
+    21602: "Message body is required.",
+    21603: "A 'From' or 'MessagingServiceSid' parameter is required",
+    21604: "A 'To' phone number is required.",
+    21610: "Attempt to send to unsubscribed recipient",
+    21617: "The concatenated message body exceeds the 1600 character limit.",
+}
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """One message the fake accepted."""
+
+    sid: str
+    to: str
+    from_: str
+    messaging_service_sid: str
+    body: str
+
+
+class FakeTwilioApi:
+    """Twilio's Messages resource for one account, on a free loopback port."""
+
+    def __init__(self, account_sid: str, auth_token: str) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.messages: List[SentMessage] = []
+        self.attempts = 0
+        self._failures: List[int] = []  # statuses to answer next, in order
+        self._opted_out: set[str] = set()
+        self._changed = threading.Condition()  # an RLock: conditions may call sent_to
+        self._httpd: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    # Lifecycle.
+
+    def start(self) -> FakeTwilioApi:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._httpd = _Server(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeTwilioApi:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """What the channel's ``api_base`` should be."""
+        assert self._httpd is not None, "start() the server first"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # Test knobs and inspection.
+
+    def fail_next(self, times: int, status: int = 500) -> None:
+        """Answers the next ``times`` authenticated requests with 429 or 500."""
+        assert status in (429, 500), status
+        with self._changed:
+            self._failures.extend([status] * times)
+
+    def opt_out(self, phone: str) -> None:
+        """As Twilio does after the number texted STOP: sending to it fails."""
+        with self._changed:
+            self._opted_out.add(phone)
+
+    def reset(self) -> None:
+        with self._changed:
+            self.messages.clear()
+            self._failures.clear()
+            self._opted_out.clear()
+            self.attempts = 0
+
+    def sent_to(self, phone: str) -> List[str]:
+        """The bodies sent to ``phone`` so far, in order."""
+        with self._changed:
+            return [message.body for message in self.messages if message.to == phone]
+
+    def wait_for(
+        self, condition: Callable[[FakeTwilioApi], bool], timeout: float = 30.0
+    ) -> bool:
+        """Waits until ``condition(self)`` holds; False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not condition(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def wait_for_messages(
+        self, phone: str, count: int, timeout: float = 30.0
+    ) -> List[str]:
+        """The bodies sent to ``phone`` once there are at least ``count``."""
+        reached = self.wait_for(lambda fake: len(fake.sent_to(phone)) >= count, timeout)
+        bodies = self.sent_to(phone)
+        assert reached, f"{len(bodies)} of {count} messages after {timeout} s: {bodies}"
+        return bodies
+
+    # Request handling (called from the server's threads).
+
+    def handle(
+        self, method: str, path: str, headers: Dict[str, str], body: bytes
+    ) -> Tuple[int, Dict[str, Any]]:
+        if not self._authenticated(headers.get("authorization", "")):
+            return _error(401, 20003)
+        resource = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        if path.split("?", 1)[0] != resource:
+            # Twilio answers another account's URL as unauthenticated.
+            if path.startswith("/2010-04-01/Accounts/") and "/Messages" in path:
+                return _error(401, 20003)
+            return _error(404, 20404)
+        if method != "POST":
+            return 405, {"code": 20004, "message": "Method not allowed", "status": 405}
+        with self._changed:
+            self.attempts += 1
+            failure = self._failures.pop(0) if self._failures else None
+            self._changed.notify_all()
+        if failure is not None:
+            return _error(failure, 20429 if failure == 429 else 20500)
+        content_type = headers.get("content-type", "").split(";")[0].strip()
+        if content_type != "application/x-www-form-urlencoded":
+            return _error(400, 21602)
+        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        to = form.get("To", "")
+        sender = form.get("From", "")
+        service = form.get("MessagingServiceSid", "")
+        text = form.get("Body", "")
+        if not to:
+            return _error(400, 21604)
+        if not E164.fullmatch(to):
+            return _error(400, 21211)
+        if not sender and not service:
+            return _error(400, 21603)
+        if not text:
+            return _error(400, 21602)
+        if len(text) > MAX_BODY:
+            return _error(400, 21617)
+        with self._changed:
+            if to in self._opted_out:
+                return _error(400, 21610)
+            message = SentMessage(
+                sid="SM" + secrets.token_hex(16),
+                to=to,
+                from_=sender,
+                messaging_service_sid=service,
+                body=text,
+            )
+            self.messages.append(message)
+            self._changed.notify_all()
+        return 201, {
+            "sid": message.sid,
+            "account_sid": self.account_sid,
+            "to": message.to,
+            "from": message.from_ or None,
+            "messaging_service_sid": message.messaging_service_sid or None,
+            "body": message.body,
+            "status": "queued",
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "uri": f"{resource[:-5]}/{message.sid}.json",
+        }
+
+    def _authenticated(self, authorization: str) -> bool:
+        scheme, _, encoded = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(user, self.account_sid) and hmac.compare_digest(
+            password, self.auth_token
+        )
+
+
+def _error(status: int, code: int) -> Tuple[int, Dict[str, Any]]:
+    return status, {
+        "code": code,
+        "message": ERROR_MESSAGES[code],
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1
+    fake: FakeTwilioApi  # set on the subclass made in start()
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        status, document = self.fake.handle(self.command, self.path, headers, body)
+        answer = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    do_POST = do_GET = _answer  # noqa: N815 (http.server's naming)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # keep test output quiet
