@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup run chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler staff lock clean
+.PHONY: setup run chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler staff faq missed retrain rollback lock clean
 
 setup:            ## create .venv (Python 3.10) with the pinned packages
 	@$(ENV) scripts/setup.sh
@@ -40,6 +40,18 @@ bench-scheduler: setup  ## benchmark: SQLite scheduler bookings/s under contenti
 
 staff: setup      ## staff command, e.g. make staff ARGS="bookings --date 2026-12-01"
 	@$(ENV) $$VENV/bin/python -m actions.scheduling.staff $(ARGS)
+
+faq: setup        ## FAQ: make faq ARGS="show dry_needling" (or scripts/clinicbot faq ...)
+	@$(ENV) scripts/clinicbot faq $(ARGS)
+
+missed: setup     ## messages the assistant missed: make missed ARGS="--since 7"
+	@$(ENV) scripts/clinicbot missed $(ARGS)
+
+retrain: setup    ## validate, train, check; ARGS=--publish makes it live
+	@$(ENV) scripts/clinicbot retrain $(ARGS)
+
+rollback: setup   ## make the previously published model live again
+	@$(ENV) scripts/clinicbot rollback
 
 lock:             ## re-pin requirements.lock from requirements.in (needs PyPI)
 	@$(ENV) scripts/lock.sh

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import yaml
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
@@ -13,23 +16,9 @@ from clinic_nlu.text import has_words
 
 RETRIEVAL_INTENT = "faq"
 FAQ_TOPIC_ENTITY = "faq_topic"
-
-# Button titles for the "Did you mean" suggestions. A topic without a title here is
-# shown by its name with spaces ("new_topic" -> "New topic").
-FAQ_TOPIC_TITLES: Dict[str, str] = {
-    "back_pain_prevalence": "How common is back pain?",
-    "what_is_spasm": "What is a back spasm?",
-    "why_muscles_spasm": "Why do muscles spasm?",
-    "tpi_how_it_helps": "How do trigger point injections help?",
-    "injection_contents": "What's in the injection?",
-    "dry_needling": "Dry needling (no medication)",
-    "relief_timing": "How soon will I feel better?",
-    "soreness_after": "Soreness after the injection",
-    "physical_therapy": "Physical therapy afterwards",
-    "chiropractic_care": "Chiropractic care",
-    "clinic_location": "Where is the clinic?",
-    "clinic_services": "What does the clinic do?",
-}
+# Button titles of the FAQ topics: a data file that staff edit through
+# `scripts/clinicbot faq new`, so a new topic needs no code change.
+FAQ_TITLES_FILE = Path(__file__).resolve().parent / "faq_titles.yml"
 
 # Other intents worth offering as a suggestion, with their button titles.
 INTENT_TITLES: Dict[str, str] = {
@@ -44,9 +33,35 @@ INTENT_TITLES: Dict[str, str] = {
 }
 
 
+def faq_topic_titles(path: Path = FAQ_TITLES_FILE) -> Dict[str, str]:
+    """The button titles of the FAQ topics, by topic.
+
+    Read on first use, not at import, and again whenever the file changes: a topic
+    added by staff gets its title without restarting the action server. A missing or
+    unreadable file gives no titles, so the topic names are shown instead.
+    """
+    try:
+        modified = path.stat().st_mtime_ns
+    except OSError:
+        return {}
+    return dict(_read_titles(path, modified))
+
+
+@lru_cache(maxsize=4)
+def _read_titles(path: Path, modified: int) -> Dict[str, str]:
+    """Titles of ``path`` as it was at ``modified`` (the cache key)."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {str(topic): str(title) for topic, title in document.items() if title}
+
+
 def topic_title(topic: str) -> str:
     """The button title of an FAQ topic."""
-    return FAQ_TOPIC_TITLES.get(topic) or topic.replace("_", " ").capitalize()
+    return faq_topic_titles().get(topic) or topic.replace("_", " ").capitalize()
 
 
 def faq_topic_payload(topic: str) -> str:

@@ -12,6 +12,10 @@ export ACTION_PORT="${ACTION_PORT:-5055}"
 # Website widget: the demo page's port (scripts/serve_web.py). The socketio channel
 # allows this page's origin unless WIDGET_ALLOWED_ORIGINS lists others.
 export WEB_PORT="${WEB_PORT:-8080}"
+# Staff page (staff/web.py): its port and login name. STAFF_PASSWORD has no default:
+# without it scripts/run.sh does not start the page.
+export STAFF_PORT="${STAFF_PORT:-8090}"
+export STAFF_USERNAME="${STAFF_USERNAME:-staff}"
 export SANIC_HOST="${SANIC_HOST:-127.0.0.1}"  # the action server listens on loopback only
 export ACTION_SERVER_URL="${ACTION_SERVER_URL:-http://127.0.0.1:$ACTION_PORT/webhook}"
 export STATE_DIR="${STATE_DIR:-$PROJECT_ROOT/var}"
@@ -30,3 +34,4 @@ export TWILIO_FROM_NUMBER="${TWILIO_FROM_NUMBER:-}"
 export TWILIO_MESSAGING_SERVICE_SID="${TWILIO_MESSAGING_SERVICE_SID:-}"
 export TWILIO_WEBHOOK_URL="${TWILIO_WEBHOOK_URL:-}"
 export TWILIO_API_BASE="${TWILIO_API_BASE:-https://api.twilio.com}"
+export MIN_HELDOUT_ACCURACY="${MIN_HELDOUT_ACCURACY:-0.90}"  # make test / clinicbot retrain

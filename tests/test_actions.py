@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -32,11 +33,11 @@ from testkit import (
 )
 
 from actions.faq import (
-    FAQ_TOPIC_TITLES,
     INTENT_TITLES,
     ActionAnswerFaq,
     ActionClarify,
     faq_topic_payload,
+    faq_topic_titles,
     suggestions,
     topic_title,
 )
@@ -564,8 +565,26 @@ def test_suggestions_respect_the_minimum_confidence() -> None:
 
 
 def test_topic_title_falls_back_to_the_topic_name() -> None:
-    assert topic_title("dry_needling") == FAQ_TOPIC_TITLES["dry_needling"]
+    assert topic_title("dry_needling") == "Dry needling (no medication)"
     assert topic_title("parking_and_transit") == "Parking and transit"
+
+
+def test_topic_titles_are_read_again_when_the_file_changes(tmp_path: Path) -> None:
+    titles = tmp_path / "faq_titles.yml"
+    titles.write_text("# a comment\nparking: Parking?\n", encoding="utf-8")
+    assert faq_topic_titles(titles) == {"parking": "Parking?"}
+
+    titles.write_text("parking: Parking?\nwifi: Is there wifi?\n", encoding="utf-8")
+    os.utime(titles, ns=(1, titles.stat().st_mtime_ns + 1_000_000))
+
+    assert faq_topic_titles(titles) == {"parking": "Parking?", "wifi": "Is there wifi?"}
+
+
+def test_missing_or_broken_titles_file_gives_no_titles(tmp_path: Path) -> None:
+    assert faq_topic_titles(tmp_path / "missing.yml") == {}
+    broken = tmp_path / "broken.yml"
+    broken.write_text("parking: [unclosed\n", encoding="utf-8")
+    assert faq_topic_titles(broken) == {}
 
 
 def test_suggested_intents_exist_in_the_domain(rasa_domain: Domain) -> None:

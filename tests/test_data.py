@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import string
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -29,12 +28,17 @@ from testkit import (
     training_examples,
 )
 
-from actions.faq import FAQ_TOPIC_TITLES
+from actions.faq import faq_topic_titles
 from actions.settings import ClinicInfo, parse_clinic_config
+from staff.content_rules import (
+    FACT_PATTERNS,
+    MAX_FAQ_ANSWER,
+    SMS_FAQ_ANSWER,
+    SMS_SAFE,
+    title_problems,
+)
 
 MIN_FAQ_EXAMPLES = 15
-MAX_FAQ_ANSWER = 600  # two SMS segments plus a little; data/responses/faq.yml
-SMS_FAQ_ANSWER = 320
 # Placeholders the actions fill in (actions/settings.py, actions/handoff.py).
 ACTION_PLACEHOLDERS = {
     "clinic_name",
@@ -61,23 +65,6 @@ FACT_SLOTS = {
     "clinic_city",
     "clinic_state",
     "clinic_contact_sentence",
-}
-# Printable ASCII and newline, minus the backtick, which GSM-7 does not have.
-SMS_SAFE = set(string.printable) - set("\t\r\x0b\x0c`")
-# Clinic facts that only clinic.yml may state.
-FACT_PATTERNS = {
-    "price": r"\$|\b\d+(\.\d\d)?\s?(dollars?|usd|bucks)\b|\bcopays? (is|of)\b",
-    "insurance plan": r"\b(medicare|medicaid|blue ?cross|blue ?shield|bcbs|aetna|cigna|"
-    r"humana|united ?health(care)?|tricare|kaiser|anthem|molina|ambetter|wellcare|"
-    r"oscar)\b",
-    "time of day": r"\b\d{1,2}(:\d\d)?\s?([ap]\.?m\b\.?)|\b\d{1,2}:\d\d\b|"
-    r"\bnoon\b|\bmidnight\b",
-    "weekday": r"\b(mon|tues|wednes|thurs|fri|satur|sun)days?\b|"
-    r"\b(mon|tue|wed|thu|fri|sat|sun)\s?-\s?(mon|tue|wed|thu|fri|sat|sun)\b",
-    "phone number": r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b|\b1-?800\b",
-    "street address": r"\b\d+\s+\w+(\s+\w+)?\s+(st|street|ave|avenue|rd|road|blvd|"
-    r"boulevard|dr|drive|ln|lane|pkwy|parkway|hwy|highway|suite|ste)\b",
-    "web or e-mail address": r"https?://|\bwww\.|\.(com|org|net)\b|\S@\S",
 }
 
 
@@ -171,11 +158,16 @@ def test_faq_topic_has_enough_examples(topic: str) -> None:
 
 
 def test_every_faq_topic_has_a_button_title() -> None:
-    topics = set(faq_answers())
-    assert topics - set(FAQ_TOPIC_TITLES) == set(), (
-        "topics without a title in actions/faq.py"
-    )
-    assert set(FAQ_TOPIC_TITLES) - topics == set(), "titles of topics that do not exist"
+    topics, titles = set(faq_answers()), set(faq_topic_titles())
+    assert topics - titles == set(), "topics without a title in actions/faq_titles.yml"
+    assert titles - topics == set(), "titles of topics that do not exist"
+
+
+def test_button_titles_are_short_plain_and_state_no_clinic_fact() -> None:
+    problems = {
+        topic: title_problems(title) for topic, title in faq_topic_titles().items()
+    }
+    assert {topic: found for topic, found in problems.items() if found} == {}
 
 
 @pytest.mark.parametrize("topic", sorted(faq_answers()))

@@ -1,0 +1,157 @@
+"""Where the staff commands find the project's files, and their settings.
+
+The data files are found under the project root (``PROJECT_ROOT``, which
+``scripts/env.sh`` sets; by default the folder this package is in), the code under
+``CODE_ROOT``. They differ only in the tests, which edit a temporary copy of the data
+and never the repository's own files.
+
+Settings come from the environment (defaults in ``scripts/env.sh``) and are read once,
+into ``Settings``, so every function gets them as an argument and a test can pass its
+own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Tuple
+
+CODE_ROOT = Path(__file__).resolve().parent.parent
+RETRIEVAL_INTENT = "faq"
+DEFAULT_MIN_HELDOUT_ACCURACY = 0.90
+# Where scripts/run.sh keeps the Rasa HTTP API token when RASA_API_TOKEN is not set.
+API_TOKEN_FILE = "rasa_api_token"
+
+
+@dataclass(frozen=True)
+class Project:
+    """The files of one copy of the project."""
+
+    root: Path
+
+    @property
+    def nlu_dir(self) -> Path:
+        """Training examples, one file per concern."""
+        return self.root / "data" / "nlu"
+
+    @property
+    def faq_nlu(self) -> Path:
+        """Where new FAQ topics' examples go."""
+        return self.nlu_dir / "faq.yml"
+
+    @property
+    def faq_responses(self) -> Path:
+        """The FAQ answers, ``utter_faq/<topic>``."""
+        return self.root / "data" / "responses" / "faq.yml"
+
+    @property
+    def faq_titles(self) -> Path:
+        """The "Did you mean" button titles that actions/faq.py reads."""
+        return self.root / "actions" / "faq_titles.yml"
+
+    @property
+    def heldout(self) -> Path:
+        """The held-out test set: never trained on."""
+        return self.root / "tests" / "nlu_heldout" / "heldout.yml"
+
+    @property
+    def validation(self) -> Path:
+        """The set the thresholds are tuned on: never trained on either."""
+        return self.root / "data_validation" / "validation.yml"
+
+    @property
+    def story_dirs(self) -> Tuple[Path, ...]:
+        """Conversation tests, whose messages must be new to the model."""
+        tests = self.root / "tests"
+        return (tests / "stories", tests / "stories_known_nlu_misses")
+
+    @property
+    def stories(self) -> Path:
+        """The conversation tests a new model must pass."""
+        return self.root / "tests" / "stories"
+
+    @property
+    def config(self) -> Path:
+        """The NLU pipeline and policies."""
+        return self.root / "config.yml"
+
+    @property
+    def domain(self) -> Path:
+        """The domain (the FAQ answers are in data/responses/)."""
+        return self.root / "domain.yml"
+
+    @property
+    def models_dir(self) -> Path:
+        """Trained models, the publishing history and the retrain lock."""
+        return self.root / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        """Logs and evaluation results of each retrain."""
+        return self.root / "results" / "retrain"
+
+    def training_inputs(self) -> Tuple[Path, ...]:
+        """Every file a model is trained from: a change to one needs a retrain."""
+        data = sorted(
+            path
+            for path in (self.root / "data").rglob("*")
+            if path.suffix in (".yml", ".yaml") and path.is_file()
+        )
+        code = sorted((CODE_ROOT / "clinic_nlu").glob("*.py"))
+        pins = [CODE_ROOT / "requirements.lock", CODE_ROOT / "requirements-model.txt"]
+        return (
+            self.config,
+            self.domain,
+            *data,
+            *code,
+            *(pin for pin in pins if pin.is_file()),
+        )
+
+    def edited_files(self) -> Tuple[Path, ...]:
+        """The files staff edit: their newest change is when an edit was made."""
+        data = sorted(
+            path for path in (self.root / "data").rglob("*.yml") if path.is_file()
+        )
+        return (*data, self.faq_titles, self.domain, self.config)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The environment the staff commands run in."""
+
+    project: Project
+    state_dir: Path
+    tracker_db: Path
+    model_path: Path
+    rasa_url: str
+    api_token: Optional[str]
+    min_heldout_accuracy: float
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
+        """Reads the settings; the defaults are those of scripts/env.sh."""
+        env = os.environ if environ is None else environ
+        root = Path(env.get("PROJECT_ROOT") or CODE_ROOT).resolve()
+        state_dir = Path(env.get("STATE_DIR") or root / "var")
+        port = env.get("RASA_PORT") or "5005"
+        token = env.get("RASA_API_TOKEN") or _read_token(state_dir / API_TOKEN_FILE)
+        return cls(
+            project=Project(root),
+            state_dir=state_dir,
+            tracker_db=Path(env.get("TRACKER_DB") or state_dir / "tracker.db"),
+            model_path=Path(env.get("MODEL_PATH") or root / "models" / "clinic.tar.gz"),
+            rasa_url=env.get("RASA_URL") or f"http://127.0.0.1:{port}",
+            api_token=token,
+            min_heldout_accuracy=float(
+                env.get("MIN_HELDOUT_ACCURACY") or DEFAULT_MIN_HELDOUT_ACCURACY
+            ),
+        )
+
+
+def _read_token(path: Path) -> Optional[str]:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return token or None

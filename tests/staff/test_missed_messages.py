@@ -1,0 +1,279 @@
+"""Missed messages: read from a tracker store that Rasa's SQLTrackerStore wrote."""
+
+from __future__ import annotations
+
+import stat
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pytest
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActiveLoop,
+    BotUttered,
+    Event,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+)
+from rasa.shared.core.trackers import DialogueStateTracker
+from staffkit import copy_project, settings_for, snapshot
+
+from staff import faq_data, missed
+from staff.faq_data import Refused
+from staff.missed import MissedGroup, group_id, mask_personal
+from staff.project import Settings
+
+NOW = time.time()
+HOUR, DAY = 3600.0, 86400.0
+
+
+def user(
+    text: str,
+    at: float,
+    intent: str = "nlu_fallback",
+    confidence: float = 0.4,
+    topics: Sequence[Tuple[str, float]] = (("injection_contents", 0.6),),
+    persons: Sequence[str] = (),
+) -> UserUttered:
+    """A user message with parse data as this assistant's pipeline makes it."""
+    ranking = [{"name": intent, "confidence": confidence}]
+    if intent == "nlu_fallback":
+        ranking.append({"name": "faq", "confidence": 0.95})
+    selection = [
+        {"intent_response_key": f"faq/{topic}", "confidence": value}
+        for topic, value in topics
+    ]
+    parse: Dict[str, Any] = {
+        "intent": {"name": intent, "confidence": confidence},
+        "entities": [],
+        "text": text,
+        "intent_ranking": ranking,
+        "response_selector": {
+            "faq": {"response": selection[0] if selection else {}, "ranking": selection}
+        },
+        "spacy_entities": [{"entity": "PERSON", "value": name} for name in persons],
+    }
+    return UserUttered(text, parse["intent"], [], parse, timestamp=at)
+
+
+def act(name: str, at: float) -> ActionExecuted:
+    return ActionExecuted(name, timestamp=at + 0.1)
+
+
+def clarified(text: str, at: float, **parse: Any) -> List[Event]:
+    return [
+        user(text, at, **parse),
+        act("action_clarify", at),
+        act("action_listen", at),
+    ]
+
+
+CONVERSATIONS: Dict[str, List[Event]] = {
+    "patient-a": [
+        act("action_session_start", NOW - 5 * HOUR),
+        SessionStarted(timestamp=NOW - 5 * HOUR),
+        act("action_listen", NOW - 5 * HOUR),
+        # answered with confidence: not missed
+        user("what is a back spasm", NOW - 5 * HOUR, "faq", 0.99, [("x", 0.97)]),
+        act("utter_faq", NOW - 5 * HOUR),
+        *clarified("will the stuff in the needle knock me out", NOW - 4 * HOUR),
+        *clarified(
+            "call me on 817-555-0100 or mail jo.doe@example.com", NOW - 3 * HOUR
+        ),
+        # answered, but barely above the gate (0.75 + 0.10 margin)
+        user(
+            "hi I'm Dana, how long till it works",
+            NOW - 2 * HOUR,
+            "faq",
+            0.9,
+            [("relief_timing", 0.8)],
+            persons=["Dana"],
+        ),
+        act("utter_faq", NOW - 2 * HOUR),
+        # a "Did you mean" button: not typed, not listed
+        user('/faq{"faq_topic":"relief_timing"}', NOW - 2 * HOUR + 60),
+        act("action_clarify", NOW - 2 * HOUR + 60),
+        user("can I talk to a real person", NOW - HOUR, "request_human", 0.99, []),
+        act("action_contact_staff", NOW - HOUR),
+    ],
+    "patient-b": [
+        act("action_session_start", NOW - 40 * DAY),
+        SessionStarted(timestamp=NOW - 40 * DAY),
+        *clarified("an old question nobody asks", NOW - 40 * DAY),
+        act("action_session_start", NOW - 3 * HOUR),
+        SessionStarted(timestamp=NOW - 3 * HOUR),
+        user("I'd like to book", NOW - 3 * HOUR, "book_appointment", 0.99, []),
+        act("booking_form", NOW - 3 * HOUR),
+        ActiveLoop("booking_form", timestamp=NOW - 3 * HOUR + 1),
+        SlotSet("requested_slot", "patient_name", timestamp=NOW - 3 * HOUR + 1),
+        BotUttered("What is your full name?", timestamp=NOW - 3 * HOUR + 1),
+        act("action_listen", NOW - 3 * HOUR + 1),
+        # an answer to the form's question, parsed as fallback: never listed
+        *clarified("Maria Lopez-Garcia", NOW - 3 * HOUR + 30),
+        SlotSet("patient_name", "Maria Lopez-Garcia", timestamp=NOW - 3 * HOUR + 31),
+        SlotSet("requested_slot", "patient_phone", timestamp=NOW - 3 * HOUR + 31),
+        *clarified("its 555 0100 2233", NOW - 3 * HOUR + 60),
+        ActiveLoop(None, timestamp=NOW - 3 * HOUR + 90),
+        SlotSet("requested_slot", None, timestamp=NOW - 3 * HOUR + 90),
+        *clarified("did maria lopez-garcia get booked", NOW - 2.5 * HOUR),
+        # the same question as patient A, later: one group, two conversations
+        *clarified("Will the stuff in the needle knock me out?", NOW - 0.5 * HOUR),
+    ],
+}
+
+
+async def write_tracker_store(path: Path, domain: Domain) -> None:
+    store = SQLTrackerStore(domain, dialect="sqlite", db=str(path))
+    for sender, events in CONVERSATIONS.items():
+        tracker = DialogueStateTracker.from_events(sender, events, domain.slots)
+        await store.save(tracker)
+
+
+@pytest.fixture
+async def settings(tmp_path: Path) -> Settings:
+    project = copy_project(tmp_path / "project")
+    configured = settings_for(project, tmp_path / "state")
+    configured.state_dir.mkdir(mode=0o700)  # as scripts/run.sh makes it
+    domain = Domain.load([str(project.domain), str(project.faq_responses)])
+    await write_tracker_store(configured.tracker_db, domain)
+    return configured
+
+
+def by_text(groups: List[MissedGroup]) -> Dict[str, MissedGroup]:
+    return {item.text: item for item in groups}
+
+
+def test_lists_missed_messages_grouped_newest_first_and_masked(
+    settings: Settings,
+) -> None:
+    groups = missed.missed_messages(settings, since_days=30)
+
+    assert [item.text for item in groups] == [
+        "Will the stuff in the needle knock me out?",
+        "can I talk to a real person",
+        "hi I'm [name], how long till it works",
+        "did [name] get booked",
+        "call me on [phone] or mail [email]",
+    ]
+    knock_out = groups[0]
+    assert (knock_out.count, knock_out.conversations) == (2, 2)
+    assert knock_out.reasons == ["not understood", "did you mean"]
+    assert knock_out.guess == ("faq/injection_contents", 0.6)
+    reasons = {item.text: item.reasons for item in groups}
+    assert reasons["can I talk to a real person"] == ["asked for staff"]
+    assert reasons["hi I'm [name], how long till it works"] == ["unsure answer"]
+
+
+def test_nothing_typed_in_a_form_and_no_personal_detail_is_shown(
+    settings: Settings,
+) -> None:
+    shown = " ".join(item.text for item in missed.missed_messages(settings, 30))
+    for secret in ("Maria", "maria", "Lopez", "555", "0100", "2233", "jo.doe", "Dana"):
+        assert secret not in shown
+
+
+def test_since_limits_how_far_back(settings: Settings) -> None:
+    recent = by_text(missed.missed_messages(settings, since_days=30))
+    everything = by_text(missed.missed_messages(settings, since_days=60))
+    assert "an old question nobody asks" not in recent
+    assert "an old question nobody asks" in everything
+    assert set(recent) < set(everything)
+
+
+def test_a_message_that_is_now_an_example_is_not_listed(settings: Settings) -> None:
+    faq_data.add_examples(
+        settings.project,
+        "injection_contents",
+        ["will the stuff in the needle knock me out"],
+    )
+    texts = by_text(missed.missed_messages(settings, 30))
+    assert "Will the stuff in the needle knock me out?" not in texts
+    assert "can I talk to a real person" in texts
+
+
+def test_dismiss_hides_it_for_good_in_an_owner_only_file(settings: Settings) -> None:
+    target = by_text(missed.missed_messages(settings, 30))[
+        "can I talk to a real person"
+    ]
+
+    missed.dismiss_missed(settings, target.id[:5])
+
+    assert target.text not in by_text(missed.missed_messages(settings, 30))
+    review_db = settings.state_dir / "staff.db"
+    assert stat.S_IMODE(review_db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(settings.state_dir.stat().st_mode) == 0o700
+
+
+def test_add_teaches_the_phrasing_and_hides_it(settings: Settings) -> None:
+    target = missed.missed_messages(settings, 30)[0]
+
+    result = missed.add_missed(settings, target.id, "injection_contents")
+
+    assert result.added == ["Will the stuff in the needle knock me out?"]
+    topic = faq_data.get_topic(settings.project, "injection_contents")
+    assert topic.examples[-1] == "Will the stuff in the needle knock me out?"
+    assert target.id not in {item.id for item in missed.missed_messages(settings, 30)}
+
+
+@pytest.mark.parametrize(
+    ("identifier", "topic", "reason"),
+    [
+        ("masked", "injection_contents", "personal details"),
+        ("knock", "dry_needles", "no FAQ topic"),
+        ("ffffffff", "injection_contents", "No missed message"),
+        ("abc", "injection_contents", "first 4 characters"),
+    ],
+)
+def test_add_refuses_mistakes_and_writes_nothing(
+    settings: Settings, identifier: str, topic: str, reason: str
+) -> None:
+    ids = {
+        "masked": group_id("call me on [phone] or mail [email]"),
+        "knock": group_id("Will the stuff in the needle knock me out?"),
+    }
+    before = snapshot(settings.project)
+
+    with pytest.raises(Refused) as refused:
+        missed.add_missed(settings, ids.get(identifier, identifier), topic)
+
+    assert reason in str(refused.value)
+    assert snapshot(settings.project) == before
+
+
+def test_no_tracker_store_yet_means_nothing_missed(tmp_path: Path) -> None:
+    settings = settings_for(copy_project(tmp_path / "p"), tmp_path / "state")
+    assert missed.missed_messages(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "names", "expected"),
+    [
+        ("my number is (817) 555-0100", (), "my number is [phone]"),
+        ("text +1 817 555 0100 pls", (), "text [phone] pls"),
+        ("it hurt for 3 days, 2 weeks", (), "it hurt for 3 days, 2 weeks"),
+        ("write to a.b+c@mail.example.org", (), "write to [email]"),
+        ("my name is john smith", (), "my name is [name]"),
+        ("my name is jo and I need help", (), "my name is [name] and I need help"),
+        ("This is Ann Lee, can I park", (), "This is [name], can I park"),
+        ("ref K7QM2P please", (), "ref [reference] please"),
+        ("can JOHN come too", ("John Smith",), "can [name] come too"),
+        ("what is a spasm", ("John",), "what is a spasm"),
+    ],
+)
+def test_mask_personal(text: str, names: Tuple[str, ...], expected: str) -> None:
+    assert mask_personal(text, names) == expected
+
+
+def test_person_hints_need_a_capital_letter() -> None:
+    parse: Dict[str, Optional[Any]] = {
+        "spacy_entities": [
+            {"entity": "PERSON", "value": "woozy"},
+            {"entity": "PERSON", "value": "Dana"},
+            {"entity": "DATE", "value": "Monday"},
+        ]
+    }
+    assert missed._person_hints(parse) == ["Dana"]
