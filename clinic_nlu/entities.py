@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
-from rasa.engine.storage.resource import Resource
-from rasa.engine.storage.storage import ModelStorage
 from rasa.shared.nlu.constants import TEXT
 from rasa.shared.nlu.training_data.message import Message
 
 from clinic_nlu import spacy_model
+from clinic_nlu.components import ConfiguredComponent
 
 # spaCy pipes the NER of en_core_web_sm does not need.
 UNUSED_PIPES = ("parser", "lemmatizer", "attribute_ruler", "tagger", "senter")
@@ -34,7 +32,7 @@ SPACY_ENTITIES_KEY = "spacy_entities"
 @DefaultV1Recipe.register(
     DefaultV1Recipe.ComponentType.ENTITY_EXTRACTOR, is_trainable=False
 )
-class SpacyEntityTagger(GraphComponent):
+class SpacyEntityTagger(ConfiguredComponent):
     """Adds spaCy's DATE, TIME and PERSON entities to each message."""
 
     @staticmethod
@@ -46,17 +44,6 @@ class SpacyEntityTagger(GraphComponent):
         """Loads the pinned English model (a few seconds)."""
         self._dimensions = set(config["dimensions"])
         self._nlp = spacy_model.load(exclude=UNUSED_PIPES)
-
-    @classmethod
-    def create(
-        cls,
-        config: Dict[str, Any],
-        model_storage: ModelStorage,
-        resource: Resource,
-        execution_context: ExecutionContext,
-    ) -> SpacyEntityTagger:
-        """Creates the component (see parent class for full docstring)."""
-        return cls(config)
 
     def process(self, messages: List[Message]) -> List[Message]:
         """Adds the entities spaCy finds under ``spacy_entities``."""
