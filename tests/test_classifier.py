@@ -282,3 +282,19 @@ def test_training_needs_two_labels(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="two labels"):
         classifier.train(training_data)
+
+
+def test_tfidf_rows_match_sklearn() -> None:
+    import scipy.sparse
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    from clinic_nlu.classifier import _tfidf_rows
+
+    counts = scipy.sparse.csr_matrix(
+        np.array([[3, 0, 1, 0], [0, 0, 0, 0], [1, 2, 0, 5], [0, 1, 1, 0]], float)
+    )
+    reference = TfidfTransformer(sublinear_tf=True).fit(counts)
+    expected = reference.transform(counts).toarray()
+    actual = _tfidf_rows(counts, reference.idf_).toarray()
+    np.testing.assert_allclose(actual, expected, atol=1e-12)
+    assert counts[0, 0] == 3  # the input is left as it was
