@@ -15,6 +15,7 @@ ago", a town taken for a PERSON), and Rasa's entities are conversation content t
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List
 
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -27,6 +28,25 @@ from clinic_nlu.components import ConfiguredComponent
 # spaCy pipes the NER of en_core_web_sm does not need.
 UNUSED_PIPES = ("parser", "lemmatizer", "attribute_ruler", "tagger", "senter")
 SPACY_ENTITIES_KEY = "spacy_entities"
+# NER costs about 4 ms a message; it only runs on text that may hold a date, a time
+# or a name: a digit, a word of the calendar or the clock, or a capitalised word
+# after the first. Most FAQ questions have none of these.
+_MAY_HOLD_ENTITY = re.compile(
+    r"\d"
+    r"|\b(?:mon|tues?|wed|thu(?:rs?)?|fri|sat|sun)(?:day|nesday|rsday|urday)?s?\b"
+    r"|\b(?:january|february|march|april|may|june|july|august|september|october"
+    r"|november|december|jan|feb|mar|apr|jun|jul|aug|sept?|oct|nov|dec)\b"
+    r"|\b(?:today|tonight|tomorrow|tmrw?|yesterday|week|weekend|month|morning"
+    r"|afternoon|evening|night|noon|midnight|asap|am|pm|hours?|minutes?|days?"
+    r"|ago|next|last|later|earliest|o'?clock)\b",
+    re.IGNORECASE,
+)
+_CAPITALISED_LATER = re.compile(r"\s[A-Z]")
+
+
+def may_hold_entity(text: str) -> bool:
+    """Whether the text may hold a date, a time or a name worth running NER on."""
+    return bool(_MAY_HOLD_ENTITY.search(text) or _CAPITALISED_LATER.search(text))
 
 
 @DefaultV1Recipe.register(
@@ -50,6 +70,9 @@ class SpacyEntityTagger(ConfiguredComponent):
         for message in messages:
             text = message.get(TEXT)
             if not isinstance(text, str) or not text.strip():
+                continue
+            if not may_hold_entity(text):
+                message.set(SPACY_ENTITIES_KEY, [], add_to_output=True)
                 continue
             found = [
                 {

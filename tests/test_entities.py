@@ -11,7 +11,7 @@ from rasa.engine.storage.resource import Resource
 from rasa.shared.nlu.constants import ENTITIES, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from clinic_nlu.entities import SPACY_ENTITIES_KEY, SpacyEntityTagger
+from clinic_nlu.entities import SPACY_ENTITIES_KEY, SpacyEntityTagger, may_hold_entity
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,36 @@ def test_the_component_needs_no_training(tmp_path: Path) -> None:
     message = Message(data={"intent": "greet"})  # no text at all
     SpacyEntityTagger({"dimensions": ["DATE"]}).process([message])
     assert message.get(SPACY_ENTITIES_KEY) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("what is a back spasm", False),
+        ("how soon will the shot work", False),
+        ("does dry needling hurt", False),
+        ("what is the best approach to take", False),
+        ("tomorrow at 3", True),
+        ("could we do next tuesday afternoon", True),
+        ("friday morning please", True),
+        ("the 14th", True),
+        ("march 10", True),
+        ("my name is Maria Lopez", True),
+        ("817-555-0100", True),
+        ("asap", True),
+    ],
+)
+def test_ner_runs_only_where_it_may_find_something(text: str, expected: bool) -> None:
+    assert may_hold_entity(text) is expected
+
+
+def test_a_plain_question_skips_ner(
+    tagger: SpacyEntityTagger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = tagger._nlp
+    monkeypatch.setattr(tagger, "_nlp", lambda text: calls.append(text) or real(text))
+    assert hints(tagger, "what is a back spasm") == []
+    assert calls == []
+    assert hints(tagger, "friday at 10") == [("DATE", "friday")]
+    assert calls == ["friday at 10"]
