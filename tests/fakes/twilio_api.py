@@ -29,9 +29,11 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable, Dict, List, Tuple
 from urllib.parse import parse_qsl
+
+from tests.fakes.loopback import LoopbackServer
 
 E164 = re.compile(r"\+[1-9]\d{1,14}")
 MAX_BODY = 1600
@@ -71,28 +73,16 @@ class FakeTwilioApi:
         self._failures: List[int] = []  # statuses to answer next, in order
         self._opted_out: set[str] = set()
         self._changed = threading.Condition()  # an RLock: conditions may call sent_to
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server = LoopbackServer(type("Handler", (_Handler,), {"fake": self}))
 
     # Lifecycle.
 
     def start(self) -> FakeTwilioApi:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._httpd = _Server(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            daemon=True,
-        )
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop()
 
     def __enter__(self) -> FakeTwilioApi:
         return self.start()
@@ -103,9 +93,7 @@ class FakeTwilioApi:
     @property
     def base_url(self) -> str:
         """What the channel's ``api_base`` should be."""
-        assert self._httpd is not None, "start() the server first"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._server.origin}"
 
     # Test knobs and inspection.
 
@@ -239,11 +227,6 @@ def _error(status: int, code: int) -> Tuple[int, Dict[str, Any]]:
         "more_info": f"https://www.twilio.com/docs/errors/{code}",
         "status": status,
     }
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -23,8 +23,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from tests.fakes.loopback import LoopbackServer
 
 BASE_PATH = "/clinicbot/v1"
 WINDOW_SECONDS = 300
@@ -111,27 +113,16 @@ class FakeWebhookServer:
         self._replies: Dict[Tuple[str, str], Tuple[Any, int, bytes]] = {}
         self._requests: List[RecordedRequest] = []
         self._knobs = _Knobs()
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server = LoopbackServer(type("Handler", (_Handler,), {"fake": self}))
 
     # Lifecycle.
 
     def start(self) -> FakeWebhookServer:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        httpd = _Server(("127.0.0.1", 0), handler)
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop()
 
     def __enter__(self) -> FakeWebhookServer:
         return self.start()
@@ -141,9 +132,7 @@ class FakeWebhookServer:
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "start() the server first"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}{BASE_PATH}"
+        return f"{self._server.origin}{BASE_PATH}"
 
     # Test knobs and inspection.
 
@@ -373,11 +362,6 @@ class FakeWebhookServer:
             "patient": {"name": booking.name, "phone": booking.phone},
             "status": booking.status,
         }
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 refuses a burst of concurrent clients
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,0 +1,48 @@
+"""A stdlib HTTP server on a free loopback port, run in a daemon thread.
+
+The fakes of outside services (tests/fakes/twilio_api.py, webhook_server.py) share
+this start/stop lifecycle and only bring their own request handler.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional, Type
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 refuses a burst of concurrent clients
+
+
+class LoopbackServer:
+    """Serves ``handler`` on 127.0.0.1 and a port the OS picks."""
+
+    def __init__(self, handler: Type[BaseHTTPRequestHandler]) -> None:
+        self._handler = handler
+        self._httpd: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._httpd = _Server(("127.0.0.1", 0), self._handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},  # so that stop() returns quickly
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        assert self._httpd is not None, "start() the server first"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
