@@ -2,7 +2,7 @@
 
 Neither the training data nor the held-out test file is used to choose thresholds:
 a model is trained on data/ with every confidence gate switched off, and the
-validation file (data_validation/validation.yml, written apart from both) is parsed
+validation files (data_validation/*.yml, written apart from both) are parsed
 to record the raw intent and FAQ-answer confidences. Then, for each candidate pair of
 thresholds, a message is "answered" when its intent confidence (and, for FAQ
 questions, its answer confidence) reaches the threshold, and falls back otherwise.
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.evaluate_nlu import load_examples, predicted_label  # noqa: E402
 
-VALIDATION = ROOT / "data_validation" / "validation.yml"
+VALIDATION_SETS = sorted((ROOT / "data_validation").glob("*.yml"))
 COST_OF_WRONG_ANSWER = 3.0
 GRID = [round(0.05 * step, 2) for step in range(0, 19)]
 
@@ -171,14 +171,21 @@ def sweep(records: List[Dict[str, Any]]) -> List[Dict[str, float]]:
 def main() -> int:
     """Trains, scores the validation set and prints the best thresholds."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--validation", type=Path, default=VALIDATION)
+    parser.add_argument(
+        "--validation",
+        type=Path,
+        nargs="+",
+        default=VALIDATION_SETS,
+        help="validation files (default: every data_validation/*.yml)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--config", type=Path, default=ROOT / "config.yml")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:
         model = train_ungated(Path(workdir), load_training_examples(), args.config)
-        records = asyncio.run(score(model, load_examples(args.validation)))
+        examples = [ex for path in args.validation for ex in load_examples(path)]
+        records = asyncio.run(score(model, examples))
 
     # Best score first; among equal scores, fewer wrong answers, then the higher
     # (more cautious) thresholds.

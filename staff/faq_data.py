@@ -135,10 +135,10 @@ def known_texts(project: Project) -> Dict[str, List[KnownText]]:
         for intent, examples in nlu_blocks(path):
             for text in examples:
                 add(text, intent, path)
-    test_sets = (
-        (project.heldout, "the held-out test set"),
-        (project.validation, "the validation set the thresholds are tuned on"),
-    )
+    test_sets = [(project.heldout, "the held-out test set")] + [
+        (path, "the validation set the thresholds are tuned on")
+        for path in project.validation_sets
+    ]
     for path, label in test_sets:
         if path.is_file():
             for _, examples in nlu_blocks(path):

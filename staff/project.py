@@ -56,9 +56,9 @@ class Project:
         return self.root / "tests" / "nlu_heldout" / "heldout.yml"
 
     @property
-    def validation(self) -> Path:
-        """The set the thresholds are tuned on: never trained on either."""
-        return self.root / "data_validation" / "validation.yml"
+    def validation_sets(self) -> Tuple[Path, ...]:
+        """The sets the thresholds are tuned on: never trained on either."""
+        return tuple(sorted((self.root / "data_validation").glob("*.yml")))
 
     @property
     def story_dirs(self) -> Tuple[Path, ...]:

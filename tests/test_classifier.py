@@ -76,6 +76,31 @@ def test_fewer_layers_give_other_vectors(encoder: SentenceEncoder) -> None:
     assert not np.allclose(shallow.encode(text), encoder.encode(text))
 
 
+@pytest.mark.parametrize("layers", [6, 3, 0])
+def test_onnx_runtime_computes_what_the_numpy_reference_computes(layers: int) -> None:
+    texts = [
+        "how soon after the shots will my back feel better",
+        "hi",
+        "",
+        "i fell off a ladder and cant feel my legs " * 3,
+        "whats in the trigger pt shot that brings down inflammation",
+    ]
+    fast = SentenceEncoder(layers=layers)
+    reference = SentenceEncoder(layers=layers, backend="numpy")
+    assert (fast.backend, reference.backend) == ("onnxruntime", "numpy")
+    for batch_size in (1, 32):  # one message at a time, and padded batches
+        np.testing.assert_allclose(
+            fast.encode(texts, batch_size=batch_size),
+            reference.encode(texts, batch_size=batch_size),
+            atol=2e-5,
+        )
+
+
+def test_encoder_refuses_an_unknown_backend() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        SentenceEncoder(backend="torch")
+
+
 @pytest.mark.parametrize("layers", [-1, 7])
 def test_encoder_refuses_impossible_depths(layers: int) -> None:
     with pytest.raises(ValueError, match="layers"):

@@ -369,6 +369,21 @@ def test_heldout_examples_are_not_in_the_training_data() -> None:
     assert leaked == []
 
 
+@pytest.mark.parametrize(
+    "path",
+    sorted((PROJECT_ROOT / "data_validation").glob("*.yml")),
+    ids=lambda path: path.name,
+)
+def test_validation_examples_are_not_in_the_training_data(path: Path) -> None:
+    trained = {normalise(text) for _, text in training_examples()}
+    validation = nlu_examples(path)
+    assert len(validation) > 100
+    leaked = [
+        (intent, text) for intent, text in validation if normalise(text) in trained
+    ]
+    assert leaked == []
+
+
 def test_heldout_intents_exist(rasa_domain: Domain) -> None:
     topics = set(faq_answers())
     for intent in {intent for intent, _ in nlu_examples(HELDOUT_FILE)}:

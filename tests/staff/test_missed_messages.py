@@ -97,7 +97,7 @@ CONVERSATIONS: Dict[str, List[Event]] = {
         # a "Did you mean" button: not typed, not listed
         user('/faq{"faq_topic":"relief_timing"}', NOW - 2 * HOUR + 60),
         act("action_clarify", NOW - 2 * HOUR + 60),
-        user("can I talk to a real person", NOW - HOUR, "request_human", 0.99, []),
+        user("I'd like a human to look at this please", NOW - HOUR, "request_human", 0.99, []),
         act("action_contact_staff", NOW - HOUR),
     ],
     "patient-b": [
@@ -154,7 +154,7 @@ def test_lists_missed_messages_grouped_newest_first_and_masked(
 
     assert [item.text for item in groups] == [
         "Will the stuff in the needle knock me out?",
-        "can I talk to a real person",
+        "I'd like a human to look at this please",
         "hi I'm [name], how long till it works",
         "did [name] get booked",
         "call me on [phone] or mail [email]",
@@ -164,7 +164,7 @@ def test_lists_missed_messages_grouped_newest_first_and_masked(
     assert knock_out.reasons == ["not understood", "did you mean"]
     assert knock_out.guess == ("faq/injection_contents", 0.6)
     reasons = {item.text: item.reasons for item in groups}
-    assert reasons["can I talk to a real person"] == ["asked for staff"]
+    assert reasons["I'd like a human to look at this please"] == ["asked for staff"]
     assert reasons["hi I'm [name], how long till it works"] == ["unsure answer"]
 
 
@@ -192,12 +192,12 @@ def test_a_message_that_is_now_an_example_is_not_listed(settings: Settings) -> N
     )
     texts = by_text(missed.missed_messages(settings, 30))
     assert "Will the stuff in the needle knock me out?" not in texts
-    assert "can I talk to a real person" in texts
+    assert "I'd like a human to look at this please" in texts
 
 
 def test_dismiss_hides_it_for_good_in_an_owner_only_file(settings: Settings) -> None:
     target = by_text(missed.missed_messages(settings, 30))[
-        "can I talk to a real person"
+        "I'd like a human to look at this please"
     ]
 
     missed.dismiss_missed(settings, target.id[:5])

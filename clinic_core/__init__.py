@@ -1,0 +1,1 @@
+"""Server-side extensions of Rasa Core for the clinic assistant (the tracker store)."""

@@ -1,0 +1,221 @@
+"""The conversation store: Rasa's SQL tracker store, without re-reading every turn.
+
+Rasa's ``SQLTrackerStore`` rebuilds the whole conversation from the database at the
+start of every message (one query, JSON decoding and a replay of every event) and,
+to save it, counts the stored events with a second query before inserting the new
+ones through the ORM. That was a fifth of the server's time per message (see
+docs/pipeline.md, "Serving cost").
+
+``CachedSQLTrackerStore`` writes exactly the same rows to the same ``events`` table
+(so ``rasa export``, the staff tools and Rasa's own store can read it), but:
+
+* it keeps the tracker it last saved for each conversation in memory (a bounded
+  LRU), and hands it back as long as the database agrees that nothing was written
+  since: one indexed ``max(id)`` query instead of a rebuild. Another process
+  writing to the conversation, a failed turn that changed the tracker without saving
+  it, or a new session all make it fall back to Rasa's own reading;
+* it inserts the new events with one Core ``INSERT`` in one transaction;
+* on SQLite it turns on write-ahead logging (readers never block the writer; a
+  commit is one append to the log instead of a rewrite of the journal) and a busy
+  timeout. ``synchronous`` stays ``FULL``, so a commit that returned survives a
+  power cut.
+
+Nothing else changes: the events, their order and the session handling are Rasa's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import sqlalchemy as sa
+from rasa.core.brokers.broker import EventBroker
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import Event, SessionStarted
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SIZE = 500  # conversations kept in memory (a few tens of kB each)
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+@dataclass
+class _Cached:
+    """A tracker as it was saved, and where the database stood at that moment."""
+
+    tracker: DialogueStateTracker
+    saved_events: int  # len(tracker.events) when it was saved
+    last_id: int  # the conversation's highest event id in the database then
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+class CachedSQLTrackerStore(SQLTrackerStore):
+    """``SQLTrackerStore`` with a verified in-memory cache of recent trackers."""
+
+    def __init__(
+        self,
+        domain: Optional[Domain] = None,
+        dialect: str = "sqlite",
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        db: str = "rasa.db",
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        event_broker: Optional[EventBroker] = None,
+        login_db: Optional[str] = None,
+        query: Optional[Dict[str, Any]] = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        """Connects like ``SQLTrackerStore``; ``cache_size`` bounds the cache."""
+        if int(cache_size) < 0:
+            raise ValueError(f"cache_size must be 0 or more, not {cache_size!r}")
+        super().__init__(
+            domain,
+            dialect,
+            host,
+            port,
+            db,
+            username,  # type: ignore[arg-type]
+            password,  # type: ignore[arg-type]
+            event_broker,
+            login_db,
+            query,
+            **kwargs,
+        )
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._events = self.SQLEvent.__table__
+        self._last_id_query = sa.select(sa.func.max(self._events.c.id)).where(
+            self._events.c.sender_id == sa.bindparam("sender_id")
+        )
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.engine.dispose()  # connections opened so far lack the pragmas
+
+    # ----------------------------------------------------------------- reading
+
+    async def retrieve(self, sender_id: str) -> Optional[DialogueStateTracker]:
+        """The latest session of the conversation; from memory when still current."""
+        cached = self._cache.get(sender_id)
+        if cached is not None:
+            with self.engine.connect() as connection:
+                last_id = self._last_id(connection, sender_id)
+            if self._is_current(cached, last_id):
+                self._cache.move_to_end(sender_id)
+                return cached.tracker
+            self._forget(sender_id)
+        return await super().retrieve(sender_id)
+
+    def _last_id(self, connection: sa.engine.Connection, sender_id: str) -> int:
+        value = connection.execute(
+            self._last_id_query, {"sender_id": sender_id}
+        ).scalar()
+        return int(value or 0)
+
+    @staticmethod
+    def _is_current(cached: _Cached, last_id: int) -> bool:
+        """Nothing was written since the save, and the tracker was not changed."""
+        return (
+            cached.last_id == last_id
+            and len(cached.tracker.events) == cached.saved_events
+        )
+
+    # ----------------------------------------------------------------- writing
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        """Appends the events the database does not have yet, in one transaction."""
+        sender_id = tracker.sender_id
+        cached = self._cache.get(sender_id)
+        with self.engine.begin() as connection:
+            last_id = self._last_id(connection, sender_id)
+            if (
+                cached is not None
+                and cached.tracker is tracker
+                and cached.last_id == last_id
+            ):
+                stored = cached.saved_events
+            else:
+                stored = self._stored_in_latest_session(sender_id)
+            new_events = list(itertools.islice(tracker.events, stored, None))
+            if new_events:
+                connection.execute(
+                    self._events.insert(),
+                    [self._row(sender_id, event) for event in new_events],
+                )
+                last_id = self._last_id(connection, sender_id)
+        if self.event_broker is not None and new_events:
+            await self._stream_new_events(self.event_broker, new_events, sender_id)
+        self._remember(tracker, last_id)
+        logger.debug("Tracker stored (%d new events).", len(new_events))
+
+    def _stored_in_latest_session(self, sender_id: str) -> int:
+        """How many of the latest session's events are stored (Rasa's own count)."""
+        with self.session_scope() as session:
+            return int(
+                self._event_query(
+                    session, sender_id, fetch_events_from_all_sessions=False
+                ).count()
+            )
+
+    @staticmethod
+    def _row(sender_id: str, event: Event) -> Dict[str, Any]:
+        """The ``events`` row of one event, exactly as ``SQLTrackerStore`` writes it."""
+        data = event.as_dict()
+        return {
+            "sender_id": sender_id,
+            "type_name": event.type_name,
+            "timestamp": data.get("timestamp"),
+            "intent_name": data.get("parse_data", {})
+            .get("intent", {})
+            .get(INTENT_NAME_KEY),
+            "action_name": data.get("name"),
+            "data": json.dumps(data),
+        }
+
+    # ------------------------------------------------------------------- cache
+
+    def _remember(self, tracker: DialogueStateTracker, last_id: int) -> None:
+        """Caches the saved tracker, unless reading it back would differ.
+
+        Rasa reads back only the latest session: the events stamped at or after its
+        ``SessionStarted``. A tracker that holds anything else (the turn that opened
+        a session also holds the ``action_session_start`` before it, or an older
+        session) is dropped, and the next turn reads it from the database.
+        """
+        sender_id = tracker.sender_id
+        if self.cache_size == 0 or not self._reads_back_as_is(tracker):
+            self._forget(sender_id)
+            return
+        self._cache[sender_id] = _Cached(tracker, len(tracker.events), last_id)
+        self._cache.move_to_end(sender_id)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _forget(self, sender_id: str) -> None:
+        self._cache.pop(sender_id, None)
+
+    @staticmethod
+    def _reads_back_as_is(tracker: DialogueStateTracker) -> bool:
+        """Would ``SQLTrackerStore.retrieve`` return exactly these events?"""
+        starts = [e.timestamp for e in tracker.events if isinstance(e, SessionStarted)]
+        return not starts or all(e.timestamp >= starts[-1] for e in tracker.events)
+
+    def cached_senders(self) -> List[str]:
+        """Conversation ids held in memory, least recently used first (for tests)."""
+        return list(self._cache)
