@@ -15,7 +15,8 @@ docs/pipeline.md, "Serving cost").
   writing to the conversation, a failed turn that changed the tracker without saving
   it, or a new session all make it fall back to Rasa's own reading;
 * it inserts the new events with one Core ``INSERT`` in one transaction;
-* on SQLite it turns on write-ahead logging (readers never block the writer; a
+* on SQLite it keeps connections open (SQLAlchemy 1.4 reopens the file for every
+  statement) and turns on write-ahead logging (readers never block the writer; a
   commit is one append to the log instead of a rewrite of the journal) and a busy
   timeout. ``synchronous`` stays ``FULL``, so a commit that returned survives a
   power cut.
@@ -98,15 +99,34 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             query,
             **kwargs,
         )
+        self.engine: sa.engine.Engine = self.engine
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._events = self.SQLEvent.__table__
         self._last_id_query = sa.select(sa.func.max(self._events.c.id)).where(
             self._events.c.sender_id == sa.bindparam("sender_id")
         )
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            self.engine.dispose()  # connections opened so far lack the pragmas
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database:
+            self._use_pooled_sqlite_connections()
+
+    def _use_pooled_sqlite_connections(self) -> None:
+        """Keeps SQLite connections open between statements, in WAL mode.
+
+        SQLAlchemy 1.4 opens and closes a file database for every statement
+        (``NullPool``); reopening cost more than the queries. A connection is used
+        by one caller at a time, so it may move between threads.
+        """
+        url = self.engine.url
+        self.engine.dispose()
+        self.engine = sa.create_engine(
+            url,
+            poolclass=sa.pool.QueuePool,
+            pool_size=4,
+            max_overflow=8,
+            connect_args={"check_same_thread": False},
+        )
+        sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
 
     # ----------------------------------------------------------------- reading
 
@@ -120,7 +140,14 @@ class CachedSQLTrackerStore(SQLTrackerStore):
                 self._cache.move_to_end(sender_id)
                 return cached.tracker
             self._forget(sender_id)
-        return await super().retrieve(sender_id)
+        # Read the high-water mark first: a write that lands in between makes the
+        # cache entry look stale next time (safe), never current when it is not.
+        with self.engine.connect() as connection:
+            last_id = self._last_id(connection, sender_id)
+        tracker = await super().retrieve(sender_id)
+        if tracker is not None:
+            self._remember(tracker, last_id)
+        return tracker
 
     def _last_id(self, connection: sa.engine.Connection, sender_id: str) -> int:
         value = connection.execute(

@@ -173,6 +173,7 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
         self._resource = resource
         self._labels = labels or []
         self._weights = weights
+        self._weights_by_feature: Optional[Array] = None
         self._bias = bias
         self._features = features
         self._responses = responses or {}
@@ -217,6 +218,7 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
         regression.fit(self._features.transform(examples), labels)
         self._labels = [str(label) for label in regression.classes_]
         self._weights = regression.coef_.astype(np.float32)
+        self._weights_by_feature = None
         self._bias = regression.intercept_.astype(np.float32)
         self._responses = {
             label: list(training_data.responses.get(f"utter_{label}", []))
@@ -237,7 +239,12 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
         ]
         if not with_text:
             return messages
-        scores = self._features.transform(with_text) @ self._weights.T + self._bias
+        if self._weights_by_feature is None:
+            # sparse @ dense wants the dense side C-ordered; ``weights.T`` is not, and
+            # scipy would copy all of it (labels x features) for every message.
+            self._weights_by_feature = np.ascontiguousarray(self._weights.T)
+        features = self._features.transform(with_text)
+        scores = features @ self._weights_by_feature + self._bias
         scores = np.asarray(scores, dtype=np.float64)
         scores -= scores.max(axis=1, keepdims=True)
         probabilities = np.exp(scores)

@@ -164,6 +164,33 @@ async def test_a_saved_conversation_comes_back_from_memory_with_one_query(
     assert "max(events.id)" in counter.statements[0]
 
 
+async def test_after_one_database_read_the_conversation_is_served_from_memory(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    await start_conversation(rasa_store(path), "p1", time.time())
+    store = cached_store(path)
+    read = await store.retrieve("p1")  # e.g. after a restart
+    assert read is not None and store.cached_senders() == ["p1"]
+    assert await store.retrieve("p1") is read
+    read.update_with_events(
+        turn("q", "a", time.time() + 10), DOMAIN, override_timestamp=False
+    )
+    await store.save(read)
+    assert as_dicts(await rasa_store(path).retrieve("p1")) == as_dicts(read)
+
+
+def test_sqlite_connections_are_kept_open_between_statements(tmp_path: Path) -> None:
+    store = cached_store(tmp_path / "t.db")
+    assert isinstance(store.engine.pool, sa.pool.QueuePool)
+    opened: List[Any] = []
+    sa.event.listen(store.engine, "connect", lambda *_: opened.append(1))
+    for _ in range(5):
+        with store.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    assert len(opened) <= 1
+
+
 async def test_the_turn_that_opens_a_session_is_read_from_the_database(
     tmp_path: Path,
 ) -> None:

@@ -97,7 +97,13 @@ CONVERSATIONS: Dict[str, List[Event]] = {
         # a "Did you mean" button: not typed, not listed
         user('/faq{"faq_topic":"relief_timing"}', NOW - 2 * HOUR + 60),
         act("action_clarify", NOW - 2 * HOUR + 60),
-        user("I'd like a human to look at this please", NOW - HOUR, "request_human", 0.99, []),
+        user(
+            "I'd like a human to look at this please",
+            NOW - HOUR,
+            "request_human",
+            0.99,
+            [],
+        ),
         act("action_contact_staff", NOW - HOUR),
     ],
     "patient-b": [
