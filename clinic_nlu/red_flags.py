@@ -25,12 +25,16 @@ EMERGENCY_PATTERNS: Sequence[str] = (
     r"\bcan'?t (pee|urinate)\b",
     r"\bleak(s|ing)?\b.{0,20}\b(urine|pee|stool|poop)",
     r"\bcan'?t (stop|hold) (my |the )?(pee|urine|bladder|bowels?|poop)",
+    r"\baccidents?\b.{0,20}\b(bladder|bowels?)\b",
+    r"\b(bladder|bowels?)\b.{0,20}\b(stopped|quit|won'?t|isn'?t|not) work",
     # numbness in legs or groin / saddle area
     r"\bnumb(ness)?\b.{0,40}\b(leg|legs|groin|crotch|genital|saddle|inner thighs?|"
     r"buttocks|butt|feet|foot)\b",
     r"\b(leg|legs|groin|crotch|saddle|inner thighs?|feet)\b.{0,25}"
     r"\b(numb|no feeling|can'?t feel)",
     r"\bcan'?t feel (my )?(legs?|feet|foot|groin|crotch)",
+    r"\bcan'?t feel (anything|a thing)\b.{0,15}"
+    r"\b(legs?|feet|foot|groin|crotch|private|bottom|down there)",
     r"\b(lost|losing|lose|no) (all )?(the )?feeling in\b.{0,20}"
     r"\b(legs?|feet|foot|groin|crotch|private|genitals?|butt|buttocks|bottom)",
     # sudden leg weakness
@@ -41,6 +45,7 @@ EMERGENCY_PATTERNS: Sequence[str] = (
     r"\blegs?\b.{0,15}\b(feel|felt|feeling|are|is|went|gone|going)\s+(so )?(weak|dead)",
     r"\bcan'?t (move|lift|stand on) (my )?(legs?|feet|foot)\b",
     r"\bparaly[sz]",
+    r"\blegs?\b.{0,25}\bweaker\b",
     # back pain with fever
     r"(?<!\bno )(?<!\bnot a )(?<!\bwithout )(?<!\bwithout a )\bfever(ish)?\b",
     r"\b(chills|shivering)\b",
@@ -51,6 +56,7 @@ EMERGENCY_PATTERNS: Sequence[str] = (
     r"\b(fell|fall|falling)\b.{0,30}\b(ladder|roof|stairs|height|hard|badly|"
     r"off|down)",
     r"\b(hit by a car|was in a wreck|rear[- ]ended)\b",
+    r"\bwreck(ed)? (my|the|our) (car|truck|bike|motorcycle)\b",
     r"\b(slipped|tripped)\b.{0,40}\b(fell|landed|hard)\b",
     r"\blanded (hard|badly|flat)\b",
     r"\b(bad|big|nasty|hard) (spill|tumble|fall)\b",
@@ -58,6 +64,7 @@ EMERGENCY_PATTERNS: Sequence[str] = (
     # chest pain / breathing
     r"\bchest\b.{0,20}\b(pain|pressure|tight|hurt|ache|aching|crushing)",
     r"\b(pain|hurts?|pressure) in (my )?chest\b",
+    r"\b(crushing|squeezing|tightness|tight|heavy|pressure)\b.{0,25}\bchest\b",
     r"\b(can'?t|cannot|hard to|trouble|struggling to|barely|difficulty) "
     r"breath(e|ing)?\b",
     r"\bshort(ness)? of breath\b",
@@ -77,7 +84,7 @@ CRISIS_PATTERNS: Sequence[str] = (
     r"\bself[- ]harm",
     r"\b(want|wanna|wish I (could|was|were)|going) (to )?(die|be dead)\b",
     r"\bwant(ed)? to die\b",
-    r"\bno (reason|point) (to|in) (live|living|go on|going on)\b",
+    r"\bno (reason|point) (to |in )?(live|living|go on|going on)\b",
     r"\bdon'?t want to (live|be alive|wake up)\b",
     r"\bbetter off dead\b",
     r"\bwish (i|i'?m|i was|i were) (was )?dead\b",
@@ -88,6 +95,12 @@ CRISIS_PATTERNS: Sequence[str] = (
     r"\b(take|taking|swallow|swallowing) all (of )?my "
     r"(pills|meds|medications?|tablets)\b",
     r"\boverdose\b",
+    r"\b(to|gonna|going to|want to|wanna) end it\b",
+    r"\b(saving|stockpiling|hoarding) (up )?(my )?(pills|meds|tablets)\b",
+    r"\b(don'?t|do not) (want|wanna) (to )?be here\b.{0,10}"
+    r"\b(no more|anymore|any more)\b",
+    r"\bbetter off\b.{0,20}\b(without me|if i (was|were|'?m) (gone|dead|not here))",
+    r"\bthoughts? (of|about) (hurting|harming|killing) my ?self\b",
 )
 
 

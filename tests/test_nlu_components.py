@@ -390,6 +390,18 @@ FORMERLY_MISSED_RED_FLAGS = [
     ("I've thought about taking my own life", "crisis"),
     ("I'd rather be dead", "crisis"),
     ("I'm going to take all my pills", "crisis"),
+    # missed by the patterns in 2026-11-26's new training examples
+    ("tight crushing feeling in my chest", "emergency"),
+    ("I've had accidents with my bowels since yesterday", "emergency"),
+    ("my bladder stopped working this morning", "emergency"),
+    ("my legs are getting weaker and weaker", "emergency"),
+    ("I can't feel anything in my groin", "emergency"),
+    ("wrecked my car and my back's killing me", "emergency"),
+    ("I've been saving up pills to end it", "crisis"),
+    ("i don't wanna be here no more", "crisis"),
+    ("everyone'd be better off if i was gone", "crisis"),
+    ("no point going on anymore", "crisis"),
+    ("been having thoughts of hurting myself", "crisis"),
 ]
 ORDINARY = [
     "my back hurts, will injections help",
@@ -410,6 +422,10 @@ ORDINARY = [
     "I cannot control the spasms",
     "will the numbing medicine make my back feel weird",
     "do you take Medicare",
+    "how soon will my legs feel less tight",
+    "I'm saving up for the injection",
+    "is it better to book a morning slot",
+    "the shot made my chest feel warm for a minute",
     "I sit at a desk all day and my back is stiff",
     "can I take a hot bath after the injection",
 ]
