@@ -20,14 +20,16 @@ from rasa.shared.core.events import (
     UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
-from staffkit import copy_project, settings_for, snapshot
+from staffkit import CODE_ROOT, copy_project, settings_for, snapshot
 
 from staff import faq_data, missed
 from staff.faq_data import Refused
 from staff.missed import MissedGroup, group_id, mask_personal
-from staff.project import Settings
+from staff.project import Project, Settings
 
 NOW = time.time()
+# An FAQ answer just under the "unsure answer" line, whatever config.yml's gate is.
+NEAR_MISS = missed.low_answer_confidence(Project(CODE_ROOT)) - 0.05
 HOUR, DAY = 3600.0, 86400.0
 
 
@@ -84,13 +86,13 @@ CONVERSATIONS: Dict[str, List[Event]] = {
         *clarified(
             "call me on 817-555-0100 or mail jo.doe@example.com", NOW - 3 * HOUR
         ),
-        # answered, but barely above the gate (0.75 + 0.10 margin)
+        # answered, but barely above the gate (its threshold + 0.10 margin)
         user(
             "hi I'm Dana, how long till it works",
             NOW - 2 * HOUR,
             "faq",
             0.9,
-            [("relief_timing", 0.8)],
+            [("relief_timing", NEAR_MISS)],
             persons=["Dana"],
         ),
         act("utter_faq", NOW - 2 * HOUR),
