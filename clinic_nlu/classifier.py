@@ -139,6 +139,40 @@ class _FeatureSpace:
             parts.append(scipy.sparse.csr_matrix(dense))
         return scipy.sparse.hstack(parts, format="csr")
 
+    def scores(self, messages: List[Message], weights: Array, bias: Array) -> Array:
+        """``transform(messages) @ weights + bias``; one message without scipy.
+
+        ``weights`` is (features, labels). A live message comes alone, and building
+        its sparse row (CSR blocks, then ``hstack``) cost more than the product, so
+        for one message each block's non-zero columns pick their weight rows
+        directly. Same arithmetic as ``transform``.
+        """
+        if len(messages) != 1:
+            product = self.transform(messages) @ weights + bias
+            return np.asarray(product, dtype=np.float64)
+        blocks = _sentence_blocks(messages[0])
+        total = bias.astype(np.float64)
+        offset = 0
+        for origin in self.sparse_origins:
+            idf = self.idf[origin]
+            counts = blocks[origin].tocoo()
+            columns, values = counts.col, counts.data.astype(np.float64)
+            if len(np.unique(columns)) != len(columns):  # duplicates add up
+                columns, position = np.unique(columns, return_inverse=True)
+                values = np.bincount(position, weights=values)
+            tfidf = (1.0 + np.log(np.maximum(values, 1e-12))) * idf[columns]
+            norm = float(np.sqrt(np.sum(tfidf**2)))
+            if norm > 0:
+                tfidf /= norm
+            total += tfidf @ weights[offset + columns]
+            offset += len(idf)
+        for origin in self.dense_origins:
+            dense = np.asarray(blocks[origin], dtype=np.float64).ravel()
+            dense = dense / max(float(np.linalg.norm(dense)), 1e-12) * self.dense_weight
+            total += dense @ weights[offset : offset + len(dense)]
+            offset += len(dense)
+        return total[None, :]
+
 
 @DefaultV1Recipe.register(
     DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True
@@ -243,9 +277,7 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
             # sparse @ dense wants the dense side C-ordered; ``weights.T`` is not, and
             # scipy would copy all of it (labels x features) for every message.
             self._weights_by_feature = np.ascontiguousarray(self._weights.T)
-        features = self._features.transform(with_text)
-        scores = features @ self._weights_by_feature + self._bias
-        scores = np.asarray(scores, dtype=np.float64)
+        scores = self._features.scores(with_text, self._weights_by_feature, self._bias)
         scores -= scores.max(axis=1, keepdims=True)
         probabilities = np.exp(scores)
         probabilities /= probabilities.sum(axis=1, keepdims=True)

@@ -45,7 +45,7 @@ FULL_DEPTH = 6
 _LAYER_NORM_EPS = 1e-12
 _MASKED = np.float32(-1e9)
 BACKENDS = ("onnxruntime", "numpy")
-_ONNX_OPSET = 17  # LayerNormalization is an ONNX operator from opset 17
+_ONNX_OPSET = 17
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -220,7 +220,7 @@ class SentenceEncoder:
         mask_bias = ((1.0 - mask) * _MASKED)[:, None, None, :]
         if self._session is not None:
             (x,) = self._session.run(
-                ["hidden"], {"embeddings": x, "mask_bias": mask_bias}
+                ["hidden"], {"embeddings": x, "mask": mask.astype(np.int32)}
             )
         for layer in self._layers:
             x = layer(x, mask_bias)
@@ -249,125 +249,89 @@ def _onnx_session(layers: Sequence[_Layer]) -> onnxruntime.InferenceSession:
 def _onnx_model(layers: Sequence[_Layer]) -> bytes:
     """The encoder layers as a serialised ONNX model.
 
+    Each layer is written with ONNX Runtime's fused transformer operators (domain
+    ``com.microsoft``): ``Attention`` (the Q, K, V projections, scaled dot-product
+    attention over the mask, heads concatenated), the output projection, then
+    ``SkipLayerNormalization`` (bias, residual and layer norm in one), the
+    feed-forward block with ``BiasGelu`` (exact, erf-based GELU), and another
+    ``SkipLayerNormalization``: the same arithmetic as ``_Layer.__call__``, in 7
+    operators a layer instead of about 30.
+
     Inputs: ``embeddings`` (batch, length, 384) after the embedding layer norm, and
-    ``mask_bias`` (batch, 1, 1, length), 0 for tokens and -1e9 for padding. Output:
+    ``mask`` (batch, length), int32, 1 for tokens and 0 for padding. Output:
     ``hidden`` (batch, length, 384), the last layer's token vectors.
     """
     from onnx import checker, helper, numpy_helper
     from onnx.onnx_pb import TensorProto
 
-    graph = _GraphBuilder(helper, numpy_helper)
+    nodes: List[Any] = []
+    weights: List[Any] = []
+
+    def constant(name: str, value: Array) -> str:
+        weights.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(op: str, inputs: List[str], output: str, **attributes: Any) -> str:
+        domain = "" if op == "MatMul" else "com.microsoft"
+        nodes.append(
+            helper.make_node(op, inputs, [output], domain=domain, **attributes)
+        )
+        return output
+
     x = "embeddings"
-    qkv_shape = graph.constant("qkv_shape", np.array([0, 0, 3, HEADS, HEAD_SIZE]))
-    context_shape = graph.constant("context_shape", np.array([0, 0, HIDDEN]))
-    scale = graph.constant("scale", np.float32(HEAD_SIZE**-0.5))
     for index, layer in enumerate(layers):
-        x = graph.layer(f"layer{index}", layer, x, qkv_shape, context_shape, scale)
-    graph.node("Identity", [x], "hidden")
+        p = f"layer{index}"
+        attended = node(
+            "Attention",
+            [x, constant(f"{p}.qkv.w", layer.qkv_weight),
+             constant(f"{p}.qkv.b", layer.qkv_bias), "mask"],
+            f"{p}.attention",
+            num_heads=HEADS,
+        )  # fmt: skip
+        projected = node(
+            "MatMul", [attended, constant(f"{p}.out.w", layer.out_weight)], f"{p}.out"
+        )
+        x = node(
+            "SkipLayerNormalization",
+            [projected, x, constant(f"{p}.norm1.w", layer.norm1[0]),
+             constant(f"{p}.norm1.b", layer.norm1[1]),
+             constant(f"{p}.out.b", layer.out_bias)],
+            f"{p}.norm1",
+            epsilon=_LAYER_NORM_EPS,
+        )  # fmt: skip
+        hidden = node("MatMul", [x, constant(f"{p}.up.w", layer.up_weight)], f"{p}.up")
+        hidden = node(
+            "BiasGelu", [hidden, constant(f"{p}.up.b", layer.up_bias)], f"{p}.gelu"
+        )
+        down = node(
+            "MatMul", [hidden, constant(f"{p}.down.w", layer.down_weight)], f"{p}.down"
+        )
+        x = node(
+            "SkipLayerNormalization",
+            [down, x, constant(f"{p}.norm2.w", layer.norm2[0]),
+             constant(f"{p}.norm2.b", layer.norm2[1]),
+             constant(f"{p}.down.b", layer.down_bias)],
+            f"{p}.norm2",
+            epsilon=_LAYER_NORM_EPS,
+        )  # fmt: skip
+    nodes.append(helper.make_node("Identity", [x], ["hidden"]))
     inputs = [
         helper.make_tensor_value_info(
             "embeddings", TensorProto.FLOAT, ["batch", "length", HIDDEN]
         ),
-        helper.make_tensor_value_info(
-            "mask_bias", TensorProto.FLOAT, ["batch", 1, 1, "length"]
-        ),
+        helper.make_tensor_value_info("mask", TensorProto.INT32, ["batch", "length"]),
     ]
     output = helper.make_tensor_value_info(
         "hidden", TensorProto.FLOAT, ["batch", "length", HIDDEN]
     )
     model = helper.make_model(
-        helper.make_graph(graph.nodes, "minilm", inputs, [output], graph.weights),
-        opset_imports=[helper.make_opsetid("", _ONNX_OPSET)],
+        helper.make_graph(nodes, "minilm", inputs, [output], weights),
+        opset_imports=[
+            helper.make_opsetid("", _ONNX_OPSET),
+            helper.make_opsetid("com.microsoft", 1),
+        ],
     )
     model.ir_version = 8  # what onnxruntime 1.16 reads
     checker.check_model(model)
     serialised: bytes = model.SerializeToString()
     return serialised
-
-
-class _GraphBuilder:
-    """Collects ONNX nodes and weights; each node's output is named after it."""
-
-    def __init__(self, helper: Any, numpy_helper: Any) -> None:
-        self._helper, self._numpy_helper = helper, numpy_helper
-        self.nodes: List[Any] = []
-        self.weights: List[Any] = []
-
-    def constant(self, name: str, value: Any) -> str:
-        self.weights.append(self._numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(self, op: str, inputs: List[str], output: str, **attributes: Any) -> str:
-        self.nodes.append(self._helper.make_node(op, inputs, [output], **attributes))
-        return output
-
-    def layer_norm(self, name: str, x: str, weight: Array, bias: Array) -> str:
-        return self.node(
-            "LayerNormalization",
-            [
-                x,
-                self.constant(f"{name}.weight", weight),
-                self.constant(f"{name}.bias", bias),
-            ],
-            name,
-            axis=-1,
-            epsilon=_LAYER_NORM_EPS,
-        )
-
-    def dense(self, name: str, x: str, weight: Array, bias: Array) -> str:
-        product = self.node(
-            "MatMul", [x, self.constant(f"{name}.weight", weight)], f"{name}.product"
-        )
-        return self.node("Add", [product, self.constant(f"{name}.bias", bias)], name)
-
-    def layer(
-        self,
-        p: str,
-        layer: _Layer,
-        x: str,
-        qkv_shape: str,
-        context_shape: str,
-        scale: str,
-    ) -> str:
-        """One encoder layer, step for step as ``_Layer.__call__``."""
-        qkv = self.dense(f"{p}.qkv", x, layer.qkv_weight, layer.qkv_bias)
-        qkv = self.node("Reshape", [qkv, qkv_shape], f"{p}.qkv_heads")
-        qkv = self.node("Transpose", [qkv], f"{p}.qkv_split", perm=[2, 0, 3, 1, 4])
-        q, k, v = (
-            self.node(
-                "Gather",
-                [qkv, self.constant(f"{p}.{part}_index", np.array(index))],
-                f"{p}.{part}",
-                axis=0,
-            )
-            for index, part in enumerate("qkv")
-        )
-        k = self.node("Transpose", [k], f"{p}.k_t", perm=[0, 1, 3, 2])
-        scores = self.node("MatMul", [q, k], f"{p}.scores")
-        scores = self.node("Mul", [scores, scale], f"{p}.scaled")
-        scores = self.node("Add", [scores, "mask_bias"], f"{p}.masked")
-        scores = self.node("Softmax", [scores], f"{p}.attention", axis=-1)
-        context = self.node("MatMul", [scores, v], f"{p}.context")
-        context = self.node("Transpose", [context], f"{p}.context_t", perm=[0, 2, 1, 3])
-        context = self.node("Reshape", [context, context_shape], f"{p}.context_flat")
-        attended = self.dense(f"{p}.out", context, layer.out_weight, layer.out_bias)
-        attended = self.node("Add", [attended, x], f"{p}.residual1")
-        x = self.layer_norm(f"{p}.norm1", attended, *layer.norm1)
-        hidden = self.dense(f"{p}.up", x, layer.up_weight, layer.up_bias)
-        # GELU, exact: 0.5 * h * (1 + erf(h / sqrt(2)))
-        scaled = self.node(
-            "Mul",
-            [hidden, self.constant(f"{p}.inv_sqrt2", np.float32(0.7071067811865476))],
-            f"{p}.gelu_in",
-        )
-        erf = self.node("Erf", [scaled], f"{p}.erf")
-        erf = self.node(
-            "Add", [erf, self.constant(f"{p}.one", np.float32(1.0))], f"{p}.erf1"
-        )
-        gated = self.node("Mul", [hidden, erf], f"{p}.gated")
-        hidden = self.node(
-            "Mul", [gated, self.constant(f"{p}.half", np.float32(0.5))], f"{p}.gelu"
-        )
-        down = self.dense(f"{p}.down", hidden, layer.down_weight, layer.down_bias)
-        down = self.node("Add", [down, x], f"{p}.residual2")
-        return self.layer_norm(f"{p}.norm2", down, *layer.norm2)

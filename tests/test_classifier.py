@@ -323,3 +323,61 @@ def test_tfidf_rows_match_sklearn() -> None:
     actual = _tfidf_rows(counts, reference.idf_).toarray()
     np.testing.assert_allclose(actual, expected, atol=1e-12)
     assert counts[0, 0] == 3  # the input is left as it was
+
+
+# --- one message scored without building its sparse row ---------------------------
+
+
+def _message_with_blocks(words: Any, chars: Any, dense: Any) -> Message:
+    import scipy.sparse
+    from rasa.shared.nlu.training_data.features import Features
+
+    message = Message(data={TEXT: "x"})
+    for origin, block in (
+        ("words", scipy.sparse.coo_matrix(words)),
+        ("chars", block_with_duplicates(chars)),
+        ("minilm", np.asarray(dense, dtype=np.float32)[None, :]),
+    ):
+        message.add_features(Features(block, "sentence", TEXT, origin))
+    return message
+
+
+def block_with_duplicates(row: Any) -> Any:
+    """A COO row whose first non-zero column is split over two entries."""
+    import scipy.sparse
+
+    dense = np.asarray(row, dtype=np.float64)
+    columns = list(np.flatnonzero(dense))
+    values = [float(dense[c]) for c in columns]
+    if columns:
+        values[0] -= 1.0
+        columns.append(columns[0])
+        values.append(1.0)
+    return scipy.sparse.coo_matrix(
+        (values, ([0] * len(columns), columns)), shape=(1, len(dense))
+    )
+
+
+def test_one_message_scores_as_the_sparse_product() -> None:
+    from clinic_nlu.classifier import _FeatureSpace
+
+    generator = np.random.default_rng(7)
+    messages = [
+        _message_with_blocks(
+            generator.integers(0, 3, 12) * (generator.random(12) < 0.4),
+            generator.integers(0, 4, 30) * (generator.random(30) < 0.3) + np.eye(30)[i],
+            generator.normal(size=5),
+        )
+        for i in range(6)
+    ]
+    messages.append(_message_with_blocks(np.zeros(12), np.eye(30)[0] * 2, np.ones(5)))
+    space = _FeatureSpace.fit(messages, dense_weight=1.5)
+    weights = generator.normal(size=(12 + 30 + 5, 4)).astype(np.float32)
+    bias = generator.normal(size=4).astype(np.float32)
+    for message in messages:
+        expected = np.asarray(space.transform([message]) @ weights + bias)
+        np.testing.assert_allclose(
+            space.scores([message], weights, bias), expected, rtol=1e-6, atol=1e-6
+        )
+    together = space.scores(messages, weights, bias)
+    assert together.shape == (len(messages), 4)
