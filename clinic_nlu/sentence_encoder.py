@@ -278,6 +278,16 @@ def _onnx_model(layers: Sequence[_Layer]) -> bytes:
         )
         return output
 
+    def add_and_norm(name: str, x: str, residual: str, bias: Array, norm: Any) -> str:
+        """``layer_norm(x + bias + residual)`` in one operator."""
+        return node(
+            "SkipLayerNormalization",
+            [x, residual, constant(f"{name}.w", norm[0]),
+             constant(f"{name}.b", norm[1]), constant(f"{name}.bias", bias)],
+            name,
+            epsilon=_LAYER_NORM_EPS,
+        )  # fmt: skip
+
     x = "embeddings"
     for index, layer in enumerate(layers):
         p = f"layer{index}"
@@ -291,14 +301,7 @@ def _onnx_model(layers: Sequence[_Layer]) -> bytes:
         projected = node(
             "MatMul", [attended, constant(f"{p}.out.w", layer.out_weight)], f"{p}.out"
         )
-        x = node(
-            "SkipLayerNormalization",
-            [projected, x, constant(f"{p}.norm1.w", layer.norm1[0]),
-             constant(f"{p}.norm1.b", layer.norm1[1]),
-             constant(f"{p}.out.b", layer.out_bias)],
-            f"{p}.norm1",
-            epsilon=_LAYER_NORM_EPS,
-        )  # fmt: skip
+        x = add_and_norm(f"{p}.norm1", projected, x, layer.out_bias, layer.norm1)
         hidden = node("MatMul", [x, constant(f"{p}.up.w", layer.up_weight)], f"{p}.up")
         hidden = node(
             "BiasGelu", [hidden, constant(f"{p}.up.b", layer.up_bias)], f"{p}.gelu"
@@ -306,14 +309,7 @@ def _onnx_model(layers: Sequence[_Layer]) -> bytes:
         down = node(
             "MatMul", [hidden, constant(f"{p}.down.w", layer.down_weight)], f"{p}.down"
         )
-        x = node(
-            "SkipLayerNormalization",
-            [down, x, constant(f"{p}.norm2.w", layer.norm2[0]),
-             constant(f"{p}.norm2.b", layer.norm2[1]),
-             constant(f"{p}.down.b", layer.down_bias)],
-            f"{p}.norm2",
-            epsilon=_LAYER_NORM_EPS,
-        )  # fmt: skip
+        x = add_and_norm(f"{p}.norm2", down, x, layer.down_bias, layer.norm2)
     nodes.append(helper.make_node("Identity", [x], ["hidden"]))
     inputs = [
         helper.make_tensor_value_info(
