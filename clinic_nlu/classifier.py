@@ -79,6 +79,19 @@ def _l2_rows(matrix: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
     return matrix
 
 
+def _sublinear_tfidf(counts: Array, idf_of_columns: Array) -> Array:
+    """(1 + log count) x IDF, for the non-zero counts of some columns."""
+    result: Array = (1.0 + np.log(np.maximum(counts, 1e-12))) * idf_of_columns
+    return result
+
+
+def _weighted_unit_rows(dense: Array, weight: float) -> Array:
+    """Each row scaled to length ``weight`` (a zero row stays zero)."""
+    norms = np.linalg.norm(dense, axis=-1, keepdims=True)
+    result: Array = dense / np.maximum(norms, 1e-12) * weight
+    return result
+
+
 def _tfidf_rows(counts: scipy.sparse.csr_matrix, idf: Array) -> scipy.sparse.csr_matrix:
     """Sublinear TF-IDF, L2-normalised per row (as sklearn's TfidfTransformer).
 
@@ -86,7 +99,7 @@ def _tfidf_rows(counts: scipy.sparse.csr_matrix, idf: Array) -> scipy.sparse.csr
     general sparse products cost about 1 ms a block.
     """
     tfidf = counts.astype(np.float64)
-    tfidf.data = (1.0 + np.log(np.maximum(tfidf.data, 1e-12))) * idf[tfidf.indices]
+    tfidf.data = _sublinear_tfidf(tfidf.data, idf[tfidf.indices])
     return _l2_rows(tfidf)
 
 
@@ -134,9 +147,9 @@ class _FeatureSpace:
             parts.append(_tfidf_rows(counts, self.idf[origin]))
         for origin in self.dense_origins:
             dense = np.vstack([_sentence_blocks(m)[origin] for m in messages])
-            norms = np.linalg.norm(dense, axis=1, keepdims=True)
-            dense = dense / np.maximum(norms, 1e-12) * self.dense_weight
-            parts.append(scipy.sparse.csr_matrix(dense))
+            parts.append(
+                scipy.sparse.csr_matrix(_weighted_unit_rows(dense, self.dense_weight))
+            )
         return scipy.sparse.hstack(parts, format="csr")
 
     def scores(self, messages: List[Message], weights: Array, bias: Array) -> Array:
@@ -160,15 +173,12 @@ class _FeatureSpace:
             if len(np.unique(columns)) != len(columns):  # duplicates add up
                 columns, position = np.unique(columns, return_inverse=True)
                 values = np.bincount(position, weights=values)
-            tfidf = (1.0 + np.log(np.maximum(values, 1e-12))) * idf[columns]
-            norm = float(np.sqrt(np.sum(tfidf**2)))
-            if norm > 0:
-                tfidf /= norm
+            tfidf = _weighted_unit_rows(_sublinear_tfidf(values, idf[columns]), 1.0)
             total += tfidf @ weights[offset + columns]
             offset += len(idf)
         for origin in self.dense_origins:
             dense = np.asarray(blocks[origin], dtype=np.float64).ravel()
-            dense = dense / max(float(np.linalg.norm(dense)), 1e-12) * self.dense_weight
+            dense = _weighted_unit_rows(dense, self.dense_weight)
             total += dense @ weights[offset : offset + len(dense)]
             offset += len(dense)
         return total[None, :]
@@ -206,11 +216,20 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
         self._model_storage = model_storage
         self._resource = resource
         self._labels = labels or []
-        self._weights = weights
-        self._weights_by_feature: Optional[Array] = None
-        self._bias = bias
+        self._set_weights(weights, bias)
         self._features = features
         self._responses = responses or {}
+
+    def _set_weights(self, weights: Optional[Array], bias: Optional[Array]) -> None:
+        """The regression's weights, and the same laid out by feature.
+
+        ``sparse @ dense`` wants the dense side C-ordered; ``weights.T`` is not, and
+        scipy would copy all of it (labels x features) for every message.
+        """
+        self._weights, self._bias = weights, bias
+        self._weights_by_feature = (
+            None if weights is None else np.ascontiguousarray(weights.T)
+        )
 
     @classmethod
     def create(
@@ -251,9 +270,10 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
             raise ValueError("LinearIntentClassifier needs at least two labels.")
         regression.fit(self._features.transform(examples), labels)
         self._labels = [str(label) for label in regression.classes_]
-        self._weights = regression.coef_.astype(np.float32)
-        self._weights_by_feature = None
-        self._bias = regression.intercept_.astype(np.float32)
+        self._set_weights(
+            regression.coef_.astype(np.float32),
+            regression.intercept_.astype(np.float32),
+        )
         self._responses = {
             label: list(training_data.responses.get(f"utter_{label}", []))
             for label in self._labels
@@ -266,18 +286,15 @@ class LinearIntentClassifier(GraphComponent, IntentClassifier):
 
     def process(self, messages: List[Message]) -> List[Message]:
         """Sets intent, intent ranking and the FAQ response selection."""
-        if self._features is None or self._weights is None or self._bias is None:
+        weights, bias = self._weights_by_feature, self._bias
+        if self._features is None or weights is None or bias is None:
             return messages
         with_text = [
             m for m in messages if isinstance(m.get(TEXT), str) and _sentence_blocks(m)
         ]
         if not with_text:
             return messages
-        if self._weights_by_feature is None:
-            # sparse @ dense wants the dense side C-ordered; ``weights.T`` is not, and
-            # scipy would copy all of it (labels x features) for every message.
-            self._weights_by_feature = np.ascontiguousarray(self._weights.T)
-        scores = self._features.scores(with_text, self._weights_by_feature, self._bias)
+        scores = self._features.scores(with_text, weights, bias)
         scores -= scores.max(axis=1, keepdims=True)
         probabilities = np.exp(scores)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
