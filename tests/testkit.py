@@ -134,3 +134,18 @@ def normalise(text: str) -> str:
     """Lower case, single spaces, no trailing punctuation: for duplicate checks."""
     text = re.sub(r"\s+", " ", text.lower()).strip()
     return re.sub(r"[\s.,;:!?]+$", "", text)
+
+
+def first_faq_answers() -> Dict[str, str]:
+    """The first variation of each FAQ answer, by topic (as a web patient sees it)."""
+    document = yaml.safe_load(DOMAIN_FILES[1].read_text(encoding="utf-8"))
+    return {
+        name.split("/", 1)[1]: variants[0]["text"]
+        for name, variants in document["responses"].items()
+    }
+
+
+def domain_text(response: str) -> str:
+    """The first text of a response in domain.yml."""
+    document = yaml.safe_load(DOMAIN_FILES[0].read_text(encoding="utf-8"))
+    return str(document["responses"][response][0]["text"])

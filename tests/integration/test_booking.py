@@ -10,23 +10,16 @@ from __future__ import annotations
 import re
 import sqlite3
 import uuid
-from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
-import yaml
+from testkit import domain_text
 
 from tests.integration.conftest import Assistant
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = re.compile(r"Your reference is ([A-Z0-9]{5,12})\.")
-
-
-def domain_text(response: str) -> str:
-    document = yaml.safe_load((ROOT / "domain.yml").read_text())
-    return str(document["responses"][response][0]["text"])
 
 
 def new_sender() -> str:

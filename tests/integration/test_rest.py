@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from pathlib import Path
-from typing import Dict
 
 import pytest
-import yaml
+from testkit import domain_text, first_faq_answers
 
 from tests.integration.conftest import Assistant
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def faq_answers() -> Dict[str, str]:
-    document = yaml.safe_load((ROOT / "data/responses/faq.yml").read_text())
-    return {
-        name.split("/", 1)[1]: variants[0]["text"]
-        for name, variants in document["responses"].items()
-    }
-
-
-def domain_text(response: str) -> str:
-    document = yaml.safe_load((ROOT / "domain.yml").read_text())
-    return str(document["responses"][response][0]["text"])
 
 
 def new_sender() -> str:
@@ -51,7 +34,7 @@ def test_faq_question_gets_its_answer(
     assistant: Assistant, question: str, topic: str
 ) -> None:
     texts = assistant.texts(new_sender(), question)
-    assert texts[-1] == faq_answers()[topic]
+    assert texts[-1] == first_faq_answers()[topic]
 
 
 def test_first_reply_of_a_session_says_what_it_is_once(assistant: Assistant) -> None:
@@ -73,7 +56,7 @@ def test_offered_button_answers_the_chosen_topic(assistant: Assistant) -> None:
     payloads = [b["payload"] for r in offered for b in r.get("buttons") or []]
     click = '/faq{"faq_topic":"what_is_spasm"}'
     assert click in payloads
-    assert assistant.texts(sender, click)[-1] == faq_answers()["what_is_spasm"]
+    assert assistant.texts(sender, click)[-1] == first_faq_answers()["what_is_spasm"]
 
 
 def test_a_payload_that_was_not_offered_is_read_as_words(
@@ -114,7 +97,7 @@ def test_emergency_in_the_middle_of_a_conversation(assistant: Assistant) -> None
     assert assistant.texts(sender, "I suddenly can't feel my legs")[-1] == EMERGENCY
     assert assistant.texts(sender, "I want to kill myself")[-1] == CRISIS
     texts = assistant.texts(sender, "will I be sore afterwards")
-    assert texts[-1] == faq_answers()["soreness_after"]
+    assert texts[-1] == first_faq_answers()["soreness_after"]
 
 
 @pytest.mark.parametrize(
@@ -166,7 +149,7 @@ def test_conversations_survive_a_restart(assistant: Assistant) -> None:
     after = assistant.texts(sender, "what causes muscles to spasm")
     # Same session after the restart: no second introduction.
     assert not any("virtual assistant" in text for text in after)
-    assert after[-1] == faq_answers()["why_muscles_spasm"]
+    assert after[-1] == first_faq_answers()["why_muscles_spasm"]
     with sqlite3.connect(assistant.tracker_db) as connection:
         (count,) = connection.execute(
             "SELECT COUNT(*) FROM events WHERE sender_id = ?", (sender,)

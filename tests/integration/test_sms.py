@@ -16,11 +16,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
-import yaml
+from testkit import domain_text, first_faq_answers
 from twilio.request_validator import RequestValidator
 
 from tests.fakes.twilio_api import FakeTwilioApi
@@ -33,23 +32,9 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = re.compile(r"Your reference is ([A-Z0-9]{5,12})\.")
 CHOICE_LINE = re.compile(r"^(\d+)\. (.+)$", re.M)
 _numbers = itertools.count(random.randrange(1000, 9000))
-
-
-def faq_answers() -> Dict[str, str]:
-    document = yaml.safe_load((ROOT / "data/responses/faq.yml").read_text())
-    return {
-        name.split("/", 1)[1]: variants[0]["text"]
-        for name, variants in document["responses"].items()
-    }
-
-
-def domain_text(response: str) -> str:
-    document = yaml.safe_load((ROOT / "domain.yml").read_text())
-    return str(document["responses"][response][0]["text"])
 
 
 class Phone:
@@ -116,7 +101,7 @@ def phone(assistant: Assistant, twilio_api: FakeTwilioApi) -> Phone:
 
 def test_a_question_is_answered_by_sms(phone: Phone, twilio_api: FakeTwilioApi) -> None:
     answer = phone.say("what is a back spasm exactly")
-    assert answer.endswith(faq_answers()["what_is_spasm"]), answer
+    assert answer.endswith(first_faq_answers()["what_is_spasm"]), answer
     assert "virtual assistant" in answer  # the session's introduction, same SMS
     sent = [message for message in twilio_api.messages if message.to == phone.number]
     assert sent[0].from_ == SMS_FROM_NUMBER
@@ -178,5 +163,5 @@ def test_stop_then_a_question_gives_nothing(assistant: Assistant, phone: Phone) 
     assert phone.received() == [welcome]
     assert tracker_events(assistant, phone.number) == 0  # Rasa never saw them
     answer = phone.say("what is a back spasm")
-    assert answer.endswith(faq_answers()["what_is_spasm"]), answer
+    assert answer.endswith(first_faq_answers()["what_is_spasm"]), answer
     assert tracker_events(assistant, phone.number) > 0
