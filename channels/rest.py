@@ -20,7 +20,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from channels.guard import guard_text, remember_buttons
-from channels.store import ChannelStore
+from channels.store import ChannelStore, OpensStoreLazily
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +57,12 @@ def parse_body(request: Request) -> Tuple[Optional[Dict[str, Any]], Optional[str
     return body, None
 
 
-class GuardedRestInput(RestInput):
+class GuardedRestInput(OpensStoreLazily, RestInput):
     """REST input that validates requests and guards command payloads."""
 
     def __init__(self, store: Optional[ChannelStore] = None) -> None:
         """Creates the channel; the store is opened on first use."""
         self._store = store
-
-    @property
-    def store(self) -> ChannelStore:
-        """The channel store (``$STATE_DIR/channels.db``)."""
-        if self._store is None:
-            self._store = ChannelStore()
-        return self._store
 
     @classmethod
     def name(cls) -> str:

@@ -35,7 +35,7 @@ from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
 from channels.guard import guard_text, remember_buttons
-from channels.store import ChannelStore
+from channels.store import ChannelStore, OpensStoreLazily
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class GuardedSocketIOOutput(SocketIOOutput):
         await super().send_text_with_buttons(recipient_id, text, buttons, **kwargs)
 
 
-class GuardedSocketIOInput(SocketIOInput):
+class GuardedSocketIOInput(OpensStoreLazily, SocketIOInput):
     """Socket.IO input that validates messages and guards command payloads."""
 
     @classmethod
@@ -124,13 +124,6 @@ class GuardedSocketIOInput(SocketIOInput):
         """Rasa's arguments; the store is opened on first use."""
         super().__init__(*args, **kwargs)
         self._store = store
-
-    @property
-    def store(self) -> ChannelStore:
-        """The channel store (``$STATE_DIR/channels.db``)."""
-        if self._store is None:
-            self._store = ChannelStore()
-        return self._store
 
     def get_output_channel(self) -> Optional[OutputChannel]:
         """The output for messages Rasa sends on its own (reminders, events)."""

@@ -162,3 +162,21 @@ class ChannelStore:
                 "SELECT 1 FROM opt_outs WHERE phone = ?", (phone,)
             ).fetchone()
         return row is not None
+
+
+class OpensStoreLazily:
+    """For input channels: ``self.store``, a ``ChannelStore`` opened on first use.
+
+    Rasa builds every channel in credentials.yml at start-up; the database file is
+    only created when a channel really handles a message. A store given to the
+    constructor (tests) is used as it is.
+    """
+
+    _store: Optional[ChannelStore] = None
+
+    @property
+    def store(self) -> ChannelStore:
+        """The channel store (``$STATE_DIR/channels.db``)."""
+        if self._store is None:
+            self._store = ChannelStore()
+        return self._store

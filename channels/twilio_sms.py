@@ -81,7 +81,7 @@ from twilio.request_validator import RequestValidator
 
 from actions.settings import clinic
 from channels.guard import buttons_of, guard_text
-from channels.store import ChannelStore
+from channels.store import ChannelStore, OpensStoreLazily
 
 logger = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ class TwilioSmsOutput(CollectingOutputChannel):
         return CHANNEL_NAME
 
 
-class TwilioSmsInput(InputChannel):
+class TwilioSmsInput(OpensStoreLazily, InputChannel):
     """SMS through Twilio: signed webhook in, REST API out."""
 
     def __init__(
@@ -467,13 +467,6 @@ class TwilioSmsInput(InputChannel):
     def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> InputChannel:
         """Builds the channel from its ``credentials.yml`` block."""
         return cls(TwilioConfig.from_credentials(credentials))
-
-    @property
-    def store(self) -> ChannelStore:
-        """The channel store (``$STATE_DIR/channels.db``)."""
-        if self._store is None:
-            self._store = ChannelStore()
-        return self._store
 
     def log_id(self, phone: str) -> str:
         """A keyed hash of the number: the same sender, but no number, in logs."""
