@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Generator, Iterator, List, Optional
 
 import pytest
 import yaml
@@ -22,6 +22,7 @@ for _path in (TESTS_DIR.parent, TESTS_DIR):  # importable without scripts/env.sh
         sys.path.insert(0, str(_path))
 
 from testkit import (  # noqa: E402
+    CALL_REPORT,
     DOMAIN_FILES,
     TEST_CLINIC,
     ClinicConfigFactory,
@@ -29,6 +30,16 @@ from testkit import (  # noqa: E402
 )
 
 from actions import settings  # noqa: E402
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_REPORT] = report
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import pytest
 import yaml
 from rasa_sdk import Tracker
 
@@ -149,3 +150,16 @@ def domain_text(response: str) -> str:
     """The first text of a response in domain.yml."""
     document = yaml.safe_load(DOMAIN_FILES[0].read_text(encoding="utf-8"))
     return str(document["responses"][response][0]["text"])
+
+
+# The "call" phase report of each test, kept by the hook in tests/conftest.py so that
+# browser fixtures can keep a screenshot of a failed test.
+CALL_REPORT = pytest.StashKey[pytest.TestReport]()
+
+
+def failed_test_name(request: pytest.FixtureRequest) -> Optional[str]:
+    """A file-safe name of the running test if it failed, else None."""
+    report = request.node.stash.get(CALL_REPORT, None)
+    if report is None or not report.failed:
+        return None
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Generator, Iterator, List, Optional
+from typing import Any, AsyncIterator, Dict, Iterator, List
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from testkit import failed_test_name
 
 from staff import retrain
 from staff.locking import Say, retrain_lock
@@ -29,7 +29,6 @@ from tests.staff.staffkit import copy_project, settings_for
 USERNAME, PASSWORD = "staff", "correct horse battery"
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "results" / "screenshots"
-CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 # A held-out result as scripts/evaluate_nlu.py writes it, for the report.
 FAKE_EVALUATION: Dict[str, Any] = {
@@ -169,24 +168,6 @@ def served(settings: Settings) -> Iterator[ServedApp]:
         server.close()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[Any]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.when == "call":
-        item.stash[CALL_REPORT] = report
-    return report
-
-
-def screenshot_name(request: pytest.FixtureRequest) -> Optional[str]:
-    """The screenshot's name if the test failed, else None."""
-    report = request.node.stash.get(CALL_REPORT, None)
-    if report is None or not report.failed:
-        return None
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
-
-
 @pytest.fixture
 def page(served: ServedApp, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh headless Chromium page; a screenshot if the test fails."""
@@ -205,7 +186,7 @@ def page(served: ServedApp, request: pytest.FixtureRequest) -> Iterator[Any]:
         try:
             yield opened
         finally:
-            name = screenshot_name(request)
+            name = failed_test_name(request)
             if name:
                 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
                 opened.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

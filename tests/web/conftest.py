@@ -8,21 +8,20 @@ test leaves a screenshot in results/screenshots/<test>.png.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Generator, Iterator, List
+from typing import Any, Iterator, List
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from testkit import failed_test_name
 
 from tests.integration.conftest import Assistant, free_port, stop, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "results" / "screenshots"
-CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 
 def chromium_path() -> str | None:
@@ -94,16 +93,6 @@ def browser(site: DemoSite) -> Iterator[Browser]:
             launched.close()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[Any]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.when == "call":
-        item.stash[CALL_REPORT] = report
-    return report
-
-
 class Pages:
     """Opens pages, each in a fresh browser context (so a fresh localStorage)."""
 
@@ -139,10 +128,7 @@ def pages(
     try:
         yield opened
     finally:
-        report = request.node.stash.get(CALL_REPORT, None)
-        failed = report is not None and report.failed
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
-        opened.close(name if failed else None)
+        opened.close(failed_test_name(request))
 
 
 @pytest.fixture
