@@ -1,4 +1,4 @@
-"""The README's run command: scripts/run.sh serves the assistant and stops cleanly."""
+"""The README's run command: `make run` serves the assistant and stops cleanly."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_run_script_serves_rest_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "TRACKER_DB": str(state / "tracker.db"),
     }
     process = subprocess.Popen(
-        ["bash", "scripts/run.sh"],
+        ["make", "--no-print-directory", "run"],  # the README's command, as written
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
