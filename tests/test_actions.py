@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from pathlib import Path
@@ -10,10 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 import yaml
-from rasa.core.nlg import TemplatedNaturalLanguageGenerator
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import SlotSet as SlotSetEvent
-from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.core.training_data.story_reader.yaml_story_reader import (
     YAMLStoryReader,
 )
@@ -42,7 +38,6 @@ from actions.faq import (
     topic_title,
 )
 from actions.handoff import ActionAnswerHours, ActionContactStaff
-from actions.session import ActionSessionStart, fact_slots
 from actions.settings import (
     SUGGESTION_MIN_CONFIDENCE,
     ClinicConfigError,
@@ -60,7 +55,6 @@ FAQ_TOPICS: List[str] = sorted(
 )
 CONTACT_LABELS = {"phone": "Phone:", "address": "Address:", "website": "Website:"}
 ALL_ACTIONS: Sequence[Action] = (
-    ActionSessionStart(),
     ActionAnswerFaq(),
     ActionClarify(),
     ActionContactStaff(),
@@ -106,170 +100,6 @@ def test_action_is_declared_in_the_domain(
     action: Action, domain: Dict[str, Any]
 ) -> None:
     assert action.name() in domain["actions"]
-
-
-# --- action_session_start -----------------------------------------------------------
-
-
-@pytest.mark.asyncio
-async def test_session_start_starts_session_and_introduces_once(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    events = await ActionSessionStart().run(dispatcher, make_tracker(), domain)
-
-    assert events[0]["event"] == "session_started"
-    assert events[-1]["event"] == "action"
-    assert events[-1]["name"] == "action_listen"
-    assert [event["event"] for event in events] == [
-        "session_started",
-        *["slot"] * len(fact_slots(clinic())),
-        "action",
-    ]
-    assert responses(dispatcher) == ["utter_intro"]
-    assert dispatcher.messages[0]["clinic_name"] == TEST_CLINIC["name"]
-    text = rendered(dispatcher, domain)
-    assert f"virtual assistant of {TEST_CLINIC['name']}." in text
-    assert "not a doctor" in text and "911" in text
-    assert_no_unfilled_placeholder(text)
-
-
-@pytest.mark.asyncio
-async def test_session_start_carries_set_slots_over(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    tracker = make_tracker(
-        slots={
-            "preferred_topic": "dry_needling",
-            "unset": None,
-            "session_started_metadata": {"channel": "sms"},
-        }
-    )
-
-    events = await ActionSessionStart().run(dispatcher, tracker, domain)
-
-    assert events[0]["event"] == "session_started"
-    assert events[-1] == {
-        "event": "action",
-        "name": "action_listen",
-        "policy": None,
-        "confidence": None,
-        "timestamp": None,
-    }
-    slot_events = [event for event in events if event["event"] == "slot"]
-    carried = [
-        (event["name"], event["value"])
-        for event in slot_events
-        if not event["name"].startswith("clinic_")
-    ]
-    assert carried == [("preferred_topic", "dry_needling")]
-    assert responses(dispatcher) == ["utter_intro"]
-
-
-# --- clinic facts as slots, and utter_faq/clinic_location ---------------------------
-
-
-def location_answer(events: List[Dict[str, Any]], loaded: bool = True) -> str:
-    """utter_faq/clinic_location as Rasa renders it after these slot events."""
-    domain = Domain.load([str(path) for path in DOMAIN_FILES])
-    tracker = DialogueStateTracker("patient", domain.slots)
-    for event in events:
-        if event["event"] == "slot" and (
-            loaded or event["name"] != "clinic_facts_loaded"
-        ):
-            tracker.update(SlotSetEvent(event["name"], event["value"]))
-    generator = TemplatedNaturalLanguageGenerator(domain.responses)
-    message = asyncio.run(
-        generator.generate("utter_faq/clinic_location", tracker, "rest")
-    )
-    assert message is not None
-    return str(message["text"])
-
-
-@pytest.mark.asyncio
-async def test_session_start_sets_the_clinic_facts_as_slots(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    events = await ActionSessionStart().run(dispatcher, make_tracker(), domain)
-
-    slots = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
-    assert slots == {
-        "clinic_name": TEST_CLINIC["name"],
-        "clinic_city": TEST_CLINIC["city"],
-        "clinic_state": TEST_CLINIC["state"],
-        "clinic_contact_sentence": "",
-        "clinic_facts_loaded": True,
-    }
-    assert set(slots) <= set(domain["slots"])
-
-
-def test_clinic_location_without_contact_details_shows_none(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    events = asyncio.run(ActionSessionStart().run(dispatcher, make_tracker(), domain))
-
-    text = location_answer(events)
-
-    assert text == "Test Spine Clinic is in Springfield, Illinois."
-    for label in CONTACT_LABELS.values():
-        assert label not in text
-
-
-@pytest.mark.parametrize(
-    "filled",
-    [
-        ("phone",),
-        ("address",),
-        ("website",),
-        ("phone", "website"),
-        ("phone", "address", "website"),
-    ],
-    ids="+".join,
-)
-def test_clinic_location_shows_exactly_the_filled_contact_fields(
-    filled: Tuple[str, ...],
-    clinic_config: ClinicConfigFactory,
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    clinic_config(**{field: FILLED_CONTACT[field] for field in filled})
-    events = asyncio.run(ActionSessionStart().run(dispatcher, make_tracker(), domain))
-
-    text = location_answer(events)
-
-    assert text.startswith(
-        "Test Spine Clinic is in Springfield, Illinois. You can reach us here: "
-    )
-    for field, label in CONTACT_LABELS.items():
-        if field in filled:
-            assert f"{label} {FILLED_CONTACT[field]}" in text
-        else:
-            assert label not in text
-    assert "; ;" not in text and not text.rstrip().endswith(";")
-    assert_no_unfilled_placeholder(text)
-
-
-def test_clinic_location_without_loaded_facts_guesses_nothing(
-    clinic_config: ClinicConfigFactory,
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    clinic_config(**FILLED_CONTACT)
-    events = asyncio.run(ActionSessionStart().run(dispatcher, make_tracker(), domain))
-
-    text = location_answer(events, loaded=False)
-
-    assert "Springfield" not in text and "None" not in text
-    assert "ask our staff" in text
 
 
 # --- action_answer_faq (a "Did you mean" button) ------------------------------------
