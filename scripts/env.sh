@@ -16,6 +16,9 @@ export WEB_PORT="${WEB_PORT:-8080}"
 # without it scripts/run.sh does not start the page.
 export STAFF_PORT="${STAFF_PORT:-8090}"
 export STAFF_USERNAME="${STAFF_USERNAME:-staff}"
+# Health of each part that make run starts (scripts/health.py): GET /health on it.
+# The parts' logs are in $STATE_DIR/logs/.
+export HEALTH_PORT="${HEALTH_PORT:-5006}"
 export SANIC_HOST="${SANIC_HOST:-127.0.0.1}"  # the action server listens on loopback only
 export ACTION_SERVER_URL="${ACTION_SERVER_URL:-http://127.0.0.1:$ACTION_PORT/webhook}"
 export STATE_DIR="${STATE_DIR:-$PROJECT_ROOT/var}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up what is missing, trains if needed, then runs the action server and the Rasa
-# server (REST channel on localhost) until Ctrl-C.
+# Sets up what is missing, trains if needed, then runs the action server, the Rasa
+# server (REST channel on localhost), the demo page, the staff page and the health
+# endpoint under supervisord until Ctrl-C.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PROJECT_ROOT"
@@ -20,74 +21,23 @@ mkdir -p "$STATE_DIR"
 chmod 700 "$STATE_DIR"
 # Rasa's HTTP API lets `clinicbot retrain --publish` and `rollback` swap the model
 # without a restart (PUT /model). Loopback only and never without a token: with
-# --enable-api and no token, Rasa leaves the whole API open.
-if [ -z "${RASA_API_TOKEN:-}" ]; then
-  token_file="$STATE_DIR/rasa_api_token"
-  [ -s "$token_file" ] ||
-    "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$token_file"
-  RASA_API_TOKEN="$(cat "$token_file")"
-fi
+# --enable-api and no token, Rasa leaves the whole API open. The token is kept in
+# $STATE_DIR/rasa_api_token (a bad saved one is replaced, a bad RASA_API_TOKEN
+# reported) and reaches the Rasa server through its environment, never its command
+# line (scripts/api_token.py, scripts/rasa_server.py).
+RASA_API_TOKEN="$("$VENV/bin/python" -m scripts.api_token "$STATE_DIR")"
 export RASA_API_TOKEN
 
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
-
-"$VENV/bin/rasa" run actions --port "$ACTION_PORT" --actions actions &
-pids+=($!)
-"$VENV/bin/rasa" run --interface 127.0.0.1 --port "$RASA_PORT" \
-  --model "$MODEL_PATH" --credentials credentials.yml --endpoints endpoints.yml \
-  --enable-api --auth-token "$RASA_API_TOKEN" &
-pids+=($!)
-
-# --- Website widget: the demo page (scripts/serve_web.py, web/) ---------------------
-# Optional: if it cannot start (say WEB_PORT is taken) the assistant runs on without
-# it, so only the two servers above are waited on at the end.
-assistant_pids=("${pids[@]}")
-"$VENV/bin/python" scripts/serve_web.py --port "$WEB_PORT" \
-  --server-url "http://127.0.0.1:$RASA_PORT" &
-web_pid=$!
-pids+=("$web_pid")
-# --- end website widget -------------------------------------------------------------
-
-# --- Staff page: FAQ, missed messages, retrain in a browser (staff/web.py) ---------
-# Only with a login: without STAFF_PASSWORD it is not started (the summary says so).
-# Optional like the demo page: the assistant runs on if it cannot start.
-staff_pid=""
-if [ -n "${STAFF_PASSWORD:-}" ]; then
-  "$VENV/bin/python" -m staff.web --port "$STAFF_PORT" &
-  staff_pid=$!
-  pids+=("$staff_pid")
-fi
-# --- end staff page -----------------------------------------------------------------
-
-"$VENV/bin/python" scripts/wait_ready.py "http://127.0.0.1:$RASA_PORT/" \
-  "http://127.0.0.1:$ACTION_PORT/health"
-# --- Website widget: where to see it ---------------------------------------------
-demo="http://127.0.0.1:$WEB_PORT/demo/"
-kill -0 "$web_pid" 2>/dev/null || demo="not served (see the error above)"
-# --- end website widget -------------------------------------------------------------
-# --- Staff page: where to see it -------------------------------------------------
-staff_page="not started: set STAFF_PASSWORD (and STAFF_USERNAME) to start it"
-if [ -n "$staff_pid" ]; then
-  staff_page="http://127.0.0.1:$STAFF_PORT/ (log in as $STAFF_USERNAME)"
-  kill -0 "$staff_pid" 2>/dev/null || staff_page="not served (see the error above)"
-fi
-# --- end staff page -----------------------------------------------------------------
-cat <<MSG
-
-The clinic assistant is running.
-  REST:  POST http://127.0.0.1:$RASA_PORT/webhooks/rest/webhook
-         e.g. curl -s -XPOST http://127.0.0.1:$RASA_PORT/webhooks/rest/webhook \\
-                -d '{"sender":"me","message":"What is a back spasm?"}'
-  Chat in a terminal:  make chat   (in another terminal)
-  Website widget demo: $demo
-  Staff page:          $staff_page
-  Conversations are kept in $TRACKER_DB
-Press Ctrl-C to stop.
-MSG
-wait -n "${assistant_pids[@]}"  # the assistant's servers, not the demo page
+# --- Supervision: supervisord runs every part and starts again one that stops -------
+# The action server, the Rasa server, the demo page (scripts/serve_web.py), the staff
+# page (staff/web.py, only with STAFF_PASSWORD) and the health endpoint
+# (scripts/health.py); the configuration is written anew from the environment each
+# time (scripts/supervise.py). Logs: $STATE_DIR/logs/. Ctrl-C stops them all.
+mkdir -p "$STATE_DIR/logs"
+chmod 700 "$STATE_DIR/logs"
+config="$STATE_DIR/supervisord.conf"
+"$VENV/bin/python" -m scripts.supervise config > "$config"
+# The summary is printed once the Rasa server and the action server answer; it ends
+# by itself if supervisord stops first.
+"$VENV/bin/python" -m scripts.supervise summary &
+exec "$VENV/bin/supervisord" -n -c "$config"
