@@ -34,15 +34,22 @@ from actions.booking_common import (
     latest_intent,
     latest_text,
     offer_callback,
+    reads_as_time,
     release_hold,
     reset,
     scheduler,
     settings,
     slot_from_entry,
+    spacy_hints,
     visit_type_in_message,
     visit_type_name,
 )
-from actions.booking_parsing import match_visit_type, pick_offered
+from actions.booking_parsing import (
+    match_visit_type,
+    name_as_written,
+    pick_offered,
+    written_as_name,
+)
 from actions.scheduling.base import (
     BackendUnavailable,
     Booking,
@@ -132,13 +139,17 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         requested = tracker.get_slot("requested_slot")
         if requested == "time_preference":
             return {"time_preference": latest_text(tracker)}
-        if (
-            has_time_hint(tracker)
-            and tracker.get_slot("time_preference")
-            and requested in ("booking_confirmed", "patient_name", "patient_phone")
-        ):
+        if _is_time_change(tracker):
             return {"time_preference": latest_text(tracker)}
         return {}
+
+    async def extract_patient_name(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[str, Any]:
+        """The name, when asked, unless the patient changes the time instead."""
+        if _is_time_change(tracker):
+            return {}
+        return await super().extract_patient_name(dispatcher, tracker, domain)
 
     async def extract_appointment_slot(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
@@ -186,6 +197,8 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         domain: DomainDict,
     ) -> Dict[str, Any]:
         """A visit type key from the clinic config; a change resets the time."""
+        if value is None:  # cleared (a new booking): nothing to check
+            return {"visit_type": None}
         known = [(v.key, v.name) for v in settings().visit_types]
         key = value if value in dict(known) else match_visit_type(str(value), known)
         if key is None:
@@ -210,7 +223,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
     ) -> Dict[str, Any]:
         """Parses the time and finds open slots near it, ready to offer."""
         visit_type = tracker.get_slot("visit_type")
-        if not visit_type:
+        if not visit_type or value is None:
             return {"time_preference": None}
         try:
             offers = await find_offers(visit_type, str(value))
@@ -241,6 +254,8 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         domain: DomainDict,
     ) -> Dict[str, Any]:
         """Holds the chosen slot; if it is gone, offers the next ones."""
+        if value is None:  # cleared (a new booking or time): nothing to check
+            return {"appointment_slot": None}
         offered = tracker.get_slot("offered_slots") or []
         if value == "change":
             return {"appointment_slot": None, "time_preference": None}
@@ -289,6 +304,27 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
     ) -> Dict[str, Any]:
         """Only an explicit yes confirms."""
         return {"booking_confirmed": True if value is True else None}
+
+
+def _is_time_change(tracker: Tracker) -> bool:
+    """A new day or time at the name question or the read-back ("make it friday").
+
+    Only text the time parser reads as a day or time counts. A name that holds a
+    month or a day ("June Carter", written like a name) is the name. At the phone
+    question only a number counts: "at 3pm tomorrow" there is no phone number, and
+    the read-back offers to change the time.
+    """
+    requested = tracker.get_slot("requested_slot")
+    if requested not in ("booking_confirmed", "patient_name"):
+        return False
+    if not (tracker.get_slot("time_preference") and has_time_hint(tracker)):
+        return False
+    if not reads_as_time(latest_text(tracker)):
+        return False  # "12345": spaCy's DATE, but no day or time to change to
+    if requested == "patient_name":
+        name = name_as_written(latest_text(tracker), spacy_hints(tracker, "PERSON"))
+        return name is None or not written_as_name(name)
+    return True
 
 
 def _field_to_change(tracker: Tracker) -> Optional[str]:

@@ -25,10 +25,14 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.booking_parsing import (
+    NAME_PARTICLES,
     clean_name,
     describe_time,
     match_visit_type,
+    name_as_written,
     normalize_phone,
+    phone_numbers_in,
+    written_as_name,
 )
 from actions.handoff import utter_contact
 from actions.scheduling import get_scheduler
@@ -44,7 +48,7 @@ from actions.scheduling.config import (
     default_db_path,
     scheduling_config,
 )
-from actions.scheduling.timeparse import parse_time_preference
+from actions.scheduling.timeparse import TimePreferenceError, parse_time_preference
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +153,15 @@ def spacy_hints(tracker: Tracker, *labels: str) -> List[str]:
 
 
 def has_time_hint(tracker: Tracker) -> bool:
-    """Whether spaCy saw a date or a time in the latest message."""
-    return bool(spacy_hints(tracker, "DATE", "TIME"))
+    """Whether spaCy saw a date or a time in the latest message.
+
+    Never in a phone number: spaCy takes "8175550188" for a DATE.
+    """
+    phones = phone_numbers_in(latest_text(tracker))
+    return any(
+        not any(hint in phone for phone in phones)
+        for hint in spacy_hints(tracker, "DATE", "TIME")
+    )
 
 
 def visit_type_in_message(tracker: Tracker) -> Optional[str]:
@@ -248,6 +259,16 @@ async def find_offers(visit_type: str, time_text: str) -> List[Dict[str, Any]]:
     return [slot_entry(slot) | {"in_window": in_window} for slot in slots]
 
 
+def reads_as_time(text: str) -> bool:
+    """Whether the text names a day or a time (past or too far ahead included)."""
+    config = settings()
+    try:
+        parse_time_preference(text, now(), config.tz, config.booking_horizon_days)
+    except TimePreferenceError as error:
+        return error.reason != "unparsed"
+    return True
+
+
 async def release_hold(hold_id: Optional[str]) -> None:
     """Gives a held slot back; a scheduler that is down only loses a short hold."""
     if not hold_id:
@@ -275,6 +296,11 @@ def reset(*names: str) -> List[EventType]:
 
 # Never read as an answer, whatever it looks like.
 SAFETY_AND_STOP = {"emergency", "crisis", "stop"}
+# What the classifier makes of words it has not learnt: a Spanish, Yoruba or Chinese
+# name is often "another language" or "off topic" to it.
+UNFAMILIAR = {"other_language", "out_of_scope"}
+# Short replies that are no name ("yes", "no", "ok"), unless written like one.
+REPLIES = {"affirm", "deny"}
 REFERENCE_SHAPE = re.compile(r"[A-Za-z0-9]{5,12}")
 
 
@@ -308,6 +334,33 @@ def answer_when_asked(
     return {slot: text} if is_answer(tracker) or shaped else {}
 
 
+def reads_as_name(tracker: Tracker) -> bool:
+    """Whether the latest message, at the name question, is the patient's name.
+
+    Any name counts (``name_as_written``), whatever the classifier made of it, when
+    written like a name: two words or more, each capitalised ("Marisol Quintanilla",
+    "Dawn Price", read as a question about prices). Otherwise the intent decides:
+    an answer intent ("inform") is a name; an unfamiliar one (another language, off
+    topic) is a name when written like one or of up to three words besides particles
+    ("Ximena", "juan carlos de la cruz"), not a longer sentence ("quiero hacer una
+    cita para mañana"). A red flag, "stop", a question, digits, "yes" or "no", and
+    what the form lets the rules answer (an FAQ, insurance, "hello") are not names.
+    """
+    intent = latest_intent(tracker)
+    if intent in SAFETY_AND_STOP:
+        return False
+    name = name_as_written(latest_text(tracker), spacy_hints(tracker, "PERSON"))
+    if name is None:
+        return False
+    words = name.split()
+    if written_as_name(name) and len(words) >= 2:
+        return True
+    if intent in UNFAMILIAR:
+        given = [word for word in words if word.lower() not in NAME_PARTICLES]
+        return written_as_name(name) or len(given) <= 3
+    return intent not in REPLIES and is_answer(tracker)
+
+
 class ContactAnswers:
     """The name and phone questions, shared by the booking, lookup and call-back forms.
 
@@ -317,7 +370,15 @@ class ContactAnswers:
     async def extract_patient_name(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> Dict[str, Any]:
-        """The name, when asked."""
+        """The name, when asked: a name whatever its intent, or any other answer.
+
+        An answer that is no name ("yes", "12345") is refused by the validation; a
+        question, an FAQ or a red flag is left to the rules.
+        """
+        if tracker.get_slot("requested_slot") != "patient_name":
+            return {}
+        if reads_as_name(tracker):
+            return {"patient_name": latest_text(tracker)}
         return answer_when_asked(tracker, "patient_name")
 
     async def extract_patient_phone(
@@ -333,8 +394,14 @@ class ContactAnswers:
         tracker: Tracker,
         domain: DomainDict,
     ) -> Dict[str, Any]:
-        """A first and last name."""
+        """A name as the patient writes it (one word or more, any script)."""
+        if value is None:  # cleared to be asked again: nothing to check
+            return {"patient_name": None}
         name = clean_name(str(value), spacy_hints(tracker, "PERSON"))
+        # The answer just given must read as a name in context too ("yes" is a
+        # reply); a name kept from the booking being rescheduled need not.
+        if value == latest_text(tracker) and not reads_as_name(tracker):
+            name = None
         if name is None:
             dispatcher.utter_message(response="utter_invalid_name")
         return {"patient_name": name}
@@ -347,6 +414,8 @@ class ContactAnswers:
         domain: DomainDict,
     ) -> Dict[str, Any]:
         """A valid US number (or +country code), kept in E.164."""
+        if value is None:  # cleared to be asked again: nothing to check
+            return {"patient_phone": None}
         phone = normalize_phone(str(value))
         if phone is None:
             dispatcher.utter_message(response="utter_invalid_phone")

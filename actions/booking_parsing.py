@@ -7,6 +7,7 @@ times are read by ``actions.scheduling.timeparse``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -21,13 +22,47 @@ VISIT_TYPE_WORDS: Dict[str, Tuple[str, ...]] = {
     "chiropractic": ("chiro", "adjust", "spine alignment", "misalign"),
 }
 
-_NAME_PREFIX = re.compile(
-    r"^(?:(?:hi|hello|hey)[,!. ]+)?(?:my name is|my name's|name is|name's|this is|"
-    r"it's|it is|i am|i'm|im|call me|the name is|patient is|for)\s+",
+# What patients write before their name: "my name is", "it's for my son", "me llamo".
+# "im" only before two words or more: Im is also a Korean surname ("Im Yoon-ah").
+_NAME_LEAD_IN = re.compile(
+    r"^(?:hi|hello|hey|hola|my name is|my name's|name is|name's|the name is|"
+    r"this is|it's|it’s|it is|its|i am|i'm|i’m|im(?=\s+\S+\s+\S)|call me|"
+    r"(?:the )?patient is|(?:the )?patient's name is|for|"
+    r"(?:my|our) (?:wife|husband|son|daughter|mom|mother|dad|father|child|kid|"
+    r"partner|grandma|grandmother|grandpa|grandfather)(?:'s name)?(?: is)?|"
+    r"me llamo|mi nombre es|soy|se llama)\b[\s,:.!]*",
     re.IGNORECASE,
 )
-_NAME_CHARACTERS = re.compile(r"^[^\W\d_]+(?:['’.\-][^\W\d_]*)*\.?$", re.UNICODE)
+# Inside a word of a name, between letters: apostrophes (straight, curly, the
+# modifier letter apostrophe), hyphens, the Catalan and Japanese middle dots, and the
+# period of an initial ("J.R."). The Hawaiian ʻokina is a letter already.
+_NAME_JOINERS = {
+    **dict.fromkeys("'’‘ʼ`", "'"),
+    **dict.fromkeys("-‐‑", "-"),
+    **dict.fromkeys("·・", "-"),
+    ".": ".",
+}
+_NAME_WORD_SHAPE = re.compile(r"'?a+(?:['\-.]a+)*\.?")
+# Lower-case words that belong to names: "de la Cruz", "van der Berg", "bin Abdullah".
+NAME_PARTICLES = frozenset(
+    {
+        *("de", "del", "della", "der", "den", "la", "las", "le", "les", "los"),
+        *("da", "das", "di", "do", "dos", "du", "van", "von", "ter", "ten", "te"),
+        *("bin", "binti", "bint", "ibn", "al", "el", "y", "e", "zu", "af", "av"),
+        *("ap", "ben", "bat", "ní", "nic", "ó", "ua", "mac", "st", "san", "santa"),
+    }
+)
+# A message that starts like this is a question, unless written like a name ("Will
+# Smith", "Do Thi My", "Can Yaman").
+_QUESTION_WORDS = frozenset(
+    {
+        *("what", "whats", "what's", "how", "hows", "how's", "why", "when", "where"),
+        *("who", "which", "is", "are", "am", "do", "does", "did", "can", "could"),
+        *("would", "should", "will", "may"),
+    }
+)
 MAX_NAME_LENGTH = 80
+MAX_NAME_WORDS = 10
 
 _ORDINALS = {
     "first": 1,
@@ -77,35 +112,118 @@ def match_visit_type(text: str, known: Sequence[Tuple[str, str]]) -> Optional[st
 
 def normalize_phone(text: str, region: str = "US") -> Optional[str]:
     """The first valid phone number in ``text`` in E.164 (``+18175550100``)."""
-    for match in phonenumbers.PhoneNumberMatcher(text, region):
-        number = match.number
-        if phonenumbers.is_valid_number(number):
-            return str(
-                phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    for match in _valid_numbers(text, region):
+        return str(
+            phonenumbers.format_number(
+                match.number, phonenumbers.PhoneNumberFormat.E164
             )
+        )
     return None
+
+
+def phone_numbers_in(text: str, region: str = "US") -> List[str]:
+    """The valid phone numbers in ``text``, as written ("(817) 555-0188")."""
+    return [match.raw_string for match in _valid_numbers(text, region)]
+
+
+def _valid_numbers(text: str, region: str) -> List[phonenumbers.PhoneNumberMatch]:
+    return [
+        match
+        for match in phonenumbers.PhoneNumberMatcher(text, region)
+        if phonenumbers.is_valid_number(match.number)
+    ]
 
 
 def clean_name(text: str, person_entities: Sequence[str] = ()) -> Optional[str]:
-    """A full name (two to six words of letters) from what the patient typed.
+    """The patient's name, or ``None`` if it is plainly not a name.
 
-    spaCy's PERSON entity is used when it has two words or more; otherwise the text
-    with "my name is", "this is" and the like removed. ``None`` if it is not a name.
+    The name of ``name_as_written``; one written all in lower case is capitalised
+    ("john carter" -> "John Carter").
     """
-    candidates = [p for p in person_entities if len(p.split()) >= 2]
-    candidates.append(_NAME_PREFIX.sub("", text.strip()))
-    for candidate in candidates:
-        name = " ".join(candidate.strip(" .,!").split())
-        words = name.split(" ")
-        if (
-            2 <= len(words) <= 6
-            and len(name) <= MAX_NAME_LENGTH
-            and all(_NAME_CHARACTERS.match(word) for word in words)
-        ):
-            # All lower case ("john carter") is capitalised; any other case is
-            # the patient's own ("Mary-Kate van der Berg").
-            return name.title() if name.islower() else name
-    return None
+    name = name_as_written(text, person_entities)
+    return _capitalised(name) if name is not None else None
+
+
+def name_as_written(text: str, person_entities: Sequence[str] = ()) -> Optional[str]:
+    """The name in what the patient wrote, in their own case; ``None`` if none.
+
+    Any script, one word or up to ten ("Madonna", "王小明", "Juan Carlos de la Cruz"),
+    with accents, apostrophes, hyphens and particles. Not a name: digits, symbols, a
+    question ("?" or a question word first, unless written like a name), more than
+    80 characters. "My name is", "it's for my son" and the like are dropped.
+
+    spaCy's PERSON entity (two words or more) is used only when the whole text reads
+    as a sentence around a name ("Sarah Nguyen here, hi"): spaCy often keeps part of
+    a name ("Pieter van der" of "Pieter van der Berg").
+    """
+    whole = _as_name(_without_lead_in(text))
+    if whole is not None and (whole.islower() or written_as_name(whole)):
+        return whole
+    for person in person_entities:
+        name = _as_name(person)
+        if name is not None and len(name.split()) >= 2:
+            return name
+    return whole
+
+
+def written_as_name(name: str) -> bool:
+    """Whether every word is capitalised, a particle, or of a script without case.
+
+    "Marisol Quintanilla", "Mary-Kate van der Berg", "محمد عبد الله" are; "marisol
+    quintanilla" and "Sarah Nguyen here" are not.
+    """
+    words = name.split()
+    return any(word.lower() not in NAME_PARTICLES for word in words) and all(
+        not _lower_case(word) or word.lower() in NAME_PARTICLES for word in words
+    )
+
+
+def _lower_case(word: str) -> bool:
+    return any(c.islower() for c in word) and not any(c.isupper() for c in word)
+
+
+def _without_lead_in(text: str) -> str:
+    text = text.strip()
+    for _ in range(3):  # "hi, it's for my son, Diego Ruiz"
+        shorter = _NAME_LEAD_IN.sub("", text, count=1).strip()
+        if not shorter or shorter == text:
+            break
+        text = shorter
+    return text
+
+
+def _as_name(candidate: str) -> Optional[str]:
+    name = " ".join(candidate.strip(" .,!;:").split())
+    words = name.split(" ")
+    if not name or len(name) > MAX_NAME_LENGTH or len(words) > MAX_NAME_WORDS:
+        return None
+    if len(name.replace(" ", "")) < 2 or not all(_is_name_word(w) for w in words):
+        return None
+    if words[0].lower() in _QUESTION_WORDS and not written_as_name(name):
+        return None
+    return name
+
+
+def _is_name_word(word: str) -> bool:
+    """Letters of any script with their marks, joined as in "O'Brien" or "Al-Zahra"."""
+    shape = "".join(
+        "a" if unicodedata.category(c)[0] in "LM" else _NAME_JOINERS.get(c, "#")
+        for c in word
+    )
+    return _NAME_WORD_SHAPE.fullmatch(shape) is not None
+
+
+def _capitalised(name: str) -> str:
+    """Capitalises a name written all in lower case, particles aside.
+
+    Any other case is the patient's own ("Mary-Kate van der Berg", "bell hooks").
+    """
+    if not name.islower():
+        return name
+    return " ".join(
+        word if word in NAME_PARTICLES and index else word.title()
+        for index, word in enumerate(name.split())
+    )
 
 
 def pick_offered(

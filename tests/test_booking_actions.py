@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 import pytest
-from rasa_sdk import Tracker
+from rasa_sdk import FormValidationAction, Tracker
 from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from testkit import PROJECT_ROOT, TrackerFactory
@@ -282,7 +282,7 @@ async def test_a_slot_taken_meanwhile_gets_fresh_offers(
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("Maria Lopez", "Maria Lopez"), ("maria", None), ("12345", None)],
+    [("Maria Lopez", "Maria Lopez"), ("maria", "Maria"), ("12345", None)],
 )
 @pytest.mark.usefixtures("scheduler")
 async def test_validate_patient_name(
@@ -352,6 +352,269 @@ async def test_confirmation_answers(
     assert result == expected
     if intent == "deny":
         assert responses(dispatcher) == ["utter_what_to_change"]
+
+
+# --- names and phone numbers through the whole form validation -----------------------
+#
+# Intents and spaCy entities are what the trained model gives for each message
+# (models/clinic.tar.gz, parsed with rasa.core.agent.Agent.parse_message): many real
+# names are classified as another language, off topic, or a fallback.
+
+
+async def run_form(
+    form: booking_common.ContactAnswers,
+    domain: Dict[str, Any],
+    tracker: Tracker,
+) -> Tuple[List[Dict[str, Any]], List[Optional[str]]]:
+    """Runs a form's validation action as Rasa does mid-form: (events, responses)."""
+    assert isinstance(form, FormValidationAction)
+    tracker.active_loop = {"name": form.form_name()}
+    dispatcher = CollectingDispatcher()
+    events = await form.run(dispatcher, tracker, domain)
+    return events, responses(dispatcher)
+
+
+async def at_name_question(
+    make_tracker: TrackerFactory,
+    text: str,
+    intent: str,
+    hints: Optional[List[Dict[str, str]]] = None,
+) -> Tracker:
+    """The booking form at its name question, a time held: ``text`` is the answer."""
+    offers = await offers_for(make_tracker)
+    return tracker_with(
+        make_tracker,
+        text,
+        intent,
+        hints,
+        requested_slot="patient_name",
+        visit_type="dry_needling",
+        time_preference="tomorrow afternoon",
+        offered_slots=offers,
+        appointment_slot=offers[0]["id"],
+        hold_id="hold-1",
+    )
+
+
+def person(text: str) -> List[Dict[str, str]]:
+    return spacy(("PERSON", text))
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "hints", "expected"),
+    [
+        # The names once refused in a loop.
+        ("Marisol Quintanilla", "other_language", person("Marisol Quintanilla"), None),
+        ("Ximena Alvarado", "other_language", person("Ximena Alvarado"), None),
+        ("Jesus Quintero", "other_language", person("Jesus Quintero"), None),
+        ("Rocio Villalobos", "other_language", person("Rocio Villalobos"), None),
+        ("Esperanza Cabrera", "other_language", person("Esperanza Cabrera"), None),
+        ("Socorro Delgado", "other_language", [], None),
+        ("Oluwaseun Adeyemi", "other_language", [], None),
+        # Typed in lower case: the same intents.
+        ("marisol quintanilla", "other_language", [], "Marisol Quintanilla"),
+        ("juan carlos de la cruz", "other_language", [], "Juan Carlos de la Cruz"),
+        ("Carmen Sánchez de la Vega", "other_language", [], None),
+        ("Chukwuemeka Okonkwo", "nlu_fallback", person("Chukwuemeka Okonkwo"), None),
+        ("Ngozi Eze", "other_language", person("Ngozi Eze"), None),
+        ("Trần Thị Hương", "other_language", person("Trần Thị Hương"), None),
+        ("Nguyen Van An", "inform", person("Nguyen Van An"), None),
+        ("王小明", "nlu_fallback", [], None),
+        ("Wang Xiaoming", "nlu_fallback", person("Wang Xiaoming"), None),
+        ("Li Na", "other_language", person("Li Na"), None),
+        ("محمد عبد الله", "other_language", [], None),
+        ("Mohammed bin Abdullah", "inform", person("Mohammed bin Abdullah"), None),
+        ("प्रिया शर्मा", "other_language", [], None),
+        ("Siobhan O'Sullivan", "inform", person("O'Sullivan"), None),
+        ("Aoife Ní Bhriain", "other_language", [], None),
+        ("Pieter van der Berg", "inform", person("Pieter van der"), None),
+        ("Lotte van den Broek", "other_language", person("Lotte van den"), None),
+        ("Kalani Kamakaʻala", "other_language", person("Kalani Kamakaʻala"), None),
+        ("Keali‘i Nāone", "nlu_fallback", person("Keali‘i Nāone"), None),
+        ("김민준", "other_language", [], None),
+        ("Иван Петров", "other_language", [], None),
+        ("Γιώργος Παπαδόπουλος", "other_language", [], None),
+        ("Suharto", "nlu_fallback", [], None),
+        ("Madonna", "inform", [], None),
+        ("Esperanza", "other_language", [], None),
+        (
+            "me llamo Marisol Quintanilla",
+            "other_language",
+            person("Marisol Quintanilla"),
+            "Marisol Quintanilla",
+        ),
+        # Names with English words the classifier knows: written like names.
+        ("Dawn Price", "ask_cost", [], None),
+        ("Will Power", "faq", [], None),
+        # A month in a name is no new time.
+        ("June Carter", "inform", spacy(("DATE", "June"), ("PERSON", "Carter")), None),
+    ],
+)
+async def test_names_are_accepted_whatever_their_intent(
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    scheduler: SqliteScheduler,
+    text: str,
+    intent: str,
+    hints: List[Dict[str, str]],
+    expected: Optional[str],
+) -> None:
+    tracker = await at_name_question(make_tracker, text, intent, hints)
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    assert events == [SlotSet("patient_name", expected or text)]
+    assert said == []
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "hints"),
+    [
+        # Left to the rules, which answer and then ask for the name again.
+        ("I have crushing chest pain", "emergency", []),
+        ("never mind", "stop", []),
+        ("what is dry needling?", "faq", []),
+        ("how much is it", "ask_cost", []),
+        ("do you take medicaid", "ask_insurance", []),
+        ("hello", "greet", []),
+        ("thank you", "thank", []),
+        ("quiero hacer una cita para mañana", "other_language", []),
+        # A new time, not a name.
+        (
+            "actually make it friday morning",
+            "inform",
+            spacy(("DATE", "friday"), ("TIME", "morning")),
+        ),
+    ],
+)
+async def test_what_is_no_name_is_not_taken_for_one(
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    scheduler: SqliteScheduler,
+    text: str,
+    intent: str,
+    hints: List[Dict[str, str]],
+) -> None:
+    tracker = await at_name_question(make_tracker, text, intent, hints)
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    assert "patient_name" not in slots_of(events)
+    assert said == []
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "hints"),
+    [
+        ("yes", "affirm", []),
+        ("no", "deny", []),
+        ("12345", "inform", spacy(("DATE", "12345"))),
+        ("Robert 123", "inform", person("Robert 123")),
+        ("x", "nlu_fallback", []),
+    ],
+)
+async def test_an_answer_that_is_no_name_is_asked_again(
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    scheduler: SqliteScheduler,
+    text: str,
+    intent: str,
+    hints: List[Dict[str, str]],
+) -> None:
+    tracker = await at_name_question(make_tracker, text, intent, hints)
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    assert events == [SlotSet("patient_name", None)]
+    assert said == ["utter_invalid_name"]
+
+
+# spaCy reads a bare ten-digit number as a DATE; the others it leaves alone.
+PHONE_ANSWERS = [
+    ("8175550188", spacy(("DATE", "8175550188"))),
+    ("817-555-0188", []),
+    ("(817) 555-0188", []),
+    ("817.555.0188", []),
+    ("+1 817 555 0188", []),
+    ("1-817-555-0188", []),
+    ("my cell is 817 555 0188", []),
+]
+
+
+@pytest.mark.parametrize(("text", "hints"), PHONE_ANSWERS)
+async def test_a_phone_number_in_any_format_keeps_the_chosen_time(
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    scheduler: SqliteScheduler,
+    text: str,
+    hints: List[Dict[str, str]],
+) -> None:
+    tracker = await at_name_question(make_tracker, text, "inform", hints)
+    tracker.slots |= {"requested_slot": "patient_phone", "patient_name": "Ana Ruiz"}
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    assert events == [SlotSet("patient_phone", "+18175550188")]
+    assert said == []
+
+
+@pytest.mark.parametrize(("text", "hints"), PHONE_ANSWERS)
+@pytest.mark.parametrize(
+    ("form", "slots"),
+    [
+        (booking_lookup.ValidateLookupForm(), {"booking_reference": "K7PM3Q"}),
+        (callback.ValidateCallbackForm(), {"patient_name": "Ana Ruiz"}),
+    ],
+)
+async def test_lookup_and_callback_read_phone_numbers_in_any_format(
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    scheduler: SqliteScheduler,
+    form: booking_common.ContactAnswers,
+    slots: Dict[str, Any],
+    text: str,
+    hints: List[Dict[str, str]],
+) -> None:
+    tracker = tracker_with(
+        make_tracker,
+        text,
+        "inform",
+        hints,
+        requested_slot="patient_phone",
+        time_preference="tomorrow afternoon",
+        **slots,
+    )
+    events, said = await run_form(form, domain, tracker)
+    assert events == [SlotSet("patient_phone", "+18175550188")]
+    assert said == []
+
+
+async def test_a_time_at_the_phone_question_is_no_phone_number(
+    make_tracker: TrackerFactory, domain: Dict[str, Any], scheduler: SqliteScheduler
+) -> None:
+    hints = spacy(("TIME", "3pm tomorrow"))
+    tracker = await at_name_question(make_tracker, "at 3pm tomorrow", "inform", hints)
+    tracker.slots |= {"requested_slot": "patient_phone", "patient_name": "Ana Ruiz"}
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    assert events == [SlotSet("patient_phone", None)]
+    assert said == ["utter_invalid_phone"]
+
+
+async def test_a_phone_number_at_the_read_back_is_no_new_time(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    tracker = await at_name_question(
+        make_tracker, "8175550188", "inform", spacy(("DATE", "8175550188"))
+    )
+    tracker.slots["requested_slot"] = "booking_confirmed"
+    form = booking.ValidateBookingForm()
+    extracted = await form.extract_time_preference(CollectingDispatcher(), tracker, {})
+    assert extracted == {}
+
+
+@pytest.mark.usefixtures("scheduler")
+async def test_a_new_booking_checks_no_cleared_answer(
+    make_tracker: TrackerFactory, domain: Dict[str, Any]
+) -> None:
+    text = "I'd like to book an appointment"
+    tracker = tracker_with(make_tracker, text, "book_appointment")
+    start = await booking.ActionStartBooking().run(CollectingDispatcher(), tracker, {})
+    tracker.events = [{"event": "user", "text": text}, *start]
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    assert said == []  # no "didn't catch which visit" for a visit not asked yet
+    assert slots_of(events)["visit_type"] is None
 
 
 # --- booking, lookup, cancel ----------------------------------------------------------

@@ -13,7 +13,9 @@ from actions.booking_parsing import (
     describe_time,
     match_visit_type,
     normalize_phone,
+    phone_numbers_in,
     pick_offered,
+    written_as_name,
 )
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -63,6 +65,14 @@ def test_match_visit_type(text: str, expected: Optional[str]) -> None:
         ("+1 214 555 0147", "+12145550147"),
         ("4695550182", "+14695550182"),
         ("+44 20 7946 0958", "+442079460958"),
+        ("8175550188", "+18175550188"),
+        ("817-555-0188", "+18175550188"),
+        ("(817) 555-0188", "+18175550188"),
+        ("817.555.0188", "+18175550188"),
+        ("+1 817 555 0188", "+18175550188"),
+        ("1-817-555-0188", "+18175550188"),
+        ("my cell is 817 555 0188", "+18175550188"),
+        ("at 3pm tomorrow", None),
         ("555-12", None),
         ("123-456-7890", None),  # no US area code starts with 1
         ("call me maybe", None),
@@ -73,24 +83,146 @@ def test_normalize_phone(text: str, expected: Optional[str]) -> None:
     assert normalize_phone(text) == expected
 
 
+def test_phone_numbers_in_gives_them_as_written() -> None:
+    text = "cell (817) 555-0188 or 1-682-555-0111, not 555-12, on friday at 3"
+    assert phone_numbers_in(text) == ["(817) 555-0188", "1-682-555-0111"]
+    assert phone_numbers_in("8175550188") == ["8175550188"]
+    assert phone_numbers_in("tomorrow at 3") == []
+
+
+# Real names as patients write them, from many languages and scripts: each is
+# accepted exactly as written.
+NAMES = [
+    # Spanish and Latin American, including the names once refused.
+    "Marisol Quintanilla",
+    "Ximena Alvarado",
+    "Jesus Quintero",
+    "Rocio Villalobos",
+    "Esperanza Cabrera",
+    "Socorro Delgado",
+    "Juan Carlos de la Cruz",
+    "María José Rodríguez-Pérez",
+    "José Luis Martínez Ortega",
+    "Carmen Sánchez de la Vega",
+    "Guadalupe Martínez",
+    "Jesús",
+    # Yoruba and Igbo.
+    "Oluwaseun Adeyemi",
+    "Oluwadamilare Bankole",
+    "Chukwuemeka Okonkwo",
+    "Ngozi Eze",
+    "Chidinma Nwosu",
+    # Vietnamese, with and without its diacritics.
+    "Nguyen Van An",
+    "Nguyễn Văn An",
+    "Trần Thị Hương",
+    "Do Thi My",
+    # Chinese: Han characters and pinyin.
+    "王小明",
+    "李娜",
+    "Wang Xiaoming",
+    "Li Na",
+    # Arabic: Arabic script and transliterated.
+    "محمد عبد الله",
+    "أحمد حسن",
+    "Mohammed bin Abdullah",
+    "Fatima Al-Zahra",
+    "Layla al-Amin",
+    "Yusuf ibn Ali",
+    # Hindi: Devanagari (with its vowel signs) and transliterated.
+    "प्रिया शर्मा",
+    "आरव पटेल",
+    "Priya Sharma",
+    # Irish O' and Mc, straight and curly apostrophes.
+    "Siobhan O'Sullivan",
+    "Liam O’Brien",
+    "Seán Ó Briain",
+    "Aoife Ní Bhriain",
+    "Connor McCarthy",
+    "Anne-Marie O’Connor",
+    # Dutch and German particles and hyphens.
+    "Pieter van der Berg",
+    "Lotte van den Broek",
+    "Ursula von der Leyen",
+    "Hans-Peter Müller",
+    # Hawaiian ʻokina (and the quote mark typed for it).
+    "Kalani Kamakaʻala",
+    "ʻIolani Pua",
+    "Keali‘i Nāone",
+    # Korean, Russian, Greek, Japanese.
+    "김민준",
+    "이서연",
+    "Иван Петров",
+    "Ольга Смирнова",
+    "Γιώργος Παπαδόπουλος",
+    "ジョン・スミス",
+    # One-word names and initials.
+    "Suharto",
+    "Madonna",
+    "J.R. Smith",
+    "Björn Ångström",
+    "Zoë Saldaña",
+    "D'Angelo Russell",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_clean_name_keeps_names_as_written(name: str) -> None:
+    assert clean_name(name) == name
+    assert clean_name(f"my name is {name}") == name
+
+
 @pytest.mark.parametrize(
     ("text", "people", "expected"),
     [
         ("Maria Lopez", [], "Maria Lopez"),
         ("my name is john carter", [], "John Carter"),
+        ("juan carlos de la cruz", [], "Juan Carlos de la Cruz"),
+        ("james o'neil", [], "James O'Neil"),
         ("it's Ana García", [], "Ana García"),
-        ("James O'Neil", [], "James O'Neil"),
         ("Mary-Kate van der Berg", [], "Mary-Kate van der Berg"),
         ("hi, this is Sarah Nguyen", ["Sarah Nguyen"], "Sarah Nguyen"),
-        ("Maria", [], None),
+        ("it's for my son, Diego Ruiz", [], "Diego Ruiz"),
+        ("me llamo Marisol Quintanilla", [], "Marisol Quintanilla"),
+        ("im maria lopez", [], "Maria Lopez"),
+        ("Im Yoon-ah", [], "Im Yoon-ah"),  # Im is a Korean surname
+        ("Will Smith", [], "Will Smith"),  # not the question "will ..."
+        # spaCy's PERSON is only used for a sentence around a name; it often keeps
+        # part of a name only.
+        ("Sarah Nguyen here", ["Sarah Nguyen"], "Sarah Nguyen"),
+        ("Pieter van der Berg", ["Pieter van der", "Berg"], "Pieter van der Berg"),
+        ("Luz Maria Gomez", ["Maria Gomez"], "Luz Maria Gomez"),
+        ("Maria", [], "Maria"),
         ("x", [], None),
         ("817-555-0100", [], None),
         ("Robert 123", [], None),
+        ("what is dry needling", [], None),
+        ("do you take medicaid", [], None),
+        ("Maria?", [], None),
+        ("Maria 😀", [], None),
+        ("???", [], None),
+        ("", [], None),
         ("a " * 60, [], None),
     ],
 )
 def test_clean_name(text: str, people: List[str], expected: Optional[str]) -> None:
     assert clean_name(text, people) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Marisol Quintanilla", True),
+        ("Mary-Kate van der Berg", True),
+        ("Layla al-Amin", True),
+        ("محمد عبد الله", True),
+        ("marisol quintanilla", False),
+        ("Sarah Nguyen here", False),
+        ("de la", False),  # particles only
+    ],
+)
+def test_written_as_name(name: str, expected: bool) -> None:
+    assert written_as_name(name) is expected
 
 
 def offers() -> List[Dict[str, Any]]:
