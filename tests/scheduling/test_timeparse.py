@@ -414,6 +414,33 @@ def test_unparsed(text: str) -> None:
     assert isinstance(caught.value, ValueError)
 
 
+# A US mobile number in the ways patients write it: never a day or a time.
+PHONE_NUMBERS = [
+    "8175550188",
+    "817-555-0188",
+    "(817) 555-0188",
+    "817.555.0188",
+    "+1 817 555 0188",
+    "1-817-555-0188",
+    "817 555 0188",
+    "my cell is 817 555 0188",
+]
+
+
+@pytest.mark.parametrize("phone", PHONE_NUMBERS)
+def test_a_phone_number_is_no_time(phone: str) -> None:
+    with pytest.raises(TimePreferenceError) as caught:
+        parse(phone)
+    assert caught.value.reason == "unparsed"
+
+
+@pytest.mark.parametrize("phone", PHONE_NUMBERS)
+def test_a_phone_number_next_to_a_day_adds_no_hour(phone: str) -> None:
+    # Wednesday 10 AM: "friday" is all of Friday, whatever number follows.
+    window = parse(f"friday, {phone}")
+    assert (window.start, window.end) == (at(2026, 3, 6), at(2026, 3, 7))
+
+
 class TestEntities:
     def test_entities_pick_the_requested_day_over_other_days_mentioned(self) -> None:
         text = (
