@@ -59,7 +59,7 @@ BUTTON_ENTITIES = {
     "faq_topic": None,  # checked against the FAQ topics below
     "booking_field": {"time", "visit_type", "name", "phone"},
 }
-# Slots that action_session_start fills from clinic.yml (actions/session.py).
+# Slots that action_session_start fills from clinic.yml (clinic_core/session.py).
 FACT_SLOTS = {
     "clinic_name",
     "clinic_city",
@@ -293,12 +293,17 @@ def test_faq_answers_with_fact_slots_need_the_facts_loaded() -> None:
 
 
 def test_responses_used_by_the_actions_exist(rasa_domain: Domain) -> None:
+    """Responses the action server and the Rasa server's extensions utter."""
     source = "\n".join(
         path.read_text(encoding="utf-8")
-        for path in (PROJECT_ROOT / "actions").glob("*.py")
+        for folder in ("actions", "clinic_core")
+        for path in (PROJECT_ROOT / folder).glob("*.py")
     )
     used = set(re.findall(r"response=\"(utter_[\w/]+)\"", source))
-    assert {"utter_default", "utter_intro", "utter_hours"} <= used  # the regex works
+    used |= set(re.findall(r"_RESPONSES? = \"(utter_[\w/]+)\"", source))
+    # the regexes work
+    assert {"utter_default", "utter_hours", "utter_intro"} <= used
+    assert "utter_action_unavailable" in used
     assert used - set(rasa_domain.responses) == set()
 
 

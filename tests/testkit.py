@@ -146,10 +146,23 @@ def first_faq_answers() -> Dict[str, str]:
     }
 
 
-def domain_text(response: str) -> str:
-    """The first text of a response in domain.yml."""
+def domain_text(response: str, channel: Optional[str] = None) -> str:
+    """The text of a response in domain.yml for a channel, without any condition.
+
+    The variation for ``channel`` if the response has one, else its default one
+    (no channel, no condition): what a patient on that channel reads.
+    """
     document = yaml.safe_load(DOMAIN_FILES[0].read_text(encoding="utf-8"))
-    return str(document["responses"][response][0]["text"])
+    variations = [
+        variation
+        for variation in document["responses"][response]
+        if not variation.get("condition")
+    ]
+    for wanted in (channel, None):
+        for variation in variations:
+            if variation.get("channel") == wanted:
+                return str(variation["text"])
+    raise KeyError(f"{response} has no variation for channel {channel!r}")
 
 
 # The "call" phase report of each test, kept by the hook in tests/conftest.py so that

@@ -96,13 +96,7 @@ class Assistant:
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
         }
-        self.actions = self._spawn(
-            "actions.log",
-            ["run", "actions", "--port", str(self.action_port), "--actions", "actions"],
-        )
-        wait_until_ready(
-            f"http://127.0.0.1:{self.action_port}/health", self.actions, 120
-        )
+        self.actions = self._start_actions()
         self.rasa = self._start_rasa()
 
     def _spawn(self, log_name: str, args: List[str]) -> subprocess.Popen[bytes]:
@@ -115,6 +109,25 @@ class Assistant:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def _start_actions(self) -> subprocess.Popen[bytes]:
+        process = self._spawn(
+            "actions.log",
+            ["run", "actions", "--port", str(self.action_port), "--actions", "actions"],
+        )
+        wait_until_ready(f"http://127.0.0.1:{self.action_port}/health", process, 120)
+        return process
+
+    def kill_actions(self) -> None:
+        """Kills the action server at once (SIGKILL), as a crash would."""
+        if self.actions.poll() is None:
+            os.killpg(self.actions.pid, signal.SIGKILL)
+            self.actions.wait()
+
+    def start_actions(self) -> None:
+        """Starts the action server again on the same port."""
+        self.kill_actions()
+        self.actions = self._start_actions()
 
     def _start_rasa(self) -> subprocess.Popen[bytes]:
         process = self._spawn(
