@@ -38,6 +38,7 @@ chmod 700 "$STATE_DIR/logs"
 config="$STATE_DIR/supervisord.conf"
 "$VENV/bin/python" -m scripts.supervise config > "$config"
 # The summary is printed once the Rasa server and the action server answer; it ends
-# by itself if supervisord stops first.
-"$VENV/bin/python" -m scripts.supervise summary &
+# by itself if supervisord (this shell's pid, $$, after exec) stops first. Started
+# from a subshell so that it is not supervisord's child.
+( "$VENV/bin/python" -m scripts.supervise summary "$$" & )
 exec "$VENV/bin/supervisord" -n -c "$config"

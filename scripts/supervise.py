@@ -11,7 +11,8 @@ deploy/systemd/ runs the same commands under systemd on a real host.
 
 Usage:
     python -m scripts.supervise config      the configuration, from the environment
-    python -m scripts.supervise summary     waits for the servers, prints where they are
+    python -m scripts.supervise summary PID waits for the servers, prints where they
+                                            are (ends if process PID, supervisord, does)
     python -m scripts.supervise env-file    the environment file for deploy/systemd/
 """
 
@@ -272,21 +273,28 @@ Press Ctrl-C to stop.
 """
 
 
-def wait_and_summarise(environ: Mapping[str, str]) -> int:
-    """Waits for the two servers, then prints the summary; stops if supervisord does.
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
-    Run in the background by scripts/run.sh just before it becomes supervisord, so
-    the parent is supervisord: when it exits, this exits quietly too.
+
+def wait_and_summarise(environ: Mapping[str, str], supervisord: int) -> int:
+    """Waits for the two servers, then prints the summary.
+
+    Started in the background by scripts/run.sh just before it becomes supervisord
+    (process ``supervisord``); ends quietly if that stops first.
     """
-    parent = os.getppid()
     parts = {part.name: part for part in enabled_parts(environ)}
     needed = [
         parts[name].probe_url(environ) for name in ("rasa_server", "action_server")
     ]
     deadline = time.monotonic() + READY_TIMEOUT
     while needed:
-        if os.getppid() != parent:
-            return 1  # supervisord has stopped (Ctrl-C, or it could not start)
+        if not _alive(supervisord):
+            return 1  # it has stopped (Ctrl-C, or it could not start)
         if time.monotonic() > deadline:
             logs = state_paths(environ)["logs"]
             print(
@@ -310,15 +318,16 @@ def wait_and_summarise(environ: Mapping[str, str]) -> int:
 
 def main() -> int:
     """Runs the sub-command named on the command line."""
-    command = sys.argv[1] if len(sys.argv) == 2 else ""
+    command = " ".join(sys.argv[1:2])
+    arguments = sys.argv[2:]
     environ = dict(os.environ)
     try:
-        if command == "config":
+        if command == "config" and not arguments:
             print(supervisord_config(environ), end="")
-        elif command == "env-file":
+        elif command == "env-file" and not arguments:
             print(env_file(environ), end="")
-        elif command == "summary":
-            return wait_and_summarise(environ)
+        elif command == "summary" and len(arguments) == 1 and arguments[0].isdigit():
+            return wait_and_summarise(environ, int(arguments[0]))
         else:
             print(__doc__, file=sys.stderr)
             return 2
