@@ -4,9 +4,16 @@
   was offered to that conversation, and an SMS reply "2" means the second choice of
   the latest list.
 - SMS opt-outs (STOP ... START), which must survive a restart.
+- The SMS outbox: each reply is written here before it is sent, and kept until it is
+  sent or has finally failed; then its body and number are deleted and only what
+  staff need to see a failure is kept (a keyed hash of the number, the conversation
+  key of the logs, times, attempts, Twilio's status and error code).
+- The ``MessageSid`` of each text received, so that Twilio's retry of a webhook is
+  not answered twice (kept for ``SEEN_SMS_DAYS``).
 
 The file (``$STATE_DIR/channels.db`` by default, ``CHANNEL_DB`` to change it) holds
-phone numbers: it is created readable by its owner only.
+phone numbers and the text of replies not sent yet: it is created readable by its
+owner only.
 """
 
 from __future__ import annotations
@@ -16,11 +23,21 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 # A conversation keeps at most this many offered payloads (the newest).
 MAX_REMEMBERED_OFFERS = 100
+# Twilio retries a webhook within minutes; a week covers it with room to spare.
+SEEN_SMS_DAYS = 7.0
+# Rows of sent texts (no body, no number) are kept this long, failed ones longer:
+# staff list the failures (``clinicbot sms-failures``).
+SENT_SMS_DAYS = 7.0
+FAILED_SMS_DAYS = 90.0
+DAY = 86_400.0
+
+PENDING, SENT, FAILED = "pending", "sent", "failed"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offers (
@@ -42,7 +59,54 @@ CREATE TABLE IF NOT EXISTS opt_outs (
     phone TEXT PRIMARY KEY,
     opted_out_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sms_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order of sending, per number
+    phone TEXT,  -- NULL once sent or failed
+    body TEXT,  -- NULL once sent or failed
+    phone_key TEXT NOT NULL,  -- the keyed hash of the number that logs show
+    conversation TEXT NOT NULL,  -- the conversation key that logs show
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_attempt_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+    http_status INTEGER,  -- Twilio's answer to the last attempt; NULL: none
+    error_code INTEGER,  -- Twilio's error code, if it gave one
+    reason TEXT,  -- why it failed, in a few words (never patient data)
+    message_sid TEXT  -- Twilio's Message SID, once sent
+);
+CREATE INDEX IF NOT EXISTS sms_outbox_by_state ON sms_outbox (state, phone, id);
+CREATE TABLE IF NOT EXISTS sms_seen (
+    message_sid TEXT PRIMARY KEY,
+    received_at REAL NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class OutgoingSms:
+    """A reply waiting in the outbox."""
+
+    id: int
+    phone: str
+    body: str
+    created_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class FailedSms:
+    """A reply that was finally not sent, as staff see it: no number, no text."""
+
+    id: int
+    created_at: float
+    last_attempt_at: Optional[float]
+    phone_key: str
+    conversation: str
+    attempts: int
+    http_status: Optional[int]
+    error_code: Optional[int]
+    reason: str
 
 
 def default_path() -> Path:
@@ -57,7 +121,7 @@ def default_path() -> Path:
 
 
 class ChannelStore:
-    """Offered buttons per conversation and SMS opt-outs; safe across threads."""
+    """Offered buttons, SMS opt-outs, outbox and received SIDs; safe across threads."""
 
     def __init__(self, path: Optional[Path] = None) -> None:
         """Opens (and creates, owner-only) the database file."""
@@ -162,6 +226,170 @@ class ChannelStore:
                 "SELECT 1 FROM opt_outs WHERE phone = ?", (phone,)
             ).fetchone()
         return row is not None
+
+    # --- the SMS outbox --------------------------------------------------------------
+
+    def queue_sms(
+        self,
+        phone: str,
+        bodies: Sequence[str],
+        phone_key: str,
+        conversation: str,
+        now: Optional[float] = None,
+    ) -> None:
+        """Writes replies to one number to the outbox, to be sent in this order."""
+        if not bodies:
+            return
+        now = time.time() if now is None else now
+        with self._connect() as db:
+            db.executemany(
+                "INSERT INTO sms_outbox (phone, body, phone_key, conversation,"
+                " created_at, next_attempt_at, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (phone, body, phone_key, conversation, now, now, PENDING)
+                    for body in bodies
+                ],
+            )
+            # Rows of finished texts hold no number or text; old ones go.
+            db.execute(
+                "DELETE FROM sms_outbox WHERE (state = ? AND created_at < ?)"
+                " OR (state = ? AND created_at < ?)",
+                (SENT, now - SENT_SMS_DAYS * DAY, FAILED, now - FAILED_SMS_DAYS * DAY),
+            )
+
+    def due_sms(self, now: float) -> List[OutgoingSms]:
+        """The oldest pending reply of each number, if it is due by ``now``.
+
+        A number's next reply waits until the one before it is sent or has failed,
+        so the replies to one number go out in order.
+        """
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id, phone, body, created_at, attempts FROM sms_outbox"
+                " WHERE id IN (SELECT MIN(id) FROM sms_outbox WHERE state = ?"
+                "              GROUP BY phone)"
+                " AND next_attempt_at <= ? ORDER BY id",
+                (PENDING, now),
+            ).fetchall()
+        return [
+            OutgoingSms(int(id_), str(phone), str(body), float(created), int(tries))
+            for id_, phone, body, created, tries in rows
+        ]
+
+    def next_sms_due(self) -> Optional[float]:
+        """When the earliest pending reply is due; None if nothing is pending."""
+        with self._connect() as db:
+            (due,) = db.execute(
+                "SELECT MIN(next_attempt_at) FROM sms_outbox WHERE state = ?",
+                (PENDING,),
+            ).fetchone()
+        return None if due is None else float(due)
+
+    def pending_sms(self) -> int:
+        """How many replies are waiting to be sent."""
+        with self._connect() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM sms_outbox WHERE state = ?", (PENDING,)
+            ).fetchone()
+        return int(count)
+
+    def sms_retry_later(
+        self,
+        sms_id: int,
+        now: float,
+        next_attempt_at: float,
+        http_status: Optional[int],
+        error_code: Optional[int],
+    ) -> None:
+        """Records a failed attempt that is worth another one at ``next_attempt_at``."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE sms_outbox SET attempts = attempts + 1, last_attempt_at = ?,"
+                " next_attempt_at = ?, http_status = ?, error_code = ?"
+                " WHERE id = ? AND state = ?",
+                (now, next_attempt_at, http_status, error_code, sms_id, PENDING),
+            )
+
+    def sms_sent(
+        self, sms_id: int, now: float, http_status: int, message_sid: Optional[str]
+    ) -> None:
+        """Records that Twilio took the reply; its number and text are deleted."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE sms_outbox SET state = ?, phone = NULL, body = NULL,"
+                " attempts = attempts + 1, last_attempt_at = ?, http_status = ?,"
+                " error_code = NULL, message_sid = ? WHERE id = ?",
+                (SENT, now, http_status, message_sid, sms_id),
+            )
+
+    def sms_failed(
+        self,
+        sms_id: int,
+        now: float,
+        reason: str,
+        http_status: Optional[int] = None,
+        error_code: Optional[int] = None,
+    ) -> None:
+        """Records a last, failed attempt; the reply's number and text are deleted."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE sms_outbox SET state = ?, phone = NULL, body = NULL,"
+                " attempts = attempts + 1, last_attempt_at = ?, http_status = ?,"
+                " error_code = ?, reason = ? WHERE id = ?",
+                (FAILED, now, http_status, error_code, reason, sms_id),
+            )
+
+    def drop_pending_sms(self, phone: str, reason: str) -> int:
+        """Fails, without another attempt, every reply still waiting for ``phone``."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "UPDATE sms_outbox SET state = ?, phone = NULL, body = NULL,"
+                " reason = ? WHERE phone = ? AND state = ?",
+                (FAILED, reason, phone, PENDING),
+            )
+        return int(cursor.rowcount)
+
+    def failed_sms(self, since: float) -> List[FailedSms]:
+        """The replies that finally failed, created since ``since``, newest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id, created_at, last_attempt_at, phone_key, conversation,"
+                " attempts, http_status, error_code, reason FROM sms_outbox"
+                " WHERE state = ? AND created_at >= ? ORDER BY id DESC",
+                (FAILED, since),
+            ).fetchall()
+        return [
+            FailedSms(
+                id=int(row[0]),
+                created_at=float(row[1]),
+                last_attempt_at=None if row[2] is None else float(row[2]),
+                phone_key=str(row[3]),
+                conversation=str(row[4]),
+                attempts=int(row[5]),
+                http_status=None if row[6] is None else int(row[6]),
+                error_code=None if row[7] is None else int(row[7]),
+                reason=str(row[8] or ""),
+            )
+            for row in rows
+        ]
+
+    # --- inbound SMS seen ------------------------------------------------------------
+
+    def first_time_seen(self, message_sid: str, now: Optional[float] = None) -> bool:
+        """Records a received text's ``MessageSid``; False if it was recorded before.
+
+        SIDs older than ``SEEN_SMS_DAYS`` are forgotten.
+        """
+        now = time.time() if now is None else now
+        with self._connect() as db:
+            db.execute(
+                "DELETE FROM sms_seen WHERE received_at < ?",
+                (now - SEEN_SMS_DAYS * DAY,),
+            )
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO sms_seen VALUES (?, ?)", (message_sid, now)
+            )
+        return cursor.rowcount == 1
 
 
 class OpensStoreLazily:

@@ -3,12 +3,16 @@
 Twilio posts each text a patient sends to the webhook as a signed form. The channel
 checks the ``X-Twilio-Signature`` (403 if it is missing or wrong) and the form (400
 with a short reason), answers Twilio at once with an empty TwiML ``<Response/>``,
-and handles the message in a background task: the assistant's replies are sent
-through Twilio's REST API (``Messages.json``) with aiohttp, retried with
-exponential backoff on 429 and 5xx. Messages of one phone number are handled one
-at a time, in the order they arrived. Without an account SID, auth token and a
-sender (number or Messaging Service), the webhook answers 503 and the rest of the
-assistant runs as usual.
+and handles the message in a background task. Twilio may post the same message
+again (a webhook retry): its ``MessageSid`` is recorded before the message is
+handled, and a repeat is answered with the same empty TwiML and not passed on.
+Messages of one phone number are handled one at a time, in the order they arrived.
+The assistant's replies are written to the SMS outbox (``channels.sms_outbox``)
+and sent from there through Twilio's REST API (``Messages.json``) with aiohttp,
+retried on 429, 5xx, timeouts and lost connections for up to an hour
+(``SMS_RETRY_WINDOW_SECONDS``), across restarts. Without an account SID, auth token
+and a sender (number or Messaging Service), the webhook answers 503 and the rest of
+the assistant runs as usual.
 
 What a patient can send, and what happens:
 
@@ -37,6 +41,9 @@ What a patient can send, and what happens:
   ``channels.guard.guard_text``.
 - **Pictures and files** (``NumMedia`` > 0) cannot be read: the patient is asked to
   describe them in words, and any text sent with them is handled as usual.
+- **A very long text** (Twilio joins the parts of a long message; people paste whole
+  letters) is answered like on the other channels: Rasa's ``TextCleaner`` reads its
+  first 1,000 characters. Only beyond ``MAX_INBOUND_CHARS`` is it cut here.
 
 The replies of one turn are joined with blank lines and split into as few messages
 of at most 1,600 characters as reads well: at paragraphs, then lines, sentences and
@@ -81,7 +88,9 @@ from twilio.request_validator import RequestValidator
 
 from actions.settings import clinic
 from channels.guard import buttons_of, guard_text
+from channels.sms_outbox import OPTED_OUT, Delivery, RetryPolicy, SmsOutbox
 from channels.store import ChannelStore, OpensStoreLazily
+from clinic_core.privacy import conversation_key
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +98,15 @@ CHANNEL_NAME = "twilio"
 DEFAULT_API_BASE = "https://api.twilio.com"
 MAX_SMS_CHARS = 1600  # Twilio's limit for one message body
 MAX_PHONE_CHARS = 64
+MAX_SID_CHARS = 64  # Twilio's SIDs are 34 characters
+# Longer texts are cut, never refused: Twilio does not tell the patient about an
+# error answer, so a refusal would be silence. Rasa reads the first 1,000 anyway
+# (TextCleaner), as on the REST and Socket.IO channels.
+MAX_INBOUND_CHARS = 10_000
 MAX_MEDIA = 10  # Twilio attaches at most 10 media to one message
 MAX_FORM_FIELDS = 200  # Twilio sends ~20, more with media; it adds new ones
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
-SEND_ATTEMPTS = 4  # the first try and three retries
-FIRST_RETRY_DELAY = 1.0  # seconds; doubled after each failed attempt
-SEND_TIMEOUT = 10.0  # seconds for one call to Twilio's API
 SHUTDOWN_GRACE = 10.0  # seconds to finish messages in progress at shutdown
 
 STOP, START, HELP = "stop", "start", "help"
@@ -279,6 +290,7 @@ class InboundSms:
     text: str
     media_count: int
     opt_out_type: str = ""  # "stop", "start" or "help" if Twilio matched a keyword
+    message_sid: str = ""  # Twilio's MessageSid; empty if the form had none
 
 
 def parse_form(
@@ -320,12 +332,16 @@ def read_sms(form: Dict[str, str]) -> Tuple[Optional[InboundSms], Optional[str]]
     text = form.get("Body")
     if text is None and int(media) == 0:
         return None, "'Body' is required."
-    if text is not None and len(text) > MAX_SMS_CHARS:
-        return None, f"'Body' is longer than {MAX_SMS_CHARS} characters."
+    message_sid = form.get("MessageSid", "").strip()
+    if len(message_sid) > MAX_SID_CHARS or not message_sid.isprintable():
+        return None, "'MessageSid' is not a Twilio message SID."
     opt_out_type = form.get("OptOutType", "").strip().lower()
     if opt_out_type not in (STOP, START, HELP):
         opt_out_type = ""
-    return InboundSms(phone, text or "", int(media), opt_out_type), None
+    sms = InboundSms(
+        phone, (text or "")[:MAX_INBOUND_CHARS], int(media), opt_out_type, message_sid
+    )
+    return sms, None
 
 
 def problem(reason: str, status: int) -> HTTPResponse:
@@ -336,30 +352,12 @@ def problem(reason: str, status: int) -> HTTPResponse:
 # --- Sending through Twilio's REST API -----------------------------------------
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """How one try to send a message ended."""
-
-    sent: bool
-    retryable: bool = False  # 429, 5xx, or no connection: worth another try
-    status: Optional[int] = None  # Twilio's HTTP status; None: no answer
-    error_code: Optional[int] = None  # Twilio's error code, if it gave one
-
-
 class TwilioMessages:
-    """Sends SMS through Twilio's REST API with aiohttp, retrying 429 and 5xx."""
+    """Sends one SMS at a time through Twilio's REST API, with aiohttp."""
 
-    def __init__(
-        self,
-        config: TwilioConfig,
-        attempts: int = SEND_ATTEMPTS,
-        first_retry_delay: float = FIRST_RETRY_DELAY,
-        timeout: float = SEND_TIMEOUT,
-    ) -> None:
+    def __init__(self, config: TwilioConfig, timeout: float) -> None:
         """Prepares the client; the HTTP session is opened on first use."""
         self.config = config
-        self.attempts = max(1, attempts)
-        self.first_retry_delay = first_retry_delay
         self.timeout = timeout
         self._session: Optional[aiohttp.ClientSession] = None
 
@@ -371,45 +369,37 @@ class TwilioMessages:
             sender = {"From": self.config.from_number}
         return {"To": to, **sender, "Body": body}
 
-    async def send(self, to: str, body: str) -> Tuple[Delivery, int]:
-        """Sends one message: how the last try ended, and the number of tries.
-
-        429, 5xx and failed connections are tried again after 1, 2, 4 ... times
-        ``first_retry_delay`` seconds, up to ``attempts`` tries in all.
-        """
+    async def send(self, to: str, body: str) -> Delivery:
+        """One attempt to send one message; the outbox decides about retries."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 auth=aiohttp.BasicAuth(self.config.account_sid, self.config.auth_token),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
-        form = self._form(to, body)
-        attempt = 1
-        delivery = await self._post(self._session, form)
-        while delivery.retryable and attempt < self.attempts:
-            await asyncio.sleep(self.first_retry_delay * 2 ** (attempt - 1))
-            attempt += 1
-            delivery = await self._post(self._session, form)
-        return delivery, attempt
-
-    async def _post(
-        self, session: aiohttp.ClientSession, form: Dict[str, str]
-    ) -> Delivery:
+        url, form = self.config.messages_url, self._form(to, body)
         try:
-            async with session.post(self.config.messages_url, data=form) as answer:
+            async with self._session.post(url, data=form) as answer:
                 if 200 <= answer.status < 300:
-                    return Delivery(sent=True, status=answer.status)
+                    document = await _json_of(answer)
+                    sid = document.get("sid")
+                    return Delivery(
+                        sent=True,
+                        status=answer.status,
+                        message_sid=sid if isinstance(sid, str) else None,
+                    )
+                code = (await _json_of(answer)).get("code")
                 return Delivery(
                     sent=False,
                     retryable=answer.status == 429 or answer.status >= 500,
                     status=answer.status,
-                    error_code=await _error_code(answer),
+                    error_code=code if isinstance(code, int) else None,
                 )
-        except aiohttp.ClientConnectorError:
-            # Not connected, so nothing was sent: safe to try again.
-            return Delivery(sent=False, retryable=True)
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            # Twilio may have sent it already: trying again could send it twice.
-            return Delivery(sent=False)
+            # No connection, a dropped one, or no answer in time. After a timeout
+            # Twilio may have sent the message already, and its API has no
+            # idempotency key: another attempt can send the patient the same text
+            # twice. A duplicate is better than a lost reply, so it is retried.
+            return Delivery(sent=False, retryable=True)
 
     async def close(self) -> None:
         """Closes the HTTP session."""
@@ -418,14 +408,13 @@ class TwilioMessages:
             self._session = None
 
 
-async def _error_code(answer: aiohttp.ClientResponse) -> Optional[int]:
-    """Twilio's numeric error code from an error answer (never its message)."""
+async def _json_of(answer: aiohttp.ClientResponse) -> Dict[str, Any]:
+    """The JSON object of Twilio's answer; empty if there is none."""
     try:
         document = await answer.json(content_type=None)
-    except (ValueError, aiohttp.ClientError):
-        return None
-    code = document.get("code") if isinstance(document, dict) else None
-    return code if isinstance(code, int) else None
+    except (ValueError, aiohttp.ClientError, asyncio.TimeoutError):
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 # --- The channel ------------------------------------------------------------------
@@ -447,13 +436,23 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         self,
         config: TwilioConfig,
         store: Optional[ChannelStore] = None,
-        attempts: int = SEND_ATTEMPTS,
-        first_retry_delay: float = FIRST_RETRY_DELAY,
+        retry: Optional[RetryPolicy] = None,
     ) -> None:
-        """Creates the channel; the store and the HTTP session open on first use."""
+        """Creates the channel; the store and the HTTP session open on first use.
+
+        Args:
+            config: the Twilio account, sender and URLs.
+            store: the channel store; by default ``$STATE_DIR/channels.db``.
+            retry: how long and how often replies are tried; by default one hour
+                (``SMS_RETRY_WINDOW_SECONDS``), waits of 1 s doubling to 60 s.
+        """
         self.config = config
         self._store = store
-        self.messages = TwilioMessages(config, attempts, first_retry_delay)
+        policy = retry or RetryPolicy.from_env()
+        self.messages = TwilioMessages(config, policy.timeout)
+        self.outbox = SmsOutbox(
+            lambda: self.store, self.messages.send, policy, self.log_id
+        )
         self._validator = RequestValidator(config.auth_token)
         self._tasks: Set[asyncio.Task[None]] = set()
         self._turns: Dict[str, Tuple[asyncio.Lock, int]] = {}
@@ -505,15 +504,32 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             sms, reason = read_sms(form)
             if sms is None:
                 return problem(reason or "Bad request.", 400)
-            self._start(self._handle(sms, on_new_message))
+            # Recorded before it is handled: Twilio's retry of this webhook (after
+            # a slow or lost answer) gets the same answer and is not handled again.
+            if not sms.message_sid or self.store.first_time_seen(sms.message_sid):
+                self._start(self._handle(sms, on_new_message))
+            else:
+                logger.info(
+                    "An SMS from %s was received again (a webhook retry): not "
+                    "handled twice.",
+                    self.log_id(sms.phone),
+                )
             return response.text(EMPTY_TWIML, content_type="text/xml")
+
+        @webhook.listener("after_server_start")
+        async def send_outbox(*_: Any) -> None:
+            if self.config.configured:
+                self.outbox.start()  # with what was left pending before a restart
 
         @webhook.listener("before_server_stop")
         async def finish(*_: Any) -> None:
+            # Messages being handled get their replies into the outbox; what is
+            # not sent by then stays there for the next start.
             try:
-                await asyncio.wait_for(self.drain(), SHUTDOWN_GRACE)
+                await asyncio.wait_for(self._handled(), SHUTDOWN_GRACE)
             except asyncio.TimeoutError:
                 logger.warning("SMS messages still in progress at shutdown.")
+            await self.outbox.stop(SHUTDOWN_GRACE)
 
         @webhook.listener("after_server_stop")
         async def close(*_: Any) -> None:
@@ -526,10 +542,19 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
-        """Waits until every message received so far is handled and answered."""
+    async def _handled(self) -> None:
+        """Waits until every message received so far is handled."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Waits until every message so far is handled and its replies are out.
+
+        Out means sent or finally failed: with the default one-hour retry window
+        and Twilio down, that is an hour. For tests.
+        """
+        await self._handled()
+        await self.outbox.wait_until_empty()
 
     @asynccontextmanager
     async def _turn_of(self, phone: str) -> AsyncIterator[None]:
@@ -569,6 +594,7 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         if keyword == STOP:
             self.store.set_opted_out(sms.phone, True)
             self.store.forget_choices(CHANNEL_NAME, sms.phone)
+            self.store.drop_pending_sms(sms.phone, OPTED_OUT)
             return []  # Twilio sends the carrier's opt-out confirmation itself
         if self.store.is_opted_out(sms.phone):
             if keyword != START:
@@ -612,19 +638,13 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         return [*notes, *paragraphs]
 
     async def _send(self, phone: str, paragraphs: Sequence[str]) -> None:
-        """Sends one turn's replies, in order; stops at a message that fails."""
-        for body in split_for_sms("\n\n".join(paragraphs)):
-            delivery, attempts = await self.messages.send(phone, body)
-            if not delivery.sent:
-                logger.error(
-                    "SMS reply to %s not sent after %d attempt(s): Twilio status %s, "
-                    "error code %s.",
-                    self.log_id(phone),
-                    attempts,
-                    delivery.status if delivery.status is not None else "none",
-                    delivery.error_code if delivery.error_code is not None else "none",
-                )
-                return
+        """Writes one turn's replies to the outbox, in order, and wakes the sender."""
+        bodies = split_for_sms("\n\n".join(paragraphs))
+        if bodies:
+            self.store.queue_sms(
+                phone, bodies, self.log_id(phone), conversation_key(phone)
+            )
+            self.outbox.wake()
 
 
 def help_text() -> str:

@@ -10,6 +10,7 @@
     clinicbot missed dismiss ID
     clinicbot retrain [--publish] [--tolerance 0.10] [--no-wait]
     clinicbot rollback [--no-wait]
+    clinicbot sms-failures [--since DAYS]
     clinicbot live-model        (for scripts/run.sh: the model to serve, if any)
 
 Exit codes: 0 done, 1 refused or a check failed (the reason is printed; nothing was
@@ -24,6 +25,7 @@ import textwrap
 import time
 from typing import List, Optional, Sequence
 
+from channels import store as channel_store
 from staff import faq_data, missed, retrain
 from staff.faq_data import EditResult, Refused
 from staff.project import Settings
@@ -157,6 +159,54 @@ def _live_model(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# What the Messages API's usual refusals mean, for staff (twilio.com/docs/errors).
+_TWILIO_ERRORS = {
+    20003: "Twilio refused the account's credentials (TWILIO_AUTH_TOKEN)",
+    20429: "too many requests to Twilio",
+    21211: "not a valid phone number",
+    21408: "sending to this region is not enabled in the Twilio account",
+    21610: "the number has unsubscribed (STOP) at Twilio",
+    21612: "Twilio cannot send from the clinic's number to this number",
+    21614: "not a mobile number",
+}
+
+
+def _sms_failures(settings: Settings, args: argparse.Namespace) -> int:
+    path = channel_store.default_path()
+    if not path.exists():
+        print(f"No texts were sent yet ({path} does not exist).")
+        return 0
+    since = time.time() - args.since * channel_store.DAY
+    failures = channel_store.ChannelStore(path).failed_sms(since)
+    if not failures:
+        print(f"No failed texts in the last {args.since:g} days.")
+        return 0
+    for item in failures:
+        print(
+            f"{_when(item.created_at)}  text {item.id}  number {item.phone_key}  "
+            f"conversation {item.conversation}"
+        )
+        last = _when(item.last_attempt_at) if item.last_attempt_at else "never"
+        status = "-" if item.http_status is None else item.http_status
+        code = "-" if item.error_code is None else item.error_code
+        meaning = _TWILIO_ERRORS.get(item.error_code or 0)
+        print(
+            f"    {item.reason}: {item.attempts} attempt(s), last {last}, "
+            f"Twilio status {status}, error code {code}"
+            + (f" ({meaning})" if meaning else "")
+        )
+    print(
+        f"{len(failures)} text(s) not delivered in the last {args.since:g} days, "
+        "newest first. Their text and number are not kept; the number and "
+        "conversation keys are those of the logs."
+    )
+    return 0
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -173,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clinicbot",
         description="Staff tools of the clinic assistant: FAQ, missed messages, "
-        "retraining.",
+        "retraining, failed texts.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -246,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     back = commands.add_parser("rollback", help="make the previous model live again")
     back.add_argument("--no-wait", action="store_true")
     back.set_defaults(run=_rollback)
+
+    sms = commands.add_parser(
+        "sms-failures", help="replies by SMS that could not be delivered"
+    )
+    sms.add_argument("--since", type=float, default=7.0, metavar="DAYS")
+    sms.set_defaults(run=_sms_failures)
 
     commands.add_parser(
         "live-model", help="print the model a restart should serve (for run.sh)"

@@ -13,11 +13,22 @@ import asyncio
 import logging
 import re
 import socket
+import sqlite3
+import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+)
 
 import aiohttp
 import pytest
@@ -31,8 +42,10 @@ from sanic import Sanic
 from twilio.request_validator import RequestValidator
 
 from actions.settings import clinic
+from channels.sms_outbox import DEFAULT_RETRY_WINDOW, RetryPolicy
 from channels.store import ChannelStore
 from channels.twilio_sms import (
+    MAX_INBOUND_CHARS,
     MAX_SMS_CHARS,
     MEDIA_NOTE,
     TwilioConfig,
@@ -45,6 +58,8 @@ from channels.twilio_sms import (
     reply_hint,
     split_for_sms,
 )
+from clinic_core.privacy import conversation_key
+from staff.cli import main as staff_main
 from tests.fakes.twilio_api import FakeTwilioApi
 
 SID = "AC" + "1" * 32
@@ -336,13 +351,19 @@ class Sms:
         return self.twilio.sent_to(phone)[before:]
 
 
+# Retries in tests: a short window and short waits.
+FAST = RetryPolicy(window=1.0, first_delay=0.01, max_delay=0.05, timeout=2.0)
+
+
 @asynccontextmanager
 async def running(
-    tmp_path: Path, config: TwilioConfig, twilio: FakeTwilioApi, rasa: FakeRasa
+    tmp_path: Path,
+    config: TwilioConfig,
+    twilio: FakeTwilioApi,
+    rasa: FakeRasa,
+    retry: RetryPolicy = FAST,
 ) -> AsyncIterator[Sms]:
-    channel = TwilioSmsInput(
-        config, ChannelStore(tmp_path / "channels.db"), 3, first_retry_delay=0.01
-    )
+    channel = TwilioSmsInput(config, ChannelStore(tmp_path / "channels.db"), retry)
     # Several apps in one process: Sanic's test mode keeps its per-process code
     # rewriting ("touchup") from running twice on the same methods.
     Sanic.test_mode = True
@@ -396,7 +417,8 @@ async def sms(tmp_path: Path, twilio: FakeTwilioApi) -> AsyncIterator[Sms]:
 
 
 def question_form(text: str = "what is a spasm", phone: str = PHONE) -> Dict[str, str]:
-    return {"MessageSid": "SM1", "From": phone, "To": FROM, "Body": text}
+    sid = "SM" + uuid.uuid4().hex
+    return {"MessageSid": sid, "From": phone, "To": FROM, "Body": text}
 
 
 async def test_a_question_is_answered_by_sms(sms: Sms) -> None:
@@ -446,9 +468,9 @@ async def test_bad_or_missing_signature_is_refused(sms: Sms, how: str) -> None:
         ({"To": FROM, "Body": "hi"}, None, None, "'From' is required"),
         ({"From": PHONE, "To": FROM}, None, None, "'Body' is required"),
         ({"From": PHONE, "Body": "hi", "NumMedia": "lots"}, None, None, "NumMedia"),
-        ({"From": PHONE, "Body": "x" * 1601}, None, None, "longer than 1600"),
+        ({"From": PHONE, "Body": "hi", "MessageSid": "S" * 65}, None, None, "SID"),
     ],
-    ids=["json", "not-utf8", "repeated", "no-from", "no-body", "media-type", "long"],
+    ids=["json", "not-utf8", "repeated", "no-from", "no-body", "media-type", "sid"],
 )
 async def test_malformed_requests_get_400_with_a_short_reason(
     sms: Sms,
@@ -645,18 +667,26 @@ async def test_429_then_success_sends_once_after_a_retry(sms: Sms) -> None:
     assert len(sms.twilio.messages) == 1
 
 
-async def test_500_forever_gives_up_and_logs_no_number_or_text(
+async def test_500_until_the_window_ends_fails_and_logs_no_number_or_text(
     sms: Sms, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sms.twilio.fail_next(10, status=500)
+    sms.twilio.fail_for(60, status=500)
     with caplog.at_level(logging.DEBUG, logger="channels"):
         assert await sms.send("my back hurts") == []
-    assert sms.twilio.attempts == 3  # the channel's three attempts, then it stops
-    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(failures) == 1
-    line = failures[0].getMessage()
-    assert "status 500" in line and "error code 20500" in line
-    assert sms.channel.log_id(PHONE) in line
+    (failure,) = sms.channel.store.failed_sms(since=0)
+    # Tried again and again for the test's one-second window, then given up.
+    assert failure.attempts == sms.twilio.attempts >= 4
+    assert (failure.reason, failure.http_status, failure.error_code) == (
+        "retry window over",
+        500,
+        20500,
+    )
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"SMS {failure.id} to {sms.channel.log_id(PHONE)} not sent after "
+        f"{failure.attempts} attempt(s) (retry window over): Twilio status 500, "
+        "error code 20500."
+    ]
     for secret in (PHONE, PHONE[1:], "0123", "my back hurts"):
         assert secret not in caplog.text
 
@@ -672,3 +702,235 @@ async def test_a_rasa_failure_gets_an_apology_and_logs_no_number_or_text(
     assert re.search(
         r"Rasa failed on an SMS from [0-9a-f]{12} \(RuntimeError\)", caplog.text
     )
+
+
+# --- Nothing the patient typed is lost ------------------------------------------------
+
+PHONE2 = "+18175550456"
+
+
+def outbox_rows(sms: Sms) -> List[Tuple[Any, ...]]:
+    """The outbox table as it is on disk: (state, phone, body, message_sid)."""
+    with sqlite3.connect(sms.channel.store.path) as db:
+        return db.execute(
+            "SELECT state, phone, body, message_sid FROM sms_outbox ORDER BY id"
+        ).fetchall()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_sent_replies_keep_twilio_s_sid_but_no_number_or_text(sms: Sms) -> None:
+    assert await sms.send("tell me everything") == [
+        "\n\n".join(part["text"] for part in LONG_ANSWER[:2]),
+        "\n\n".join(part["text"] for part in LONG_ANSWER[2:]),
+    ]
+    assert outbox_rows(sms) == [
+        ("sent", None, None, message.sid) for message in sms.twilio.messages
+    ]
+
+
+@pytest.mark.parametrize("fault", ["503 for 20 s", "no connection for 30 s"])
+async def test_an_outage_within_the_window_loses_no_reply(
+    tmp_path: Path, twilio: FakeTwilioApi, fault: str
+) -> None:
+    # The default one-hour window; short waits, so that the test ends soon after
+    # Twilio is back.
+    retry = RetryPolicy(first_delay=0.2, max_delay=1.0, timeout=2.0)
+    rasa = FakeRasa(script={"tell me everything": LONG_ANSWER})
+    async with running(tmp_path, config_for(twilio), twilio, rasa, retry) as sms:
+        began = time.monotonic()
+        if fault == "503 for 20 s":
+            twilio.fail_for(20, status=503)
+        else:
+            twilio.refuse_connections_for(30)
+        for text, phone in [
+            ("first", PHONE),
+            ("tell me everything", PHONE),
+            ("hello there", PHONE2),
+            ("last", PHONE),
+        ]:
+            status, _, _ = await sms.post(question_form(text, phone))
+            assert status == 200
+        await sms.channel.drain()
+        took = time.monotonic() - began
+    assert twilio.sent_to(PHONE) == [
+        "You said: first",
+        "\n\n".join(part["text"] for part in LONG_ANSWER[:2]),
+        "\n\n".join(part["text"] for part in LONG_ANSWER[2:]),
+        "You said: last",
+    ]
+    assert twilio.sent_to(PHONE2) == ["You said: hello there"]
+    assert (20 if fault.startswith("503") else 30) <= took < 45
+
+
+async def test_a_timeout_is_retried(tmp_path: Path, twilio: FakeTwilioApi) -> None:
+    retry = RetryPolicy(window=10.0, first_delay=0.01, max_delay=0.05, timeout=0.3)
+    async with running(tmp_path, config_for(twilio), twilio, FakeRasa(), retry) as sms:
+        twilio.slow_next(1, seconds=1.0)  # dropped after the client gave up
+        assert await sms.send("what is a spasm") == ["You said: what is a spasm"]
+    assert twilio.attempts == 2
+
+
+async def test_a_timeout_after_twilio_accepted_sends_twice_rather_than_never(
+    tmp_path: Path, twilio: FakeTwilioApi
+) -> None:
+    # Twilio's Messages API has no idempotency key: a reply is better twice than
+    # lost.
+    retry = RetryPolicy(window=10.0, first_delay=0.01, max_delay=0.05, timeout=0.3)
+    async with running(tmp_path, config_for(twilio), twilio, FakeRasa(), retry) as sms:
+        twilio.slow_next(1, seconds=1.0, accept=True)
+        await sms.send("what is a spasm")
+        assert twilio.wait_for_messages(PHONE, 2, timeout=5) == [
+            "You said: what is a spasm",
+            "You said: what is a spasm",
+        ]
+
+
+async def test_a_pending_reply_survives_a_restart(
+    tmp_path: Path, twilio: FakeTwilioApi
+) -> None:
+    twilio.fail_for(3600, status=503)
+    retry = RetryPolicy(first_delay=0.05, max_delay=0.2)
+    first = FakeRasa()
+    async with running(tmp_path, config_for(twilio), twilio, first, retry) as sms:
+        status, _, _ = await sms.post(question_form("what is a spasm"))
+        assert status == 200
+        await wait_until(lambda: twilio.attempts >= 2)
+    assert twilio.messages == []
+    assert ChannelStore(tmp_path / "channels.db").pending_sms() == 1
+
+    twilio.fail_for(0)  # Twilio is back; so is the assistant, on the same file
+    second = FakeRasa()
+    async with running(tmp_path, config_for(twilio), twilio, second, retry) as sms:
+        await sms.channel.drain()
+    assert twilio.sent_to(PHONE) == ["You said: what is a spasm"]
+    assert first.texts == ["what is a spasm"] and second.received == []
+
+
+async def test_nothing_pending_is_sent_after_stop(
+    sms: Sms, caplog: pytest.LogCaptureFixture
+) -> None:
+    sms.twilio.fail_for(3600, status=503)
+    status, _, _ = await sms.post(question_form("what is a spasm"))
+    assert status == 200
+    await wait_until(lambda: sms.twilio.attempts >= 1)
+    assert await sms.send("STOP") == []
+    sms.twilio.fail_for(0)
+    await sms.channel.drain()
+    assert sms.twilio.messages == []
+    (failure,) = sms.channel.store.failed_sms(since=0)
+    assert failure.reason == "opted out"
+    assert outbox_rows(sms) == [("failed", None, None, None)]
+
+
+async def test_the_same_message_sid_is_answered_once(tmp_path: Path, sms: Sms) -> None:
+    form = question_form("what is a spasm")
+    for _ in range(2):  # Twilio's retry of the webhook
+        status, content_type, twiml = await sms.post(form)
+        assert (status, content_type, twiml) == (
+            200,
+            "text/xml",
+            '<?xml version="1.0" encoding="UTF-8"?><Response/>',
+        )
+    await sms.channel.drain()
+    assert sms.rasa.texts == ["what is a spasm"]
+    assert sms.twilio.sent_to(PHONE) == ["You said: what is a spasm"]
+
+    # Still once after a restart: the SID is on disk.
+    rasa = FakeRasa()
+    async with running(tmp_path, config_for(sms.twilio), sms.twilio, rasa) as again:
+        status, _, _ = await again.post(form)
+        assert status == 200
+        await again.channel.drain()
+    assert rasa.received == []
+    assert sms.twilio.sent_to(PHONE) == ["You said: what is a spasm"]
+
+
+@pytest.mark.parametrize("length", [3_000, 20_000])
+async def test_a_very_long_text_is_answered(
+    tmp_path: Path, twilio: FakeTwilioApi, length: int
+) -> None:
+    text = (paragraph(300, "q") + " My back hurts.")[-length:]
+    assert len(text) == length
+    read = text[:MAX_INBOUND_CHARS]
+    rasa = FakeRasa(script={read: [{"text": "Thanks, I read your message."}]})
+    async with running(tmp_path, config_for(twilio), twilio, rasa) as sms:
+        assert await sms.send(text) == ["Thanks, I read your message."]
+    assert rasa.texts == [read]
+
+
+async def test_a_refused_reply_is_listed_for_staff_without_text_or_number(
+    sms: Sms,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sms.twilio.opt_out(PHONE)  # at Twilio only: it answers 400, error 21610
+    assert await sms.send("my back hurts") == []
+    assert sms.twilio.attempts == 1  # a 4xx other than 429 is not tried again
+    (failure,) = sms.channel.store.failed_sms(since=0)
+
+    monkeypatch.setenv("CHANNEL_DB", str(sms.channel.store.path))
+    assert staff_main(["sms-failures"]) == 0
+    out = capsys.readouterr().out
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(failure.created_at))
+    last = time.strftime("%Y-%m-%d %H:%M", time.localtime(failure.last_attempt_at))
+    assert out.splitlines() == [
+        f"{when}  text {failure.id}  number {sms.channel.log_id(PHONE)}  "
+        f"conversation {conversation_key(PHONE)}",
+        f"    refused by Twilio: 1 attempt(s), last {last}, Twilio status 400, "
+        "error code 21610 (the number has unsubscribed (STOP) at Twilio)",
+        "1 text(s) not delivered in the last 7 days, newest first. Their text and "
+        "number are not kept; the number and conversation keys are those of the "
+        "logs.",
+    ]
+    assert outbox_rows(sms) == [("failed", None, None, None)]
+
+
+def test_sms_failures_with_no_database_yet(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "channels.db"
+    monkeypatch.setenv("CHANNEL_DB", str(path))
+    assert staff_main(["sms-failures", "--since", "2"]) == 0
+    assert capsys.readouterr().out == (
+        f"No texts were sent yet ({path} does not exist).\n"
+    )
+    assert not path.exists()
+
+
+def test_the_retry_window_is_one_hour_unless_set(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    credentials = {"account_sid": SID, "auth_token": TOKEN, "from_number": FROM}
+
+    def window() -> float:
+        channel = TwilioSmsInput.from_credentials(credentials)
+        assert isinstance(channel, TwilioSmsInput)
+        return channel.outbox.policy.window
+
+    monkeypatch.delenv("SMS_RETRY_WINDOW_SECONDS", raising=False)
+    assert window() == DEFAULT_RETRY_WINDOW == 3600
+    monkeypatch.setenv("SMS_RETRY_WINDOW_SECONDS", "7200")
+    assert window() == 7200
+    for bad in ("soon", "0", "-5", "inf"):
+        monkeypatch.setenv("SMS_RETRY_WINDOW_SECONDS", bad)
+        with caplog.at_level(logging.ERROR, logger="channels"):
+            assert window() == 3600
+        assert caplog.messages[-1] == (
+            "SMS_RETRY_WINDOW_SECONDS must be a positive number of seconds; using 3600."
+        )
+
+
+def test_waits_double_from_one_second_to_a_minute_with_jitter() -> None:
+    policy = RetryPolicy()
+    for failed, longest in [(1, 1), (2, 2), (3, 4), (6, 32), (7, 60), (500, 60)]:
+        waits = [policy.delay(failed) for _ in range(200)]
+        assert all(longest / 2 <= wait <= longest for wait in waits)
+        assert len(set(waits)) > 100  # spread, not in step

@@ -24,8 +24,9 @@ class LoopbackServer:
         self._httpd: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
-    def start(self) -> None:
-        self._httpd = _Server(("127.0.0.1", 0), self._handler)
+    def start(self, port: int = 0) -> None:
+        """Serves on ``port``, or on a free one; 0 picks a free one."""
+        self._httpd = _Server(("127.0.0.1", port), self._handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.02},  # so that stop() returns quickly
@@ -39,6 +40,12 @@ class LoopbackServer:
             self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    @property
+    def port(self) -> int:
+        """The port served on (the same after a stop, until the next start)."""
+        assert self._httpd is not None, "start() the server first"
+        return int(self._httpd.server_address[1])
 
     @property
     def origin(self) -> str:

@@ -13,7 +13,13 @@ in JSON; errors are JSON with Twilio's ``code``, ``message``, ``more_info`` and
   nor ``MessagingServiceSid``; 21602 no ``Body``; 21617 ``Body`` over 1,600
   characters; 21610 ``To`` has opted out (:meth:`FakeTwilioApi.opt_out`);
 - :meth:`FakeTwilioApi.fail_next` answers the next N authenticated requests with
-  429 / 20429 or 500 / 20500.
+  429 / 20429, 500 / 20500 or 503 / 20503; :meth:`FakeTwilioApi.fail_for` answers
+  every request so for some seconds (an incident at Twilio);
+- :meth:`FakeTwilioApi.slow_next` keeps the next N requests waiting some seconds
+  (longer than the client's timeout) and then drops them, or accepts them: the
+  client cannot tell which;
+- :meth:`FakeTwilioApi.refuse_connections_for` takes the API off the network for
+  some seconds: new connections are refused, open ones closed without an answer.
 
 :attr:`FakeTwilioApi.messages` holds every accepted message and
 :attr:`FakeTwilioApi.attempts` counts every authenticated request, failed or not.
@@ -30,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl
 
 from tests.fakes.loopback import LoopbackServer
@@ -42,6 +48,7 @@ ERROR_MESSAGES = {
     20404: "The requested resource was not found",
     20429: "Too Many Requests",
     20500: "Internal Server Error",
+    20503: "Service Unavailable",
     21211: "Invalid 'To' Phone Number",
     21602: "Message body is required.",
     21603: "A 'From' or 'MessagingServiceSid' parameter is required",
@@ -71,6 +78,10 @@ class FakeTwilioApi:
         self.messages: List[SentMessage] = []
         self.attempts = 0
         self._failures: List[int] = []  # statuses to answer next, in order
+        self._failing: Tuple[float, int] = (0.0, 0)  # (until, status) of fail_for
+        self._slow: List[Tuple[float, bool]] = []  # (seconds, accept) of slow_next
+        self._down = False  # refuse_connections_for is under way
+        self._back: Optional[threading.Timer] = None
         self._opted_out: set[str] = set()
         self._changed = threading.Condition()  # an RLock: conditions may call sent_to
         self._server = LoopbackServer(type("Handler", (_Handler,), {"fake": self}))
@@ -82,6 +93,8 @@ class FakeTwilioApi:
         return self
 
     def stop(self) -> None:
+        if self._back is not None:
+            self._back.cancel()
         self._server.stop()
 
     def __enter__(self) -> FakeTwilioApi:
@@ -98,10 +111,47 @@ class FakeTwilioApi:
     # Test knobs and inspection.
 
     def fail_next(self, times: int, status: int = 500) -> None:
-        """Answers the next ``times`` authenticated requests with 429 or 500."""
-        assert status in (429, 500), status
+        """Answers the next ``times`` authenticated requests with 429, 500 or 503."""
+        assert status in (429, 500, 503), status
         with self._changed:
             self._failures.extend([status] * times)
+
+    def fail_for(self, seconds: float, status: int = 503) -> None:
+        """Answers every authenticated request with ``status`` for ``seconds``."""
+        assert status in (429, 500, 503), status
+        with self._changed:
+            self._failing = (time.monotonic() + seconds, status)
+
+    def slow_next(self, times: int, seconds: float, accept: bool = False) -> None:
+        """Keeps the next ``times`` requests waiting ``seconds`` before handling.
+
+        With ``accept`` the message is then accepted as usual (the client, gone
+        after its timeout, never learns it); without, it is dropped (answered 503).
+        """
+        with self._changed:
+            self._slow.extend([(seconds, accept)] * times)
+
+    def refuse_connections_for(self, seconds: float) -> None:
+        """Off the network for ``seconds``, then back on the same port."""
+        port = self._server.port
+        with self._changed:
+            self._down = True
+        self._server.stop()
+
+        def come_back() -> None:
+            self._server.start(port)
+            with self._changed:
+                self._down = False
+
+        self._back = threading.Timer(seconds, come_back)
+        self._back.daemon = True
+        self._back.start()
+
+    @property
+    def down(self) -> bool:
+        """Whether :meth:`refuse_connections_for` is under way."""
+        with self._changed:
+            return self._down
 
     def opt_out(self, phone: str) -> None:
         """As Twilio does after the number texted STOP: sending to it fails."""
@@ -112,6 +162,8 @@ class FakeTwilioApi:
         with self._changed:
             self.messages.clear()
             self._failures.clear()
+            self._failing = (0.0, 0)
+            self._slow.clear()
             self._opted_out.clear()
             self.attempts = 0
 
@@ -160,9 +212,18 @@ class FakeTwilioApi:
         with self._changed:
             self.attempts += 1
             failure = self._failures.pop(0) if self._failures else None
+            until, status = self._failing
+            if failure is None and time.monotonic() < until:
+                failure = status
+            slow = self._slow.pop(0) if self._slow else None
             self._changed.notify_all()
         if failure is not None:
-            return _error(failure, 20429 if failure == 429 else 20500)
+            return _error(failure, 20000 + failure)
+        if slow is not None:
+            seconds, accept = slow
+            time.sleep(seconds)
+            if not accept:
+                return _error(503, 20503)
         content_type = headers.get("content-type", "").split(";")[0].strip()
         if content_type != "application/x-www-form-urlencoded":
             return _error(400, 21602)
@@ -235,16 +296,23 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeTwilioApi  # set on the subclass made in start()
 
     def _answer(self) -> None:
+        if self.fake.down:  # a connection opened before the outage
+            self.close_connection = True
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         headers = {name.lower(): value for name, value in self.headers.items()}
         status, document = self.fake.handle(self.command, self.path, headers, body)
         answer = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up waiting (slow_next)
 
     do_POST = do_GET = _answer  # noqa: N815 (http.server's naming)
 
