@@ -226,7 +226,7 @@ def env_file(environ: Mapping[str, str]) -> str:
     are set.
     """
     exported = re.findall(
-        r"^export ([A-Z_]+)=", (ROOT / "scripts" / "env.sh").read_text(), re.M
+        r"^export ([A-Z_]+)\b", (ROOT / "scripts" / "env.sh").read_text(), re.M
     )
     names = list(dict.fromkeys([*exported, *OPTIONAL_VARIABLES]))
     lines = ["# Written by: python -m scripts.supervise env-file (mode 600: secrets)"]
