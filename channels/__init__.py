@@ -2,5 +2,6 @@
 
 Every channel reads patient text through ``channels.guard``, so typed text is never
 taken for a Rasa command, and remembers the buttons it offered in
-``channels.store.ChannelStore``.
+``channels.store.ChannelStore``. SMS replies go through a durable outbox
+(``channels.sms_outbox``), so a Twilio outage or a restart loses none.
 """

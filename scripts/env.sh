@@ -37,4 +37,7 @@ export TWILIO_FROM_NUMBER="${TWILIO_FROM_NUMBER:-}"
 export TWILIO_MESSAGING_SERVICE_SID="${TWILIO_MESSAGING_SERVICE_SID:-}"
 export TWILIO_WEBHOOK_URL="${TWILIO_WEBHOOK_URL:-}"
 export TWILIO_API_BASE="${TWILIO_API_BASE:-https://api.twilio.com}"
+# How long an SMS reply is retried (429, 5xx, timeouts, no connection) before it
+# counts as failed ('clinicbot sms-failures'); in seconds, across restarts.
+export SMS_RETRY_WINDOW_SECONDS="${SMS_RETRY_WINDOW_SECONDS:-3600}"
 export MIN_HELDOUT_ACCURACY="${MIN_HELDOUT_ACCURACY:-0.90}"  # make test / clinicbot retrain
