@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import configparser
 import shlex
+import signal
 import stat
+import subprocess
+import time
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Dict, List
 
@@ -454,3 +459,50 @@ def test_report_under_systemd_has_the_checks_only() -> None:
         "restarts": None,
         "ok": True,
     }
+
+
+# --- a crash loop, under the real supervisord -----------------------------------------
+
+
+def test_a_part_that_keeps_crashing_backs_off_and_is_retried(tmp_path: Path) -> None:
+    # Every part's program exits at once: supervisord must keep trying, with growing
+    # pauses (BACKOFF), never giving up (FATAL) after a few tries.
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    for name in ("python", "rasa"):
+        program = venv / "bin" / name
+        program.write_text("#!/bin/sh\nexit 3\n")
+        program.chmod(0o755)
+    state = tmp_path / "s"
+    env = environment(state, VENV=str(venv))
+    (state / "logs").mkdir(parents=True)
+    config = state / "supervisord.conf"
+    config.write_text(supervise.supervisord_config(env))
+    supervisord = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "supervisord"), "-n", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(7.5)  # spawns at about 0, 1, 3 and 6 s
+        status = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(config)]
+            + ["status", "action_server"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    finally:
+        supervisord.send_signal(signal.SIGTERM)
+        supervisord.wait(timeout=30)
+    assert status.split()[:2] == ["action_server", "BACKOFF"]
+    log = (state / "logs" / "supervisord.log").read_text()
+    spawned = [
+        datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+        for line in log.splitlines()
+        if "spawned: 'action_server'" in line
+    ]
+    assert len(spawned) >= 3
+    pauses = [(b - a).total_seconds() for a, b in pairwise(spawned)]
+    assert pauses == sorted(pauses) and pauses[-1] - pauses[0] >= 1.5, pauses
+    assert "gave up: action_server" not in log
