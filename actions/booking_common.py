@@ -45,7 +45,6 @@ from actions.scheduling.base import (
 from actions.scheduling.callbacks import CallbackStore
 from actions.scheduling.config import (
     SchedulingConfig,
-    default_db_path,
     scheduling_config,
 )
 from actions.scheduling.timeparse import TimePreferenceError, parse_time_preference
@@ -433,8 +432,8 @@ def settings() -> SchedulingConfig:
 
 
 def callback_store() -> CallbackStore:
-    """Where call-back requests are kept for staff."""
-    return CallbackStore(default_db_path())
+    """Where call-back requests are kept for staff (their own file, see there)."""
+    return CallbackStore()
 
 
 def offer_callback(dispatcher: CollectingDispatcher) -> List[EventType]:

@@ -18,6 +18,7 @@ from actions.booking_common import (
     reset,
     visit_type_name,
 )
+from actions.scheduling.base import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +48,21 @@ class ActionRequestCallback(Action):
         visit = tracker.get_slot("visit_type")
         note = f"Visit type: {visit_type_name(visit)}" if visit else ""
         phone = str(tracker.get_slot("patient_phone"))
-        await call_scheduler(
-            store.add,
-            str(tracker.get_slot("patient_name") or ""),
-            phone,
-            str(tracker.get_slot("time_preference") or ""),
-            note,
-            tracker.sender_id,
-        )
+        try:
+            await call_scheduler(
+                store.add,
+                str(tracker.get_slot("patient_name") or ""),
+                phone,
+                str(tracker.get_slot("time_preference") or ""),
+                note,
+                tracker.sender_id,
+            )
+        except BackendUnavailable:
+            # Neither the call-back database nor its spool could be written: the
+            # patient must not be told it was taken.
+            logger.error("A call-back request could not be stored.")
+            dispatcher.utter_message(response="utter_action_unavailable")
+            return [SlotSet("callback_offered", False)]
         dispatcher.utter_message(response="utter_callback_stored", phone=phone)
         return [
             SlotSet("callback_offered", False),

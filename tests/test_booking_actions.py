@@ -41,9 +41,7 @@ def scheduler(
     monkeypatch.setattr(booking_common, "get_scheduler", lambda: real)
     monkeypatch.setattr(booking_common, "scheduling_config", lambda: config)
     monkeypatch.setattr(booking_common, "now", lambda: NOW)
-    monkeypatch.setattr(
-        booking_common, "default_db_path", lambda: tmp_path / "scheduler.db"
-    )
+    monkeypatch.setenv("CALLBACK_DB", str(tmp_path / "callbacks.db"))
     return real
 
 
@@ -690,11 +688,30 @@ async def test_scheduler_down_offers_a_call_back_that_is_stored(
     dispatcher = CollectingDispatcher()
     await callback.ActionRequestCallback().run(dispatcher, tracker, {})
     assert responses(dispatcher) == ["utter_callback_stored"]
-    stored = CallbackStore(tmp_path / "scheduler.db").list_open()
+    stored = CallbackStore(tmp_path / "callbacks.db").list_open()
     assert len(stored) == 1
     assert stored[0].phone == "+18175550100"
     assert stored[0].preferred_time_text == "friday morning"
     assert "Evaluation" in stored[0].note
+
+
+async def test_a_call_back_that_cannot_be_stored_is_never_said_to_be_taken(
+    make_tracker: TrackerFactory,
+    tmp_path: Path,
+    scheduler: SqliteScheduler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "callbacks.db").mkdir()  # neither the database ...
+    (tmp_path / "callbacks.db.spool").mkdir()  # ... nor its spool can be written
+    tracker = tracker_with(
+        make_tracker, "", patient_name="Maria Lopez", patient_phone="+18175550100"
+    )
+    dispatcher = CollectingDispatcher()
+
+    events = await callback.ActionRequestCallback().run(dispatcher, tracker, {})
+
+    assert responses(dispatcher) == ["utter_action_unavailable"]
+    assert events == [SlotSet("callback_offered", False)]
 
 
 async def booked_reference(make_tracker: TrackerFactory) -> str:

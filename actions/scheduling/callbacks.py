@@ -5,20 +5,37 @@ preferred time and note, stores them here, and staff call back (``python -m
 actions.scheduling.staff callbacks``). Everything the patient typed is stored as
 typed: nothing is validated away or shortened.
 
-The requests live in their own table of the scheduler's SQLite file by default
-(``$SCHEDULER_DB``, else ``$STATE_DIR/scheduler.db``), readable by its owner only.
+The requests live in a SQLite file of their own (``$CALLBACK_DB``, else
+``$STATE_DIR/callbacks.db``), not in the scheduler's: a call back is offered exactly
+when the scheduler, and so maybe its database, is locked or broken. Should this file
+fail too, the request is appended to a spool file beside it
+(``callbacks.db.spool``, one JSON line a request, written with fsync) and moved
+into the database the next time the store is read or written: a request the
+patient was told was taken is never lost. Both are readable by their owner only.
 They hold PHI: nothing of them but the id is ever logged.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
 
-from actions.scheduling.config import default_db_path
-from actions.scheduling.sqlite_backend import Clock, SqliteDatabase, StrPath, utc_now
+from actions.scheduling.base import BackendUnavailable
+from actions.scheduling.config import default_callback_db_path
+from actions.scheduling.sqlite_backend import (
+    Clock,
+    SqliteDatabase,
+    StrPath,
+    prepare_database_file,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +73,19 @@ class CallbackRequest:
     status: str = OPEN
 
 
+_COLUMNS = ("name", "phone", "preferred_time_text", "note", "sender_id")
+_INSERT = (
+    "INSERT INTO callback_requests (name, phone, preferred_time_text, note,"
+    " sender_id, created_utc) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
 class CallbackStore:
-    """Callback requests in SQLite; a connection per call, like the scheduler.
+    """Callback requests in SQLite (a connection per call), a spool as last resort.
 
     Args:
-        path: the SQLite file (default: the scheduler's, see
-            :func:`~actions.scheduling.config.default_db_path`).
+        path: the SQLite file (default:
+            :func:`~actions.scheduling.config.default_callback_db_path`).
         clock: returns the current aware time; injectable for tests.
     """
 
@@ -70,9 +94,9 @@ class CallbackStore:
         path: Optional[StrPath] = None,
         clock: Optional[Clock] = None,
     ) -> None:
-        self._db = SqliteDatabase(
-            path if path is not None else default_db_path(), _SCHEMA
-        )
+        db_path = Path(path if path is not None else default_callback_db_path())
+        self._db = SqliteDatabase(db_path, _SCHEMA)
+        self.spool_path = db_path.with_name(db_path.name + ".spool")
         self._clock: Clock = clock or utc_now
 
     def add(
@@ -82,33 +106,84 @@ class CallbackStore:
         preferred_time_text: Optional[str],
         note: Optional[str],
         sender_id: Optional[str],
-    ) -> int:
-        """Stores a request and returns its id.
+    ) -> Optional[int]:
+        """Stores a request; returns its id, or None if it waits in the spool.
 
         Any value may be missing (``None`` is stored as an empty text), so a
         request is never refused for what the patient left out.
 
         Raises:
-            BackendUnavailable: the file cannot be written; the caller must then
-                tell the patient to phone the clinic.
+            BackendUnavailable: neither the database nor the spool can be
+                written; the caller must then tell the patient to phone the clinic.
         """
+        values = [
+            "" if value is None else str(value)
+            for value in (name, phone, preferred_time_text, note, sender_id)
+        ]
         created = int(self._clock().timestamp())
-        with self._db.write() as connection:
-            cursor = connection.execute(
-                "INSERT INTO callback_requests (name, phone, preferred_time_text, note,"
-                " sender_id, created_utc) VALUES (?, ?, ?, ?, ?, ?)",
-                tuple(
-                    "" if value is None else str(value)
-                    for value in (name, phone, preferred_time_text, note, sender_id)
-                )
-                + (created,),
+        try:
+            self._import_spool()
+            with self._db.write() as connection:
+                cursor = connection.execute(_INSERT, (*values, created))
+                callback_id = int(cursor.lastrowid or 0)
+        except BackendUnavailable:
+            self._spool(
+                {**dict(zip(_COLUMNS, values, strict=True)), "created_utc": created}
             )
-            callback_id = int(cursor.lastrowid or 0)
+            logger.warning("Callback request kept in the spool: the database failed.")
+            return None
         logger.info("Stored callback request %d", callback_id)
         return callback_id
 
+    @contextmanager
+    def _locked_spool(self) -> Iterator[int]:
+        """The spool file, open for appending and reading, under an exclusive lock."""
+        try:
+            prepare_database_file(self.spool_path)
+            descriptor = os.open(
+                self.spool_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600
+            )
+        except OSError as error:
+            raise BackendUnavailable("The call-back spool is not available.") from error
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield descriptor
+        finally:
+            os.close(descriptor)
+
+    def _spool(self, record: Dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._locked_spool() as descriptor:
+            try:
+                os.write(descriptor, line)
+                os.fsync(descriptor)
+            except OSError as error:
+                raise BackendUnavailable("The call-back spool is full.") from error
+
+    def _import_spool(self) -> None:
+        """Moves spooled requests into the database, in one transaction."""
+        if not self.spool_path.exists():
+            return
+        with self._locked_spool() as descriptor:
+            with open(self.spool_path, encoding="utf-8") as file:
+                records = [json.loads(line) for line in file if line.strip()]
+            if not records:
+                return
+            with self._db.write() as connection:
+                connection.executemany(
+                    _INSERT,
+                    [
+                        (*(str(r.get(c, "")) for c in _COLUMNS), int(r["created_utc"]))
+                        for r in records
+                    ],
+                )
+            os.ftruncate(descriptor, 0)
+            os.fsync(descriptor)
+        logger.info("Moved %d spooled callback request(s) in.", len(records))
+
     def list_open(self) -> List[CallbackRequest]:
-        """The requests nobody has marked done, oldest first."""
+        """The requests nobody has marked done, oldest first (spooled ones too)."""
+        self._import_spool()
         with self._db.connection() as connection:
             rows = connection.execute(
                 "SELECT * FROM callback_requests WHERE status = 'open'"

@@ -313,8 +313,14 @@ def state_dir() -> Path:
 
 
 def default_db_path() -> Path:
-    """The scheduler's SQLite file: ``$SCHEDULER_DB`` or ``$STATE_DIR/scheduler.db``.
-
-    The callback requests live in the same file, so the staff command finds both.
-    """
+    """The scheduler's SQLite file: ``$SCHEDULER_DB`` or ``$STATE_DIR/scheduler.db``."""
     return Path(os.environ.get("SCHEDULER_DB") or state_dir() / "scheduler.db")
+
+
+def default_callback_db_path() -> Path:
+    """Call-back requests: ``$CALLBACK_DB`` or ``$STATE_DIR/callbacks.db``.
+
+    A file of their own: they are taken exactly when the scheduler (and so its
+    database) is in trouble.
+    """
+    return Path(os.environ.get("CALLBACK_DB") or state_dir() / "callbacks.db")

@@ -252,7 +252,7 @@ def _unblock(args: argparse.Namespace, clock: Clock) -> None:
 
 def _callbacks(args: argparse.Namespace, clock: Clock) -> None:
     """Prints the open callback requests, oldest first."""
-    requests = CallbackStore(default_db_path(), clock=clock).list_open()
+    requests = CallbackStore(clock=clock).list_open()
     if not requests:
         print("No open callback requests.")
         return
@@ -275,7 +275,7 @@ def _callbacks(args: argparse.Namespace, clock: Clock) -> None:
 
 def _callback_done(args: argparse.Namespace, clock: Clock) -> None:
     """Marks one callback request done."""
-    if not CallbackStore(default_db_path(), clock=clock).mark_done(args.callback_id):
+    if not CallbackStore(clock=clock).mark_done(args.callback_id):
         raise BadInputError(
             f"no open callback request has id {args.callback_id} (see: callbacks)."
         )

@@ -30,7 +30,7 @@ class FakeClock:
 
 @pytest.fixture
 def store(tmp_path: Path) -> CallbackStore:
-    return CallbackStore(tmp_path / "state" / "scheduler.db", clock=FakeClock())
+    return CallbackStore(tmp_path / "state" / "callbacks.db", clock=FakeClock())
 
 
 def test_requests_are_stored_as_typed_and_listed_oldest_first(
@@ -96,7 +96,7 @@ def test_mark_done(store: CallbackStore, tmp_path: Path) -> None:
     assert store.mark_done(9999) is False  # unknown
 
     assert [request.callback_id for request in store.list_open()] == [second]
-    with sqlite3.connect(tmp_path / "state" / "scheduler.db") as connection:
+    with sqlite3.connect(tmp_path / "state" / "callbacks.db") as connection:
         rows = connection.execute(
             "SELECT callback_id, status, done_utc IS NOT NULL FROM callback_requests"
             " ORDER BY callback_id"
@@ -104,10 +104,10 @@ def test_mark_done(store: CallbackStore, tmp_path: Path) -> None:
     assert rows == [(first, DONE, 1), (second, OPEN, 0)]
 
 
-def test_requests_survive_a_new_store_and_share_the_scheduler_file(
+def test_requests_survive_a_new_store_apart_from_the_scheduler_file(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "state" / "scheduler.db"
+    path = tmp_path / "state" / "callbacks.db"
     CallbackStore(path).add("Ann", "+18175550100", "morning", "", "a")
     config = parse_scheduling_config(
         {
@@ -118,31 +118,76 @@ def test_requests_survive_a_new_store_and_share_the_scheduler_file(
         },
         "test",
     )
-    SqliteScheduler(path, config, clock=lambda: START).find_slots(
+    scheduler_db = tmp_path / "state" / "scheduler.db"
+    SqliteScheduler(scheduler_db, config, clock=lambda: START).find_slots(
         "evaluation", START, START + timedelta(days=7)
     )
 
     assert [request.name for request in CallbackStore(path).list_open()] == ["Ann"]
-    with sqlite3.connect(path) as connection:
+    with sqlite3.connect(scheduler_db) as connection:
         tables = {
-            row[0]
-            for row in connection.execute("SELECT name FROM sqlite_master")
-            if not row[0].startswith("sqlite_")
+            row[0] for row in connection.execute("SELECT name FROM sqlite_master")
         }
-    assert {"callback_requests", "bookings", "holds", "blocks"} <= tables
+    assert "callback_requests" not in tables
 
 
 def test_default_path_follows_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("SCHEDULER_DB", raising=False)
+    monkeypatch.delenv("CALLBACK_DB", raising=False)
     monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
 
     CallbackStore().add("Ann", "+18175550100", "morning", "", "a")
 
-    assert (tmp_path / "state" / "scheduler.db").exists()
-    monkeypatch.setenv("SCHEDULER_DB", str(tmp_path / "elsewhere.db"))
+    assert (tmp_path / "state" / "callbacks.db").exists()
+    monkeypatch.setenv("CALLBACK_DB", str(tmp_path / "elsewhere.db"))
     assert CallbackStore().list_open() == []
+
+
+def test_a_locked_scheduler_database_does_not_stop_a_call_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CALLBACK_DB", raising=False)
+    monkeypatch.setenv("STATE_DIR", str(tmp_path))
+    scheduler_db = tmp_path / "scheduler.db"
+    locker = sqlite3.connect(scheduler_db)
+    locker.execute("CREATE TABLE t (x)")
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        callback_id = CallbackStore().add("Ann", "+18175550100", "soon", "", "a")
+    finally:
+        locker.rollback()
+        locker.close()
+
+    assert callback_id is not None
+    assert [request.name for request in CallbackStore().list_open()] == ["Ann"]
+
+
+def test_a_broken_database_spools_the_request_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "callbacks.db"
+    path.write_bytes(b"this is not a database " * 100)
+    store = CallbackStore(path, clock=FakeClock())
+
+    assert store.add("Ann Example", "+18175550100", "Tuesday", "", "s1") is None
+    assert store.add("Bo Li", "+18175550101", "", "", "s2") is None
+    spool = path.with_name("callbacks.db.spool")
+    assert stat.S_IMODE(os.stat(spool).st_mode) == 0o600
+    assert len(spool.read_text(encoding="utf-8").splitlines()) == 2
+    with pytest.raises(BackendUnavailable):
+        store.list_open()  # staff see the database is broken, nothing is dropped
+
+    path.unlink()  # staff repair the database: the spooled requests move in
+    requests = CallbackStore(path, clock=FakeClock()).list_open()
+
+    assert [(r.name, r.phone, r.preferred_time_text) for r in requests] == [
+        ("Ann Example", "+18175550100", "Tuesday"),
+        ("Bo Li", "+18175550101", ""),
+    ]
+    assert spool.read_text(encoding="utf-8") == ""
+    for secret in ("Ann", "5550100", "Tuesday"):
+        assert secret not in caplog.text
 
 
 def test_file_is_readable_by_its_owner_only(
@@ -155,13 +200,16 @@ def test_file_is_readable_by_its_owner_only(
         os.umask(old_umask)
 
     state = tmp_path / "state"
-    assert stat.S_IMODE(os.stat(state / "scheduler.db").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(state / "callbacks.db").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
 
 
-def test_an_unusable_file_is_backend_unavailable(tmp_path: Path) -> None:
-    path = tmp_path / "scheduler.db"
+def test_an_unusable_database_and_spool_are_backend_unavailable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "callbacks.db"
     path.mkdir()
+    (tmp_path / "callbacks.db.spool").mkdir()
 
     with pytest.raises(BackendUnavailable):
         CallbackStore(path).add("Ann", "+18175550100", "morning", "", "a")

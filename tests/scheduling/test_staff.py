@@ -50,6 +50,10 @@ def clock() -> FakeClock:
     return FakeClock(datetime(2026, 3, 2, 0, 30, tzinfo=timezone.utc))
 
 
+def callback_db(scheduler_db: Path) -> Path:
+    return scheduler_db.with_name("callbacks.db")
+
+
 @pytest.fixture
 def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     clinic = tmp_path / "clinic.yml"
@@ -59,6 +63,7 @@ def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "state" / "scheduler.db"
     monkeypatch.setenv("CLINIC_CONFIG", str(clinic))
     monkeypatch.setenv("SCHEDULER_DB", str(path))
+    monkeypatch.setenv("CALLBACK_DB", str(callback_db(path)))
     scheduling_config.cache_clear()
     yield path
     scheduling_config.cache_clear()
@@ -338,7 +343,7 @@ def test_an_unusable_database_exits_1(
 def test_callbacks_listed_and_marked_done(
     db_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = CallbackStore(db_path, clock=clock)
+    store = CallbackStore(callback_db(db_path), clock=clock)
     first = store.add(
         "Ann Example", "+18175550100", "Tuesday\nmorning", "back \x1b[31mpain", "w1"
     )
@@ -384,7 +389,9 @@ def test_callbacks_are_listed_even_when_scheduling_settings_are_broken(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    CallbackStore(db_path, clock=clock).add("Ann", "+18175550100", "soon", "", "w")
+    CallbackStore(callback_db(db_path), clock=clock).add(
+        "Ann", "+18175550100", "soon", "", "w"
+    )
     monkeypatch.setenv("CLINIC_CONFIG", str(tmp_path / "missing.yml"))
     scheduling_config.cache_clear()
 
