@@ -43,6 +43,9 @@ DEFAULT_RETRY_WINDOW = 3600.0  # seconds from when a reply was written
 FIRST_RETRY_DELAY = 1.0  # seconds; doubled after each failed attempt
 MAX_RETRY_DELAY = 60.0
 SEND_TIMEOUT = 10.0  # seconds for one call to Twilio's API
+# An attempt that never finished (a crash) may be made again this long after the
+# request's timeout.
+CLAIM_MARGIN = 5.0  # seconds
 ERROR_PAUSE = 1.0  # seconds to wait after an unexpected error (say, a locked file)
 IDLE_POLL = 0.02  # seconds between checks while waiting for the outbox to empty
 
@@ -218,6 +221,10 @@ class SmsOutbox:
                 dropped,
             )
             return
+        started = time.time()
+        until = started + self.policy.timeout + CLAIM_MARGIN
+        if not store.claim_sms(sms.id, started, until):
+            return  # another sender on the same file has it
         delivery = await self._send(sms.phone, sms.body)
         now = time.time()
         if delivery.sent:

@@ -293,6 +293,21 @@ class ChannelStore:
             ).fetchone()
         return int(count)
 
+    def claim_sms(self, sms_id: int, now: float, until: float) -> bool:
+        """Takes a due reply for one attempt; False if another sender took it.
+
+        The reply is not due again until ``until`` (when an attempt that never
+        finished, say in a crash, may be tried again), so two senders on one file
+        never send it at the same time.
+        """
+        with self._connect() as db:
+            cursor = db.execute(
+                "UPDATE sms_outbox SET next_attempt_at = ?"
+                " WHERE id = ? AND state = ? AND next_attempt_at <= ?",
+                (until, sms_id, PENDING, now),
+            )
+        return cursor.rowcount == 1
+
     def sms_retry_later(
         self,
         sms_id: int,

@@ -734,6 +734,23 @@ async def test_sent_replies_keep_twilio_s_sid_but_no_number_or_text(sms: Sms) ->
     ]
 
 
+def test_outbox_order_claims_and_what_is_kept(tmp_path: Path) -> None:
+    store = ChannelStore(tmp_path / "channels.db")
+    store.queue_sms(PHONE, ["a", "b"], "key1", "c-1", now=100.0)
+    store.queue_sms(PHONE2, ["c"], "key2", "c-2", now=100.0)
+    # One reply per number at a time: "b" waits for "a".
+    assert [sms.body for sms in store.due_sms(now=100.0)] == ["a", "c"]
+    a, c = store.due_sms(now=100.0)
+    assert store.claim_sms(a.id, now=100.0, until=115.0)
+    assert not store.claim_sms(a.id, now=100.0, until=115.0)  # a second sender
+    assert [sms.body for sms in store.due_sms(now=101.0)] == ["c"]
+    store.sms_sent(a.id, now=101.0, http_status=201, message_sid="SM1")
+    store.sms_failed(c.id, now=101.0, reason="refused by Twilio", http_status=400)
+    assert [sms.body for sms in store.due_sms(now=101.0)] == ["b"]
+    assert store.pending_sms() == 1 and store.next_sms_due() == 100.0
+    assert [f.phone_key for f in store.failed_sms(since=0)] == ["key2"]
+
+
 @pytest.mark.parametrize("fault", ["503 for 20 s", "no connection for 30 s"])
 async def test_an_outage_within_the_window_loses_no_reply(
     tmp_path: Path, twilio: FakeTwilioApi, fault: str
