@@ -90,7 +90,7 @@ from actions.settings import clinic
 from channels.guard import buttons_of, guard_text
 from channels.sms_outbox import OPTED_OUT, Delivery, RetryPolicy, SmsOutbox
 from channels.store import ChannelStore, OpensStoreLazily
-from clinic_core.privacy import conversation_key
+from clinic_common.privacy import conversation_key
 
 logger = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ from channels.twilio_sms import (
     reply_hint,
     split_for_sms,
 )
-from clinic_core.privacy import conversation_key
+from clinic_common.privacy import conversation_key
 from staff.cli import main as staff_main
 from tests.fakes.twilio_api import FakeTwilioApi
 
