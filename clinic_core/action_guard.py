@@ -33,7 +33,7 @@ import os
 from collections import OrderedDict
 from typing import Any, Callable, Coroutine, List, Optional, Tuple
 
-from aiohttp import ClientConnectionError, ClientResponseError
+from aiohttp import ClientConnectionError
 from rasa.core.actions.action import (
     ActionExecutionRejection,
     RemoteAction,
@@ -52,8 +52,9 @@ from rasa.shared.core.events import (
     UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.utils.endpoints import ClientResponseError  # its text is the reply's body
 
-from clinic_core.privacy import conversation_key
+from clinic_common.privacy import conversation_key
 
 logger = logging.getLogger(__name__)
 

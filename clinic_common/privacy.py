@@ -26,18 +26,32 @@ def _state_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def _key() -> bytes:
+    """The install's secret; made once, atomically, by whichever process is first."""
     path = _state_dir() / KEY_FILE_NAME
     try:
         key = path.read_bytes().strip()
+        if len(key) >= 32:
+            return key
+        path.unlink()  # empty or cut short: replace it
     except FileNotFoundError:
-        key = b""
-    if len(key) < 32:
+        pass
+    except OSError:
+        return secrets.token_hex(32).encode("ascii")  # unreadable: this process only
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32).encode("ascii")
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        draft = path.with_name(f"{KEY_FILE_NAME}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as file:
-            file.write(key)
-    return key
+            file.write(secrets.token_hex(32).encode("ascii"))
+        try:
+            os.link(draft, path)  # fails if another process was first
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+        return path.read_bytes().strip()
+    except OSError:
+        return secrets.token_hex(32).encode("ascii")
 
 
 def conversation_key(sender_id: str) -> str:

@@ -1,0 +1,356 @@
+"""The Rasa server's safety extensions: failing custom actions and SafetyPolicy.
+
+The action server is a real HTTP server on loopback (aiohttp) that refuses, fails
+with a body full of patient data, hangs, or rejects; Rasa's own ``RemoteAction``
+calls it through ``clinic_core.action_guard``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from typing import Any, AsyncIterator, Dict, List, Optional
+
+import pytest
+from aiohttp import web
+from rasa.core.actions.action import ActionExecutionRejection, RemoteAction
+from rasa.core.actions.forms import FormAction
+from rasa.core.channels.channel import CollectingOutputChannel
+from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+from rasa.shared.core.constants import REQUESTED_SLOT
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActionExecutionRejected,
+    ActiveLoop,
+    BotUttered,
+    Event,
+    FollowupAction,
+    SlotSet,
+    UserUttered,
+)
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.utils.endpoints import EndpointConfig
+from rasa_sdk import Action
+from rasa_sdk.executor import ActionExecutor
+from testkit import DOMAIN_FILES
+
+import clinic_core  # noqa: F401 - installs the extensions, as the server does
+from actions import failures
+from clinic_common.privacy import conversation_key
+from clinic_core import action_guard
+from clinic_core.action_guard import FAILED_TURNS, guarded_run
+from clinic_core.policy import ANSWERED_FIRST, next_action
+
+NAME = "Marisol Quintanilla"
+PHONE = "+18175550188"
+UNAVAILABLE = (
+    "Sorry, this part of the assistant is unavailable right now. Please try again "
+    "later, or contact Valliant Life Medical in Fort Worth, Texas."
+)
+
+
+@pytest.fixture(scope="module")
+def domain() -> Domain:
+    return Domain.load([str(path) for path in DOMAIN_FILES])
+
+
+def tracker_in_form(domain: Domain, sender: str, text: str = "tomorrow at 3") -> Any:
+    tracker = DialogueStateTracker(sender, domain.slots)
+    for event in (
+        SlotSet("clinic_name", "Valliant Life Medical"),
+        SlotSet("clinic_city", "Fort Worth"),
+        SlotSet("clinic_state", "Texas"),
+        SlotSet("clinic_contact_sentence", ""),
+        SlotSet("patient_name", NAME),
+        SlotSet("patient_phone", PHONE),
+        ActiveLoop("booking_form"),
+        SlotSet(REQUESTED_SLOT, "time_preference"),
+        ActionExecuted("action_listen"),
+        UserUttered(text, {"name": "inform", "confidence": 0.9}),
+    ):
+        tracker.update(event)
+    return tracker
+
+
+class FakeActionServer:
+    """An action server on loopback that answers as the test says."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.calls = 0
+        self.runner: Optional[web.AppRunner] = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        body = await request.json()
+        if self.mode == "fail":  # what rasa_sdk does when an action raises
+            text = json.dumps({"error": f"{NAME} {PHONE}", "request_body": body})
+            return web.Response(status=500, text=text)
+        if self.mode == "hang":
+            await asyncio.sleep(30)
+        if self.mode == "reject":
+            text = json.dumps({"action_name": body["next_action"], "error": "no"})
+            return web.Response(status=400, text=text)
+        return web.json_response({"events": [], "responses": []})
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/webhook", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/webhook"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeActionServer]:
+    fake = FakeActionServer()
+    await fake.start()
+    yield fake
+    assert fake.runner is not None
+    await fake.runner.cleanup()
+
+
+async def run_remote(name: str, url: str, domain: Domain, tracker: Any) -> List[Event]:
+    output = CollectingOutputChannel()
+    nlg = TemplatedNaturalLanguageGenerator(domain.responses)
+    action = RemoteAction(name, EndpointConfig(url))
+    return await action.run(output, nlg, tracker, domain)
+
+
+def unavailable_in_form() -> List[Event]:
+    return [
+        ActiveLoop(None),
+        SlotSet(REQUESTED_SLOT, None),
+        FollowupAction("action_listen"),
+    ]
+
+
+# --- Rasa internals this relies on ---------------------------------------------------
+
+
+def test_rasa_calls_custom_actions_and_form_validation_through_remote_action() -> None:
+    assert RemoteAction.run is guarded_run
+    original = action_guard._RASAS_RUN
+    assert original is not None
+    assert list(inspect.signature(original).parameters) == [
+        "self",
+        "output_channel",
+        "nlg",
+        "tracker",
+        "domain",
+    ]
+    # The form's validation is a RemoteAction built inside FormAction.
+    assert "RemoteAction(" in inspect.getsource(FormAction.validate_slots)
+
+
+# --- action_guard -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("fail", "the action server answered HTTP 500"),
+        ("hang", "the action server did not answer in time"),
+        ("refuse", "no connection to the action server"),
+    ],
+)
+async def test_a_failing_action_says_unavailable_and_logs_no_patient_data(
+    domain: Domain,
+    server: FakeActionServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    reason: str,
+) -> None:
+    monkeypatch.setenv("ACTION_SERVER_TIMEOUT", "0.5")
+    server.mode = mode
+    url = "http://127.0.0.1:9/webhook" if mode == "refuse" else server.url
+    tracker = tracker_in_form(domain, f"{PHONE}-{mode}")
+    caplog.set_level(logging.DEBUG)
+
+    events = await run_remote("action_ask_visit_type", url, domain, tracker)
+
+    said = [e for e in events if isinstance(e, BotUttered)]
+    assert [e.text for e in said] == [UNAVAILABLE]
+    assert [e for e in events if not isinstance(e, BotUttered)] == (
+        unavailable_in_form()
+    )
+    assert tracker in FAILED_TURNS
+    key = conversation_key(tracker.sender_id)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR][
+        -1
+    ] == (
+        f"Custom action action_ask_visit_type failed in conversation {key}: {reason}."
+    )
+    for secret in (NAME, "Quintanilla", PHONE, "8175550188", "tomorrow at 3"):
+        assert secret not in caplog.text
+
+
+async def test_later_actions_of_a_failed_turn_are_not_even_called(
+    domain: Domain, server: FakeActionServer
+) -> None:
+    server.mode = "fail"
+    tracker = tracker_in_form(domain, "turn-once")
+    for event in await run_remote("action_ask_visit_type", server.url, domain, tracker):
+        tracker.update(event)  # as Rasa's processor does
+    calls = server.calls
+    server.mode = "ok"
+
+    events = await run_remote("action_stop_booking", server.url, domain, tracker)
+
+    assert server.calls == calls
+    assert events == [FollowupAction("action_listen")]  # "unavailable" said once
+    tracker.update(UserUttered("next message", {"name": "greet"}))
+    await run_remote("action_stop_booking", server.url, domain, tracker)
+    assert server.calls == calls + 1  # a new turn tries again
+
+
+async def test_failed_validation_rejects_the_form_so_rules_can_answer(
+    domain: Domain, server: FakeActionServer
+) -> None:
+    server.mode = "fail"
+    tracker = tracker_in_form(domain, "validation")
+
+    with pytest.raises(ActionExecutionRejection):
+        await run_remote("validate_booking_form", server.url, domain, tracker)
+    assert tracker in FAILED_TURNS
+
+
+async def test_a_rejection_by_the_action_server_is_rasas_as_before(
+    domain: Domain, server: FakeActionServer
+) -> None:
+    server.mode = "reject"
+    tracker = tracker_in_form(domain, "rejected")
+
+    with pytest.raises(ActionExecutionRejection):
+        await run_remote("validate_booking_form", server.url, domain, tracker)
+    assert tracker not in FAILED_TURNS
+
+
+async def test_no_unavailable_message_after_red_flag_guidance(
+    domain: Domain, server: FakeActionServer
+) -> None:
+    server.mode = "fail"
+    tracker = tracker_in_form(domain, "red-flag", "I have chest pain")
+    tracker.update(ActionExecuted("utter_emergency"))
+    tracker.update(BotUttered("Call 911", metadata={"utter_action": "utter_emergency"}))
+
+    events = await run_remote("action_stop_booking", server.url, domain, tracker)
+
+    assert events == unavailable_in_form()
+
+
+# --- SafetyPolicy -----------------------------------------------------------------
+
+
+def turn(domain: Domain, intent: str, *after: Event, loop: bool = True) -> Any:
+    tracker = DialogueStateTracker("policy", domain.slots)
+    if loop:
+        tracker.update(ActiveLoop("booking_form"))
+    tracker.update(ActionExecuted("action_listen"))
+    tracker.update(UserUttered("text", {"name": intent, "confidence": 1.0}))
+    for event in after:
+        tracker.update(event)
+    return tracker
+
+
+@pytest.mark.parametrize(
+    ("intent", "guidance"),
+    [("emergency", "utter_emergency"), ("crisis", "utter_crisis")],
+)
+@pytest.mark.parametrize("loop", [True, False])
+def test_red_flags_come_before_any_form(
+    domain: Domain, intent: str, guidance: str, loop: bool
+) -> None:
+    assert next_action(turn(domain, intent, loop=loop), False) == (guidance, 1.0, True)
+    after = turn(domain, intent, ActionExecuted(guidance), loop=loop)
+    expected = ("action_deactivate_loop", 1.0, True) if loop else None
+    assert next_action(after, False) == expected
+
+
+def test_without_a_red_flag_or_a_failure_the_rules_decide(domain: Domain) -> None:
+    assert next_action(turn(domain, "inform"), False) is None
+    assert next_action(turn(domain, "faq", ActionExecuted("utter_faq")), False) is None
+
+
+def test_a_failed_turn_in_a_form_ends_with_unavailable(domain: Domain) -> None:
+    rejected = ActionExecutionRejected("booking_form")
+    # A question the Rasa server can answer: the rules go first (0.5 < 1.0).
+    assert next_action(turn(domain, "faq", rejected), True) == (
+        "utter_action_unavailable",
+        0.5,
+        False,
+    )
+    # An answer the form cannot check: unavailable, above every rule.
+    assert next_action(turn(domain, "inform", rejected), True) == (
+        "utter_action_unavailable",
+        1.0,
+        False,
+    )
+    # After the rule's answer, instead of asking the form's question again.
+    answered = turn(domain, "faq", rejected, ActionExecuted("utter_faq"))
+    assert next_action(answered, True) == ("utter_action_unavailable", 1.0, True)
+    said = turn(domain, "inform", rejected, ActionExecuted("utter_action_unavailable"))
+    assert next_action(said, True) == ("action_deactivate_loop", 1.0, True)
+    stopped = turn(
+        domain,
+        "inform",
+        rejected,
+        ActionExecuted("utter_action_unavailable"),
+        ActionExecuted("action_deactivate_loop"),
+        ActiveLoop(None),
+    )
+    assert next_action(stopped, True) == ("action_listen", 1.0, True)
+    assert "faq" in ANSWERED_FIRST
+
+
+# --- the action server's side -------------------------------------------------------
+
+
+async def test_an_action_that_raises_is_logged_without_patient_data(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Raising(Action):
+        def name(self) -> str:
+            return "action_raising"
+
+        async def run(
+            self, dispatcher: Any, tracker: Any, domain: Any
+        ) -> List[Dict[str, Any]]:
+            raise ValueError(f"cannot read {NAME} at {PHONE}")
+
+    executor = ActionExecutor()
+    executor.register_action(Raising())
+    call = {
+        "next_action": "action_raising",
+        "sender_id": PHONE,
+        "tracker": {"sender_id": PHONE, "events": [], "slots": {}},
+        "domain": {},
+    }
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(failures.ActionFailed) as raised:
+        await executor.run(call)  # type: ignore[arg-type]
+
+    assert str(raised.value) == "Action action_raising failed."
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert caplog.records[-1].getMessage() == (
+        f"Action action_raising failed in conversation {conversation_key(PHONE)} "
+        "(ValueError)."
+    )
+    for secret in (NAME, PHONE, "8175550188"):
+        assert secret not in caplog.text
+
+
+def test_conversation_keys_are_stable_and_reveal_nothing() -> None:
+    key = conversation_key(PHONE)
+    assert key == conversation_key(PHONE) != conversation_key("+18175550189")
+    assert key.startswith("c-") and len(key) == 14
+    assert "8175550188" not in key
