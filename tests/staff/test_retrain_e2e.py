@@ -102,7 +102,7 @@ class Served:
         # Rasa's own REST channel: this test is about the model, not the channels.
         (self.project.root / "credentials.yml").write_text("rest:\n")
         shutil.copy2(CODE_ROOT / "endpoints.yml", self.project.root / "endpoints.yml")
-        self.token = secrets.token_urlsafe(24)
+        self.token = secrets.token_hex(24)  # never starts with "-"
         self.rasa_port, self.action_port = free_port(), free_port()
         self.env = {
             **os.environ,
