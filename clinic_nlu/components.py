@@ -21,6 +21,12 @@ from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
 from rasa.shared.constants import DEFAULT_NLU_FALLBACK_INTENT_NAME
 from rasa.shared.nlu.constants import (
+    ENTITIES,
+    ENTITY_ATTRIBUTE_END,
+    ENTITY_ATTRIBUTE_START,
+    ENTITY_ATTRIBUTE_TYPE,
+    ENTITY_ATTRIBUTE_VALUE,
+    EXTRACTOR,
     INTENT,
     INTENT_NAME_KEY,
     INTENT_RANKING_KEY,
@@ -30,12 +36,15 @@ from rasa.shared.nlu.constants import (
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from clinic_nlu.red_flags import match_red_flag
+from clinic_nlu.red_flags import find_red_flag, looks_spanish
 from clinic_nlu.text import clean_text, has_words
 
 logger = logging.getLogger(__name__)
 
 RESPONSE_SELECTOR_KEY = "response_selector"
+# The entity (and slot, domain.yml) that picks the language of the red-flag guidance.
+RED_FLAG_LANGUAGE_ENTITY = "red_flag_language"
+RED_FLAG_INTENTS = ("emergency", "crisis")
 
 
 class ConfiguredComponent(GraphComponent):
@@ -177,18 +186,46 @@ class RedFlagDetector(ConfiguredComponent, IntentClassifier):
 
     The patterns live in ``clinic_nlu/red_flags.py``. A match wins over every other
     prediction, including ``nlu_fallback``.
+
+    Every red-flag message, found by a pattern or by the classifier alone, also gets
+    a ``red_flag_language`` entity, "es" or "en": it fills the slot of that name, which
+    picks the Spanish or English variation of ``utter_emergency`` and ``utter_crisis``
+    (domain.yml). Without a pattern, ``looks_spanish`` decides the language.
     """
 
     def process(self, messages: List[Message]) -> List[Message]:
-        """Overrides the intent of messages that carry a red flag."""
+        """Overrides the intent of messages that carry a red flag, adds the language."""
         for message in messages:
             text = message.get(TEXT)
             if not isinstance(text, str):
                 continue
-            red_flag = match_red_flag(text)
-            if red_flag is None or _intent_name(message) in (red_flag, "crisis"):
-                continue
+            red_flag = find_red_flag(text)
             # A crisis phrase wins over a predicted emergency: its answer gives 988
             # and 911. A predicted crisis stays, whatever symptom is also named.
-            _set_intent(message, red_flag, 1.0)
+            if red_flag and _intent_name(message) not in (red_flag.intent, "crisis"):
+                _set_intent(message, red_flag.intent, 1.0)
+            if red_flag:
+                _set_red_flag_language(message, text, red_flag.language)
+            elif _intent_name(message) in RED_FLAG_INTENTS:
+                language = "es" if looks_spanish(text) else "en"
+                _set_red_flag_language(message, text, language)
         return messages
+
+
+def _set_red_flag_language(message: Message, text: str, language: str) -> None:
+    """Adds the ``red_flag_language`` entity, over the whole text, to the message."""
+    entities = [
+        entity
+        for entity in message.get(ENTITIES) or []
+        if entity.get(ENTITY_ATTRIBUTE_TYPE) != RED_FLAG_LANGUAGE_ENTITY
+    ]
+    entities.append(
+        {
+            ENTITY_ATTRIBUTE_TYPE: RED_FLAG_LANGUAGE_ENTITY,
+            ENTITY_ATTRIBUTE_VALUE: language,
+            ENTITY_ATTRIBUTE_START: 0,
+            ENTITY_ATTRIBUTE_END: len(text),
+            EXTRACTOR: RedFlagDetector.__name__,
+        }
+    )
+    message.set(ENTITIES, entities, add_to_output=True)
