@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup run chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler staff faq missed retrain rollback lock clean
+.PHONY: setup run chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler faults staff faq missed retrain rollback lock clean
 
 setup:            ## create .venv (Python 3.10) with the pinned packages
 	@$(ENV) scripts/setup.sh
@@ -34,6 +34,9 @@ bench: setup      ## benchmark: accuracy, latency, throughput, training, memory 
 
 bench-booking: train  ## benchmark: whole booking conversations over REST, 1 and 10 at once
 	@$(ENV) $$VENV/bin/python benchmarks/bench_booking.py
+
+faults: train      ## fault drill: break each part, show what patients got (about 4 min)
+	@$(ENV) $$VENV/bin/python scripts/faults.py
 
 bench-scheduler: setup  ## benchmark: SQLite scheduler bookings/s under contention
 	@$(ENV) $$VENV/bin/python benchmarks/bench_scheduler.py

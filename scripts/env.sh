@@ -21,6 +21,8 @@ export STAFF_USERNAME="${STAFF_USERNAME:-staff}"
 export HEALTH_PORT="${HEALTH_PORT:-5006}"
 export SANIC_HOST="${SANIC_HOST:-127.0.0.1}"  # the action server listens on loopback only
 export ACTION_SERVER_URL="${ACTION_SERVER_URL:-http://127.0.0.1:$ACTION_PORT/webhook}"
+# Seconds the Rasa server waits for a custom action (clinic_core/action_guard.py).
+export ACTION_SERVER_TIMEOUT="${ACTION_SERVER_TIMEOUT:-15}"
 export STATE_DIR="${STATE_DIR:-$PROJECT_ROOT/var}"
 export TRACKER_DB="${TRACKER_DB:-$STATE_DIR/tracker.db}"
 export MODEL_PATH="${MODEL_PATH:-$PROJECT_ROOT/models/clinic.tar.gz}"
