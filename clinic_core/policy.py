@@ -79,7 +79,7 @@ def next_action(
     loop = tracker.active_loop_name
     this_turn = actions_this_turn(tracker)
 
-    if latest == ACTION_LISTEN_NAME and not this_turn and intent in RED_FLAG_GUIDANCE:
+    if not this_turn and intent in RED_FLAG_GUIDANCE:  # the patient just wrote
         return RED_FLAG_GUIDANCE[str(intent)], 1.0, True
     if RED_FLAG_RESPONSES & set(this_turn):
         return (ACTION_DEACTIVATE_LOOP, 1.0, True) if loop else None

@@ -12,6 +12,7 @@ called when the Rasa server loads ``clinic_core`` (see ``clinic_core/__init__.py
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, List, Optional
 
 import rasa.core.actions.action as rasa_actions
@@ -22,9 +23,12 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import Event, SlotSet
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from actions.settings import ClinicInfo, clinic
+from actions.settings import ClinicConfigError, ClinicInfo, clinic
+
+logger = logging.getLogger(__name__)
 
 INTRO_RESPONSE = "utter_intro"
+UNKNOWN_CLINIC_NAME = "our clinic"
 
 
 def fact_slots(info: ClinicInfo) -> Dict[str, Any]:
@@ -53,12 +57,19 @@ class ClinicSessionStart(ActionSessionStart):
     ) -> List[Event]:
         """Starts the session, sets the facts and introduces the assistant."""
         events = await super().run(output_channel, nlg, tracker, domain)
-        info = clinic()
-        facts: List[Event] = [
-            SlotSet(name, value) for name, value in fact_slots(info).items()
-        ]
+        facts: List[Event] = []
+        try:
+            info = clinic()
+        except ClinicConfigError as error:
+            # A broken clinic.yml must not stop the session (and with it the
+            # red-flag rules): no facts are shown, none are made up.
+            logger.error("Clinic facts not loaded: %s", error)
+            values = {"clinic_name": UNKNOWN_CLINIC_NAME}
+        else:
+            facts = [SlotSet(name, value) for name, value in fact_slots(info).items()]
+            values = info.template_values()
         intro = await nlg.generate(
-            INTRO_RESPONSE, tracker, output_channel.name(), **info.template_values()
+            INTRO_RESPONSE, tracker, output_channel.name(), **values
         )
         said: List[Event] = []
         if intro:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import List, Tuple
 
 import pytest
@@ -21,6 +22,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from testkit import DOMAIN_FILES, FILLED_CONTACT, TEST_CLINIC, ClinicConfigFactory
 
 import clinic_core  # noqa: F401 - installs the session start, as the server does
+from actions.settings import clinic
 from clinic_core.session import ClinicSessionStart
 
 pytestmark = pytest.mark.usefixtures("clinic_config")
@@ -179,3 +181,27 @@ def test_clinic_location_without_loaded_facts_guesses_nothing(
 
     assert "Springfield" not in text and "None" not in text
     assert "ask our staff" in text
+
+
+def test_a_broken_clinic_file_never_stops_the_session(
+    rasa_domain: Domain,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("CLINIC_CONFIG", str(tmp_path / "missing.yml"))
+    clinic.cache_clear()
+
+    events = start_session(rasa_domain, new_tracker(rasa_domain))
+
+    assert isinstance(events[0], SessionStarted)
+    assert events[-1] == ActionExecuted("action_listen")
+    assert not [e for e in events if isinstance(e, SlotSet) and e.key in FACT_SLOTS]
+    said = [event.text for event in events if isinstance(event, BotUttered)]
+    assert said == [
+        "Hi, I'm the virtual assistant of our clinic. I can share general "
+        "information about back spasms and their treatment, and help you get an "
+        "appointment. I'm not a doctor and this isn't medical advice. In an "
+        "emergency, call 911."
+    ]
+    assert "Clinic facts not loaded" in caplog.text
