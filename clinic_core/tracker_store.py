@@ -22,6 +22,14 @@ docs/pipeline.md, "Serving cost").
   power cut.
 
 Nothing else changes: the events, their order and the session handling are Rasa's.
+
+**When the database fails** (locked past the busy timeout, unreadable, gone), the
+patient is still answered and nothing is lost: a conversation that cannot be read is
+served from memory (or started afresh, if this process never saw it), and a turn that
+cannot be saved stays in memory, marked pending, and is written with the
+conversation's next successful save. Every such failure is logged as one line with a
+conversation key and the database's own short reason, never a statement or its
+values (SQLAlchemy's error text repeats the events, messages included).
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import sqlalchemy as sa
 from rasa.core.brokers.broker import EventBroker
@@ -40,6 +49,8 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import Event, SessionStarted
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
+
+from clinic_common.privacy import conversation_key
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +63,17 @@ class _Cached:
     """A tracker as it was saved, and where the database stood at that moment."""
 
     tracker: DialogueStateTracker
-    saved_events: int  # len(tracker.events) when it was saved
+    saved_events: int  # how many of tracker.events the database holds
     last_id: int  # the conversation's highest event id in the database then
+    pending: bool = False  # events after saved_events wait for the database
+
+
+def database_reason(error: sa.exc.SQLAlchemyError) -> str:
+    """The database's short reason, without the statement or its values."""
+    original = getattr(error, "orig", None)
+    if isinstance(original, sqlite3.Error):
+        return f"{type(original).__name__}: {original}"  # fixed texts, no data
+    return type(original or error).__name__
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -102,6 +122,9 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         self.engine: sa.engine.Engine = self.engine
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        # Conversations of which this process knows the database holds no event
+        # (new, or started afresh while the database failed), until saved.
+        self._nothing_stored: Set[str] = set()
         self._events = self.SQLEvent.__table__
         self._last_id_query = sa.select(sa.func.max(self._events.c.id)).where(
             self._events.c.sender_id == sa.bindparam("sender_id")
@@ -131,8 +154,37 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     # ----------------------------------------------------------------- reading
 
     async def retrieve(self, sender_id: str) -> Optional[DialogueStateTracker]:
-        """The latest session of the conversation; from memory when still current."""
+        """The latest session of the conversation; from memory when still current.
+
+        If the database cannot be read, the conversation comes from memory, or
+        (never seen by this process) starts afresh: the patient is answered.
+        """
         cached = self._cache.get(sender_id)
+        if cached is not None and cached.pending:
+            return cached.tracker  # the database lacks its latest turns
+        try:
+            return await self._retrieve_cached_or_stored(sender_id, cached)
+        except sa.exc.SQLAlchemyError as error:
+            key = conversation_key(sender_id)
+            if cached is not None:
+                logger.error(
+                    "Conversation %s read from memory: the tracker database "
+                    "failed (%s).",
+                    key,
+                    database_reason(error),
+                )
+                return cached.tracker
+            logger.error(
+                "Conversation %s started afresh: the tracker database failed (%s).",
+                key,
+                database_reason(error),
+            )
+            self._nothing_stored.add(sender_id)  # of the tracker Rasa now creates
+            return None
+
+    async def _retrieve_cached_or_stored(
+        self, sender_id: str, cached: Optional[_Cached]
+    ) -> Optional[DialogueStateTracker]:
         if cached is not None:
             with self.engine.connect() as connection:
                 last_id = self._last_id(connection, sender_id)
@@ -147,6 +199,8 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         tracker = await super().retrieve(sender_id)
         if tracker is not None:
             self._remember(tracker, last_id)
+        elif not last_id:
+            self._nothing_stored.add(sender_id)
         return tracker
 
     def _last_id(self, connection: sa.engine.Connection, sender_id: str) -> int:
@@ -166,26 +220,34 @@ class CachedSQLTrackerStore(SQLTrackerStore):
     # ----------------------------------------------------------------- writing
 
     async def save(self, tracker: DialogueStateTracker) -> None:
-        """Appends the events the database does not have yet, in one transaction."""
+        """Appends the events the database does not have yet, in one transaction.
+
+        If the database fails, the turn is kept in memory (pending) and written
+        with the conversation's next save: never lost, never written twice.
+        """
         sender_id = tracker.sender_id
         cached = self._cache.get(sender_id)
-        with self.engine.begin() as connection:
-            last_id = self._last_id(connection, sender_id)
-            if (
-                cached is not None
-                and cached.tracker is tracker
-                and cached.last_id == last_id
-            ):
-                stored = cached.saved_events
-            else:
-                stored = self._stored_in_latest_session(sender_id)
-            new_events = list(itertools.islice(tracker.events, stored, None))
-            if new_events:
-                connection.execute(
-                    self._events.insert(),
-                    [self._row(sender_id, event) for event in new_events],
-                )
+        if cached is not None and cached.tracker is not tracker:
+            cached = None
+        stored: Optional[int] = None
+        try:
+            with self.engine.begin() as connection:
                 last_id = self._last_id(connection, sender_id)
+                if cached is not None and (cached.pending or cached.last_id == last_id):
+                    stored = cached.saved_events
+                else:
+                    stored = self._stored_in_latest_session(sender_id)
+                new_events = list(itertools.islice(tracker.events, stored, None))
+                if new_events:
+                    connection.execute(
+                        self._events.insert(),
+                        [self._row(sender_id, event) for event in new_events],
+                    )
+                    last_id = self._last_id(connection, sender_id)
+        except sa.exc.SQLAlchemyError as error:
+            self._keep_pending(tracker, stored, error)
+            return
+        self._nothing_stored.discard(sender_id)
         if self.event_broker is not None and new_events:
             await self._stream_new_events(self.event_broker, new_events, sender_id)
         self._remember(tracker, last_id)
@@ -215,6 +277,36 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             "data": json.dumps(data),
         }
 
+    def _keep_pending(
+        self,
+        tracker: DialogueStateTracker,
+        stored: Optional[int],
+        error: sa.exc.SQLAlchemyError,
+    ) -> None:
+        """Keeps a turn the database did not take, to be written at the next save."""
+        key = conversation_key(tracker.sender_id)
+        if stored is None and tracker.sender_id in self._cache:
+            stored = self._cache[tracker.sender_id].saved_events
+        if stored is None and tracker.sender_id in self._nothing_stored:
+            stored = 0
+        if stored is None:
+            # Read from the database but its stored count is unknown: writing it
+            # later could double events, so this turn is only in Rasa's memory.
+            logger.error(
+                "Conversation %s not saved: the tracker database failed (%s).",
+                key,
+                database_reason(error),
+            )
+            return
+        self._cache[tracker.sender_id] = _Cached(tracker, stored or 0, -1, True)
+        self._cache.move_to_end(tracker.sender_id)
+        logger.error(
+            "Conversation %s kept in memory, to be saved with its next turn: the "
+            "tracker database failed (%s).",
+            key,
+            database_reason(error),
+        )
+
     # ------------------------------------------------------------------- cache
 
     def _remember(self, tracker: DialogueStateTracker, last_id: int) -> None:
@@ -231,8 +323,9 @@ class CachedSQLTrackerStore(SQLTrackerStore):
             return
         self._cache[sender_id] = _Cached(tracker, len(tracker.events), last_id)
         self._cache.move_to_end(sender_id)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        settled = [key for key, entry in self._cache.items() if not entry.pending]
+        for key in settled[: max(0, len(self._cache) - self.cache_size)]:
+            del self._cache[key]  # pending turns are never dropped
 
     def _forget(self, sender_id: str) -> None:
         self._cache.pop(sender_id, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from rasa.shared.core.events import (
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from clinic_core import tracker_store
 from clinic_core.tracker_store import CachedSQLTrackerStore
 
 DOMAIN = Domain.from_yaml(
@@ -317,3 +319,72 @@ async def test_an_event_broker_gets_each_new_event_once(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert [event["event"] for event in broker.published] == kinds
     assert {event["sender_id"] for event in broker.published} == {"p1"}
+
+
+# --- when the database fails: answered, kept in memory, written once later ---------
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracker_store, "SQLITE_BUSY_TIMEOUT_MS", 200)
+
+
+async def test_turns_saved_while_the_database_is_locked_are_written_later_once(
+    tmp_path: Path, short_busy_timeout: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tracker.db"
+    store = cached_store(path)
+    now = time.time()
+    await start_conversation(store, "+18175550188", now)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        await next_turn(store, "+18175550188", "I have chest pain", now + 10)
+        await next_turn(store, "+18175550188", "my name is Ana Lopez", now + 20)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    # Only the first turn is in the database so far.
+    assert [row[1] for row in rows(path)].count("user") == 1
+
+    tracker = await next_turn(store, "+18175550188", "thanks", now + 30)
+
+    stored = await rasa_store(path).retrieve("+18175550188")
+    assert as_dicts(stored) == as_dicts(tracker)  # every turn, once, in order
+    assert "kept in memory, to be saved with its next turn" in caplog.text
+    for secret in ("chest pain", "Ana Lopez", "+18175550188", "8175550188"):
+        assert secret not in caplog.text
+
+
+async def test_a_conversation_is_answered_when_the_database_cannot_be_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tracker.db"
+    store = cached_store(path)
+    now = time.time()
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TABLE events")
+
+    assert await store.retrieve("new-patient") is None  # Rasa starts it afresh
+    tracker = DialogueStateTracker.from_events(
+        "new-patient",
+        [ActionExecuted("action_listen", timestamp=now - 1)],
+        DOMAIN.slots,
+    )
+    await store.save(tracker)  # no error: the turn waits in memory
+    tracker.update_with_events(
+        opening(now) + turn("I have chest pain", "Call 911", now + 1),
+        DOMAIN,
+        override_timestamp=False,
+    )
+    await store.save(tracker)
+    assert await store.retrieve("new-patient") is tracker  # served from memory
+
+    CachedSQLTrackerStore.SQLEvent.__table__.create(store.engine)
+    await next_turn(store, "new-patient", "thanks", now + 10)
+
+    assert [row[5] for row in rows(path)] == [
+        json.dumps(event.as_dict()) for event in tracker.events
+    ]
+    assert "started afresh: the tracker database failed" in caplog.text
+    assert "chest pain" not in caplog.text
