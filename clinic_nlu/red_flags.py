@@ -237,7 +237,7 @@ SPANISH_WORDS = (
     "el la los las del que en mi mis es un una por para con tengo tiene estoy esta "
     "quiero puedo siento muy pero se lo le su mucho mucha dolor ayuda necesito "
     "porque cuando donde como nada todo hoy ahora mas eso esto tambien hace tuve creo "
-    "siempre nunca"
+    "siempre nunca de estado kiero mejor hice cuesta muero estaria vida morir"
 )
 ENGLISH_WORDS = (
     "i i'm im my the an and to is it of in have am are was you this that with for"

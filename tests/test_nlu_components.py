@@ -11,7 +11,7 @@ import yaml
 from rasa.engine.graph import ExecutionContext, GraphComponent, GraphSchema
 from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.engine.storage.resource import Resource
-from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.constants import ENTITIES, INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 from testkit import (
@@ -557,6 +557,18 @@ def test_red_flag_overrides_the_prediction(
 
     assert intent_of(message) == (expected, 1.0)
     assert ranking_names(message) == [expected, *previous]
+    assert message.get(ENTITIES) == [language_entity("en", text)]
+
+
+def language_entity(language: str, text: str) -> Dict[str, Any]:
+    """The entity that RedFlagDetector adds to a red-flag message."""
+    return {
+        "entity": "red_flag_language",
+        "value": language,
+        "start": 0,
+        "end": len(text),
+        "extractor": "RedFlagDetector",
+    }
 
 
 @pytest.mark.parametrize(
@@ -564,6 +576,41 @@ def test_red_flag_overrides_the_prediction(
     [
         pytest.param("I have chest pain", [("emergency", 0.7)], id="already-emergency"),
         pytest.param("I want to die", [("crisis", 0.9)], id="already-crisis"),
+        pytest.param(
+            "the pain is unbearable", [("emergency", 0.6)], id="classifier-only"
+        ),
+    ],
+)
+def test_red_flag_detector_keeps_a_red_flag_prediction_and_adds_english(
+    text: str, intent_ranking: List[Tuple[str, float]], tmp_path: Path
+) -> None:
+    message = parsed(text, intent_ranking)
+    before = copy.deepcopy(message.data)
+
+    create(RedFlagDetector, tmp_path).process([message])
+
+    assert message.get(ENTITIES) == [language_entity("en", text)]
+    del message.data[ENTITIES]
+    assert message.data == before
+
+
+def test_red_flag_detector_replaces_an_earlier_language_entity(tmp_path: Path) -> None:
+    chosen_topic = {"entity": "faq_topic", "value": "what_is_spasm"}
+    stale = language_entity("es", "x")
+    message = parsed("I can't breathe", [("emergency", 0.9)])
+    message.set(ENTITIES, [chosen_topic, stale])
+
+    create(RedFlagDetector, tmp_path).process([message])
+
+    assert message.get(ENTITIES) == [
+        chosen_topic,
+        language_entity("en", "I can't breathe"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "intent_ranking"),
+    [
         pytest.param("what is dry needling", [("faq", 0.9)], id="no-red-flag"),
         pytest.param("back spasm", [("nlu_fallback", 0.4)], id="fallback-no-red-flag"),
     ],
