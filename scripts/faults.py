@@ -10,6 +10,7 @@ in order, and whether anything a patient typed was lost:
 - the action server down (held down), before a first message and mid-form;
 - the action server and the Rasa server killed (kill -9): how long until they are
   back, and the answers meanwhile;
+- the conversations' database locked for 10 s: answered, and every message stored;
 - the scheduler's database locked for 10 s, and unreadable: the call back is taken;
 - Twilio answering 503 for 20 s, off the network for 30 s, or too slow: every SMS
   reply is delivered once it is back; a repeated MessageSid; a 3,000-character text;
@@ -438,6 +439,40 @@ def scheduler_locked(drill: Drill, mode: str) -> None:
     )
 
 
+def tracker_locked(drill: Drill) -> None:
+    """Patients write while the conversations' database is locked for 10 s."""
+    fault = "tracker database locked for 10 s"
+    sender = f"tl-{uuid.uuid4().hex[:8]}"
+    drill.rest(sender, "hello")
+    locker = sqlite3.connect(drill.state / "tracker.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    began = time.monotonic()
+    try:
+        emergency = drill.rest(sender, RED_FLAGS["emergency (en)"])
+        faq = drill.rest(sender, FAQ)
+    finally:
+        time.sleep(max(0.0, 10 - (time.monotonic() - began)))
+        locker.execute("ROLLBACK")
+        locker.close()
+    drill.check(fault, "a red flag", emergency, guidance_ok("emergency", emergency))
+    drill.check(fault, "an FAQ question", faq, any("anesthetic" in t for t in faq))
+    drill.rest(sender, "thanks")  # the next turn writes the kept ones too
+    with sqlite3.connect(drill.state / "tracker.db") as connection:
+        said = [
+            json.loads(data).get("text")
+            for (data,) in connection.execute(
+                "SELECT data FROM events WHERE sender_id = ? AND type_name = 'user'"
+                " ORDER BY id",
+                (sender,),
+            )
+        ]
+    wanted = ["hello", RED_FLAGS["emergency (en)"], FAQ, "thanks"]
+    lost = len([text for text in wanted if text not in said])
+    drill.check(
+        fault, "every message stored once the lock is gone", [], said == wanted, lost
+    )
+
+
 def callbacks(drill: Drill) -> int:
     """How many call-back requests staff can see."""
     result = subprocess.run(
@@ -554,6 +589,7 @@ def main() -> int:
             action_server_down(drill)
             killed(drill, "action_server")
             killed(drill, "rasa_server")
+            tracker_locked(drill)
             scheduler_locked(drill, "locked for 10 s")
             scheduler_locked(drill, "unreadable")
             twilio_fault(drill, "503 for 20 s", lambda: twilio.fail_for(20, 503), 20)
