@@ -184,6 +184,7 @@ EMERGENCY_PATTERNS_ES: Sequence[str] = (
     r"\bfalta de (aire|aliento)\b",
     r"\bno me (entra|llega) (el )?aire\b",
     r"\bme (estoy )?ahog(o|ando)\b",
+    r"\b(me desmaye|se desmayo|perdi[oa]? el conocimiento|inconsciente)\b",
     r"\binfarto\b",
     r"\bataque (al|del) corazon\b|\bataque cardiaco\b|\bparo cardiaco\b",
     r"\bderrame cerebral\b|\bembolia\b|\bataque cerebral\b|\bcerebrovascular\b",

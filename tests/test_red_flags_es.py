@@ -108,6 +108,10 @@ SPANISH_EMERGENCIES = [
     "ataque cardiaco",
     "mi papá tuvo un derrame cerebral",
     "mi esposo tuvo un stroke y no habla",
+    # fainting
+    "mi mamá se desmayó y no responde",
+    "me desmayé en el baño",
+    "mi esposo perdió el conocimiento",
 ]
 SPANISH_CRISES = [
     "me quiero morir",
@@ -481,6 +485,26 @@ def test_the_model_answers_a_red_flag_in_its_language(
     # the second message.
     turns = conversation(agent, ["hola", text])
     assert turns[1] == [expected]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "me duele la pierna cuando camino",
+        "se me cansan las piernas",
+        "tengo calambres en las piernas",
+        "me siento muy cansado",
+        "me siento muy triste por el dolor",
+        "me duele la cadera",
+        "tengo dolor de espalda y de cuello",
+    ],
+)
+def test_the_model_leaves_plain_spanish_to_other_language(
+    agent: Agent, text: str
+) -> None:
+    # The Spanish red-flag examples must not teach the classifier that Spanish
+    # itself is an emergency (data/nlu/out_of_scope.yml has the contrast examples).
+    assert conversation(agent, ["hola", text])[1] == [OTHER_LANGUAGE]
 
 
 def test_spanish_then_english_red_flags_and_plain_spanish(agent: Agent) -> None:
