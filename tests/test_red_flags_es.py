@@ -414,6 +414,7 @@ def texts_for(domain: Domain, response: str, channel: str, language: Any) -> Lis
         ("en", ENGLISH_EMERGENCY, ENGLISH_CRISIS),
         (None, ENGLISH_EMERGENCY, ENGLISH_CRISIS),
     ],
+    ids=["es", "en", "unset"],
 )
 def test_the_guidance_follows_the_red_flag_language_on_every_channel(
     rasa_domain: Domain,
@@ -477,6 +478,7 @@ def conversation(agent: Agent, messages: List[str]) -> List[List[str]]:
         ("I have chest pain", ENGLISH_EMERGENCY),
         ("I want to kill myself", ENGLISH_CRISIS),
     ],
+    ids=["es-chest", "es-breathing", "es-crisis", "es-crisis-2", "en", "en-crisis"],
 )
 def test_the_model_answers_a_red_flag_in_its_language(
     agent: Agent, text: str, expected: str
