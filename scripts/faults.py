@@ -39,7 +39,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twilio.request_validator import RequestValidator
 
@@ -192,31 +192,32 @@ class Drill:
 
     # --- patients ----------------------------------------------------------------
 
-    def rest(self, sender: str, message: str) -> List[str]:
-        """A web patient's message; the texts of the replies, in order."""
+    def _replies(self, sender: str, message: str) -> List[Dict[str, Any]]:
+        """A web patient's message, posted to the REST channel; its replies."""
         self.secrets.append(message)
         body = json.dumps({"sender": sender, "message": message}).encode()
         url = f"http://127.0.0.1:{self.ports['rasa']}/webhooks/rest/webhook"
         request = urllib.request.Request(
             url, data=body, headers={"Content-Type": "application/json"}
         )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            replies: List[Dict[str, Any]] = json.loads(answer.read())
+        return replies
+
+    def rest(self, sender: str, message: str) -> List[str]:
+        """A web patient's message; the texts of the replies, in order."""
         try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
-                replies = json.loads(answer.read())
-        except (urllib.error.URLError, OSError) as error:
+            return [str(reply.get("text")) for reply in self._replies(sender, message)]
+        except OSError as error:
             return [f"<no answer: {error}>"]
-        return [str(reply.get("text")) for reply in replies]
 
     def buttons(self, sender: str, message: str) -> List[str]:
         """The payloads of the buttons a REST reply offers."""
-        body = json.dumps({"sender": sender, "message": message}).encode()
-        url = f"http://127.0.0.1:{self.ports['rasa']}/webhooks/rest/webhook"
-        request = urllib.request.Request(
-            url, data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            replies = json.loads(answer.read())
-        return [b["payload"] for r in replies for b in r.get("buttons") or []]
+        return [
+            str(button["payload"])
+            for reply in self._replies(sender, message)
+            for button in reply.get("buttons") or []
+        ]
 
     def sms(self, phone: str, text: str, sid: Optional[str] = None) -> int:
         """Posts a signed text as Twilio would; returns the webhook's status."""

@@ -194,18 +194,24 @@ def twilio_api() -> Iterator[FakeTwilioApi]:
         yield fake
 
 
-@pytest.fixture(scope="session")
-def assistant(
-    tmp_path_factory: pytest.TempPathFactory, twilio_api: FakeTwilioApi
-) -> Iterator[Assistant]:
-    sms = {
+def sms_env(twilio_api: FakeTwilioApi) -> Dict[str, str]:
+    """The SMS channel's settings for an assistant that texts the fake API."""
+    return {
         "TWILIO_ACCOUNT_SID": SMS_ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": SMS_AUTH_TOKEN,
         "TWILIO_FROM_NUMBER": SMS_FROM_NUMBER,
         "TWILIO_WEBHOOK_URL": SMS_PUBLIC_URL,
         "TWILIO_API_BASE": twilio_api.base_url,
     }
-    running = Assistant(tmp_path_factory.mktemp("assistant"), extra_env=sms)
+
+
+@pytest.fixture(scope="session")
+def assistant(
+    tmp_path_factory: pytest.TempPathFactory, twilio_api: FakeTwilioApi
+) -> Iterator[Assistant]:
+    running = Assistant(
+        tmp_path_factory.mktemp("assistant"), extra_env=sms_env(twilio_api)
+    )
     try:
         yield running
     finally:

@@ -34,9 +34,8 @@ from tests.fakes.twilio_api import FakeTwilioApi
 from tests.integration.conftest import (
     SMS_ACCOUNT_SID,
     SMS_AUTH_TOKEN,
-    SMS_FROM_NUMBER,
-    SMS_PUBLIC_URL,
     Assistant,
+    sms_env,
 )
 from tests.integration.test_sms import Phone
 
@@ -129,14 +128,7 @@ def stack(
 ) -> Iterator[Assistant]:
     running = Assistant(
         tmp_path_factory.mktemp("action-server-down"),
-        extra_env={
-            "TWILIO_ACCOUNT_SID": SMS_ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": SMS_AUTH_TOKEN,
-            "TWILIO_FROM_NUMBER": SMS_FROM_NUMBER,
-            "TWILIO_WEBHOOK_URL": SMS_PUBLIC_URL,
-            "TWILIO_API_BASE": twilio.base_url,
-            "WIDGET_ALLOWED_ORIGINS": WIDGET_ORIGIN,
-        },
+        extra_env={**sms_env(twilio), "WIDGET_ALLOWED_ORIGINS": WIDGET_ORIGIN},
     )
     try:
         yield running
