@@ -61,6 +61,15 @@ RED_FLAGS = {
     "crisis (es)": "me quiero morir",
 }
 FAQ = "what is in the injection?"
+# Settings of the caller that would point the drill's stack elsewhere: everything of
+# the drill's own lives in its state directory.
+NOT_INHERITED = (
+    "STAFF_PASSWORD",
+    "RASA_API_TOKEN",
+    "SCHEDULER_DB",
+    "CALLBACK_DB",
+    "CHANNEL_DB",
+)
 # Words of the guidance each red flag must get.
 GUIDANCE = {"emergency": "911", "crisis": "988"}
 
@@ -99,9 +108,7 @@ class Drill:
     def environment(self) -> Dict[str, str]:
         """``make run``'s environment for this drill."""
         env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("STAFF_PASSWORD", "RASA_API_TOKEN")
+            key: value for key, value in os.environ.items() if key not in NOT_INHERITED
         }
         env.update(
             STATE_DIR=str(self.state),
