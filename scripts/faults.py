@@ -269,8 +269,9 @@ class Drill:
         self.checks.append(Check(fault, what, got, ok, lost))
         mark = "ok  " if ok and not lost else "FAIL"
         print(f"[{mark}] {fault}: {what}", flush=True)
-        for text in got:
-            print(f"         < {text[:150]}", flush=True)
+        for text in got:  # an SMS is shown a paragraph a line
+            for paragraph in text.split("\n\n"):
+                print(f"         < {' / '.join(paragraph.splitlines())[:200]}")
         if lost:
             print(f"         lost: {lost}", flush=True)
 
