@@ -63,20 +63,32 @@ class Patient:
         self.twilio = twilio
         self.web_buttons: List[Dict[str, str]] = []
         self.sms_choices: Dict[str, str] = {}
+        # The latest booking reference each channel was given, for "<REF>".
+        self.references: Dict[str, str] = {"web": "", "sms": ""}
+
+    def typed(self, turn: Dict[str, Any], channel: str) -> str:
+        """What the patient types; "<REF>" is their latest booking reference."""
+        return str(turn["patient"]).replace("<REF>", self.references[channel])
+
+    def remember_reference(self, channel: str, text: str) -> None:
+        match = REFERENCE.search(text)
+        if match:
+            self.references[channel] = match.group(2)
 
     def web(self, turn: Dict[str, Any]) -> List[Dict[str, Any]]:
         if "choose" in turn:
             payload = next(
                 button["payload"]
                 for button in self.web_buttons
-                if button["title"] == turn["choose"]
+                if normalise(button["title"]) == turn["choose"]
             )
         else:
-            payload = turn["patient"]
+            payload = self.typed(turn, "web")
         replies = self.assistant.replies(self.sender, payload)
         self.web_buttons = [b for r in replies for b in r.get("buttons") or []]
         messages: List[Dict[str, Any]] = []
         for reply in replies:
+            self.remember_reference("web", str(reply.get("text") or ""))
             message: Dict[str, Any] = {"text": normalise(str(reply.get("text") or ""))}
             if reply.get("buttons"):
                 message["buttons"] = [normalise(b["title"]) for b in reply["buttons"]]
@@ -84,7 +96,10 @@ class Patient:
         return messages
 
     def sms(self, turn: Dict[str, Any]) -> List[str]:
-        text = self.sms_choices[turn["choose"]] if "choose" in turn else turn["patient"]
+        if "choose" in turn:
+            text = self.sms_choices[turn["choose"]]
+        else:
+            text = self.typed(turn, "sms")
         before = len(self.phone.received())
         assert self.phone.post(text) == 200
         self.twilio.wait_for_messages(self.phone.number, before + 1, timeout=60)
@@ -94,10 +109,11 @@ class Patient:
             if len(self.phone.received()) == count:
                 break
         bodies = self.phone.received()[before:]
-        self.sms_choices = {
-            normalise(title): number
-            for number, title in re.findall(r"^(\d+)\. (.+)$", bodies[-1], re.M)
-        }
+        self.sms_choices = {}
+        for number, title in re.findall(r"^(\d+)\. (.+)$", bodies[-1], re.M):
+            self.sms_choices.setdefault(normalise(title), number)  # the first of equals
+        for body in bodies:
+            self.remember_reference("sms", body)
         return [normalise(body) for body in bodies]
 
 
