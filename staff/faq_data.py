@@ -27,7 +27,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
-from staff import content_rules
+from staff import content_rules, history
 from staff.project import RETRIEVAL_INTENT, Project
 
 # tests/test_data.py asks every topic for this many examples.
@@ -448,8 +448,38 @@ def set_answer(project: Project, topic: str, answer: str) -> EditResult:
         responses = _load_rt(project.faq_responses)
         variations = responses["responses"][f"{_RESPONSE_PREFIX}{topic}"]
         variations[0]["text"] = DoubleQuotedScalarString(answer)
+        if current.answers[0].text != answer:
+            history.remember_answer(project.models_dir, topic, current.answers[0].text)
         written = _write_all({project.faq_responses: _dump_rt(responses)})
     return EditResult(written, [], _answer_notes(answer))
+
+
+def remove_example(project: Project, topic: str, text: str) -> EditResult:
+    """Removes one training example from a topic (e.g. to undo an edit)."""
+    with edit_lock(project):
+        current = get_topic(project, topic)
+        key = content_rules.normalise(text)
+        if key not in {
+            content_rules.normalise(example) for example in current.examples
+        }:
+            raise Refused([f"{text!r} is not an example of faq/{topic}."])
+        if len(current.examples) == 1:
+            raise Refused(
+                [f"{text!r} is the last example of faq/{topic}; a topic needs one."]
+            )
+        path = _nlu_file_of(project, topic)
+        document = _load_rt(path)
+        for block in document.get("nlu") or []:
+            if block.get("intent") == f"{_PREFIX}{topic}":
+                kept = [
+                    line
+                    for line in str(block.get("examples") or "").splitlines()
+                    if not line.strip().startswith("- ")
+                    or content_rules.normalise(line.strip()[2:].strip()) != key
+                ]
+                block["examples"] = LiteralScalarString("\n".join(kept) + "\n")
+        written = _write_all({path: _dump_rt(document)})
+    return EditResult(written, [], _suite_note(topic, len(current.examples) - 1))
 
 
 def data_problems(project: Project) -> List[str]:

@@ -166,3 +166,36 @@ class History:
         if self.pinned or trained_on == data_fingerprint(project):
             return self.file(self.live)
         return None
+
+
+# --- earlier answers of FAQ topics ---------------------------------------------------
+
+ANSWERS_FILE = "answers.json"
+KEEP_ANSWERS = 10
+
+
+def earlier_answers(models_dir: Path, topic: str) -> List[Dict[str, str]]:
+    """The answers ``topic`` had before, newest first: ``{"at": ..., "text": ...}``."""
+    path = models_dir / ANSWERS_FILE
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return list(reversed(data.get(topic) or []))
+
+
+def remember_answer(models_dir: Path, topic: str, text: str) -> None:
+    """Keeps an answer that is being replaced, so the staff page can restore it."""
+    path = models_dir / ANSWERS_FILE
+    data: Dict[str, List[Dict[str, str]]] = {}
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+    kept = [entry for entry in data.get(topic) or [] if entry.get("text") != text]
+    kept.append({"at": now_iso(), "text": text})
+    data[topic] = kept[-KEEP_ANSWERS:]
+    models_dir.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=models_dir, prefix=".answers.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)

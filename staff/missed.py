@@ -3,7 +3,9 @@
 A message counts as missed when its parse ended in ``nlu_fallback``, when it was
 answered from the FAQ with low confidence, or when the next action was
 ``action_clarify`` ("Did you mean") or ``action_contact_staff`` (the patient asked
-for a person). These are the phrasings worth teaching the model.
+for a person), and when the model was sure the question is out of scope (the patient
+read "Sorry, I can't help with that"): counted, those show which new topics a clinic
+might add. These are the phrasings worth teaching the model.
 
 Personal details never leave this module: e-mail addresses, phone numbers, booking
 references and names (the conversation's own name slots, spaCy's PERSON hints and
@@ -41,7 +43,10 @@ REASONS = {
     "low_confidence": "unsure answer",
     "action_clarify": "did you mean",
     "action_contact_staff": "asked for staff",
+    "out_of_scope": "out of scope",
 }
+# A confident out_of_scope parse is answered "Sorry, I can't help with that".
+OUT_OF_SCOPE_INTENT = "out_of_scope"
 # The slot holding the patient's name: masked wherever the conversation repeats it.
 NAME_SLOTS = ("patient_name",)
 # An FAQ answer within this much of the confidence gate's threshold was a near miss.
@@ -74,6 +79,7 @@ class Occurrence:
     conversation: str
     reasons: Set[str] = field(default_factory=set)
     guess: Optional[Tuple[str, float]] = None
+    topic_guess: Optional[str] = None
 
 
 @dataclass
@@ -87,6 +93,9 @@ class MissedGroup:
     last_seen: float
     reasons: List[str]
     guess: Optional[Tuple[str, float]]
+    topic_guess: Optional[str] = (
+        None  # the FAQ topic the response selector ranked first
+    )
 
     @property
     def masked(self) -> bool:
@@ -170,10 +179,22 @@ def _guess(parse: Dict[str, Any]) -> Optional[Tuple[str, float]]:
     return None
 
 
+def _topic_guess(parse: Dict[str, Any]) -> Optional[str]:
+    """The FAQ topic the response selector ranked first, whatever the intent was."""
+    selection = (parse.get("response_selector") or {}).get(RETRIEVAL_INTENT) or {}
+    for entry in selection.get("ranking") or []:
+        key = str(entry.get("intent_response_key") or "")
+        if key.startswith(f"{RETRIEVAL_INTENT}/"):
+            return key[len(RETRIEVAL_INTENT) + 1 :]
+    return None
+
+
 def _parse_reasons(parse: Dict[str, Any], low_confidence: float) -> Set[str]:
     intent = str((parse.get("intent") or {}).get("name") or "")
     if intent == "nlu_fallback":
         return {"nlu_fallback"}
+    if intent == OUT_OF_SCOPE_INTENT:
+        return {"out_of_scope"}
     if intent == RETRIEVAL_INTENT:
         selection = (parse.get("response_selector") or {}).get(RETRIEVAL_INTENT) or {}
         confidence = (selection.get("response") or {}).get("confidence")
@@ -224,6 +245,7 @@ def _conversation_missed(
                 conversation=conversation,
                 reasons=_parse_reasons(parse, low_confidence),
                 guess=_guess(parse),
+                topic_guess=_topic_guess(parse),
             )
         elif kind == "action" and pending and data.get("name") in REASONS:
             pending.reasons.add(str(data["name"]))
@@ -296,6 +318,7 @@ def group(
                 last_seen=latest.timestamp,
                 reasons=[REASONS[reason] for reason in REASONS if reason in reasons],
                 guess=latest.guess,
+                topic_guess=latest.topic_guess,
             )
         )
     groups.sort(key=lambda item: item.last_seen, reverse=True)

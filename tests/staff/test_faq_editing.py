@@ -13,7 +13,7 @@ from rasa.shared.nlu.training_data.formats.rasa_yaml import RasaYAMLReader
 from staffkit import comment_lines, copy_project, snapshot
 
 from actions.faq import faq_topic_titles
-from staff import faq_data
+from staff import faq_data, history
 from staff.faq_data import Refused
 from staff.project import Project
 
@@ -274,3 +274,40 @@ def test_every_problem_is_listed_at_once(project: Project) -> None:
     text = "\n".join(refused.value.reasons)
     for expected in ("topic name", "title is empty", "cannot carry", "price", "greet"):
         assert expected in text
+
+
+def test_remove_example_undoes_an_add_and_keeps_the_comments(
+    project: Project,
+) -> None:
+    before = project.faq_nlu.read_text(encoding="utf-8")
+    faq_data.add_examples(project, "dry_needling", ["does needling leave bruises"])
+
+    faq_data.remove_example(project, "dry_needling", "does needling leave bruises")
+
+    assert project.faq_nlu.read_text(encoding="utf-8") == before
+    with pytest.raises(Refused) as refused:
+        faq_data.remove_example(project, "dry_needling", "does needling leave bruises")
+    assert refused.value.reasons == [
+        "'does needling leave bruises' is not an example of faq/dry_needling."
+    ]
+
+
+def test_an_earlier_answer_can_be_restored(project: Project) -> None:
+    before = project.faq_responses.read_text(encoding="utf-8")
+    original = faq_data.get_topic(project, "chiropractic_care").answers[0].text
+    faq_data.set_answer(project, "chiropractic_care", "A first new answer, short.")
+    faq_data.set_answer(project, "chiropractic_care", "A second new answer, short.")
+
+    earlier = history.earlier_answers(project.models_dir, "chiropractic_care")
+    assert [entry["text"] for entry in earlier] == [
+        "A first new answer, short.",
+        original,
+    ]
+    faq_data.set_answer(project, "chiropractic_care", original)
+    assert project.faq_responses.read_text(encoding="utf-8") == before
+    earlier = history.earlier_answers(project.models_dir, "chiropractic_care")
+    assert [entry["text"] for entry in earlier] == [
+        "A second new answer, short.",
+        "A first new answer, short.",
+        original,  # the staff page hides the one that is live again
+    ]

@@ -107,6 +107,15 @@ CONVERSATIONS: Dict[str, List[Event]] = {
             [],
         ),
         act("action_contact_staff", NOW - HOUR),
+        # confidently out of scope: "Sorry, I can't help with that"
+        user(
+            "can my dog come in with me",
+            NOW - HOUR + 60,
+            "out_of_scope",
+            0.97,
+            [("chiropractic_care", 0.3), ("dry_needling", 0.2)],
+        ),
+        act("utter_out_of_scope", NOW - HOUR + 60),
     ],
     "patient-b": [
         act("action_session_start", NOW - 40 * DAY),
@@ -162,6 +171,7 @@ def test_lists_missed_messages_grouped_newest_first_and_masked(
 
     assert [item.text for item in groups] == [
         "Will the stuff in the needle knock me out?",
+        "can my dog come in with me",
         "I'd like a human to look at this please",
         "hi I'm [name], how long till it works",
         "did [name] get booked",
@@ -174,6 +184,18 @@ def test_lists_missed_messages_grouped_newest_first_and_masked(
     reasons = {item.text: item.reasons for item in groups}
     assert reasons["I'd like a human to look at this please"] == ["asked for staff"]
     assert reasons["hi I'm [name], how long till it works"] == ["unsure answer"]
+    assert reasons["can my dog come in with me"] == ["out of scope"]
+
+
+def test_the_topic_guess_is_the_response_selectors_first_topic(
+    settings: Settings,
+) -> None:
+    groups = by_text(missed.missed_messages(settings, since_days=30))
+    # out of scope as an intent, yet the closest FAQ topic is what staff file it under
+    assert groups["can my dog come in with me"].guess == ("out_of_scope", 0.97)
+    assert groups["can my dog come in with me"].topic_guess == "chiropractic_care"
+    assert groups["did [name] get booked"].topic_guess == "injection_contents"
+    assert groups["I'd like a human to look at this please"].topic_guess is None
 
 
 def test_nothing_typed_in_a_form_and_no_personal_detail_is_shown(
