@@ -42,9 +42,10 @@ from actions.booking_common import (
     slot_from_entry,
     spacy_hints,
     visit_type_in_message,
-    visit_type_name,
+    visit_type_in_sentence,
 )
 from actions.booking_parsing import (
+    display_phone,
     match_visit_type,
     name_as_written,
     pick_offered,
@@ -238,7 +239,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         if not offers:
             dispatcher.utter_message(
                 response="utter_no_slots",
-                visit_type_name=visit_type_name(visit_type),
+                visit_type_name=visit_type_in_sentence(visit_type),
                 time_preference=str(value),
             )
             return {"time_preference": None, "offered_slots": None} | cleared
@@ -408,9 +409,9 @@ class ActionAskAppointmentSlot(Action):
             }
             for number, entry in enumerate(offered, start=1)
         ]
-        visit = visit_type_name(tracker.get_slot("visit_type"))
+        visit = visit_type_in_sentence(tracker.get_slot("visit_type"))
         dispatcher.utter_message(
-            text=f"Here are the open times for a {visit}. Which one suits you?",
+            text=f"Here are the open times for {visit}. Which one suits you?",
             buttons=buttons,
         )
         return []
@@ -431,8 +432,8 @@ class ActionAskBookingConfirmed(Action):
             return []
         chosen = chosen_offer(tracker)
         when = chosen["label"] if chosen else "the time you picked"
-        visit = visit_type_name(tracker.get_slot("visit_type"))
-        phone = tracker.get_slot("patient_phone") or ""
+        visit = visit_type_in_sentence(tracker.get_slot("visit_type"))
+        phone = display_phone(str(tracker.get_slot("patient_phone") or ""))
         dispatcher.utter_message(
             text=(
                 f"Please check: {visit} on {when}, for "
@@ -551,4 +552,9 @@ class ActionStopBooking(Action):
             "found_booking",
             "booking_task",
             "scheduler_down",
-        ) + [SlotSet("cancel_pending", False), SlotSet("callback_offered", False)]
+            "callback_reason",
+        ) + [
+            SlotSet("cancel_pending", False),
+            SlotSet("callback_offered", False),
+            SlotSet("handoff_callback", False),
+        ]

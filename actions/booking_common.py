@@ -202,6 +202,19 @@ def visit_type_name(key: Optional[str]) -> str:
     return visit.name if visit else "visit"
 
 
+def visit_type_in_sentence(key: Optional[str]) -> str:
+    """The visit type's name as written inside a sentence, e.g. "dry needling".
+
+    The first letter is lower-cased unless the first word is an abbreviation
+    ("MRI review" stays as it is).
+    """
+    name = visit_type_name(key)
+    first = name.split(" ", 1)[0]
+    if len(first) > 1 and first.isupper():
+        return name
+    return name[:1].lower() + name[1:]
+
+
 def slot_entry(slot: Slot) -> Dict[str, Any]:
     """How an offered slot is kept in the tracker (no patient data)."""
     local = slot.start.astimezone(settings().tz)
@@ -282,7 +295,7 @@ def booking_values(booking: Booking) -> Dict[str, str]:
     """Template values that describe a booking to its patient."""
     local = booking.slot.start.astimezone(settings().tz)
     return {
-        "visit_type_name": visit_type_name(booking.slot.visit_type),
+        "visit_type_name": visit_type_in_sentence(booking.slot.visit_type),
         "when": describe_time(local),
         "reference": booking.reference,
     }

@@ -80,7 +80,13 @@ class ValidateLookupForm(ContactAnswers, FormValidationAction):
         tracker: Tracker,
         domain: DomainDict,
     ) -> Dict[str, Any]:
-        """The code: letters and digits, spaces and dashes ignored, upper case."""
+        """The code: letters and digits, spaces and dashes ignored, upper case.
+
+        A reference cleared to be asked again (a new lookup, a wrong one) is not
+        checked: the form asks for it, once.
+        """
+        if value is None:
+            return {"booking_reference": None}
         words = [w for w in str(value).upper().replace("-", "").split() if w.isalnum()]
         code = next((w for w in reversed(words) if 5 <= len(w) <= 12), None)
         if code is None:

@@ -121,6 +121,26 @@ def normalize_phone(text: str, region: str = "US") -> Optional[str]:
     return None
 
 
+def display_phone(e164: str) -> str:
+    """A stored number the way people write it: ``(817) 555-0142`` for US numbers.
+
+    Numbers of other countries keep their country code (``+44 20 7946 0958``);
+    anything that is no valid number is shown as stored.
+    """
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    if not phonenumbers.is_valid_number(number):
+        return e164
+    style = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if number.country_code == 1
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return str(phonenumbers.format_number(number, style))
+
+
 def phone_numbers_in(text: str, region: str = "US") -> List[str]:
     """The valid phone numbers in ``text``, as written ("(817) 555-0188")."""
     return [match.raw_string for match in _valid_numbers(text, region)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List
+from typing import Any, Dict, List
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -12,13 +12,18 @@ from rasa_sdk.types import DomainDict
 
 from actions.booking_common import (
     BOOKING_SLOTS,
+    SAFETY_AND_STOP,
     ContactAnswers,
     call_scheduler,
     callback_store,
+    latest_intent,
+    latest_text,
     reset,
     visit_type_name,
 )
+from actions.booking_parsing import display_phone
 from actions.scheduling.base import BackendUnavailable
+from clinic_nlu.text import has_words
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +31,42 @@ logger = logging.getLogger(__name__)
 
 
 class ValidateCallbackForm(ContactAnswers, FormValidationAction):
-    """Name and number for a call back; answers given earlier are kept."""
+    """Name and number for a call back; answers given earlier are kept.
+
+    A patient who asked for a person is also asked what it is about; a call back
+    offered because the scheduler is down is about the booking.
+    """
 
     def name(self) -> str:
         """Name of the validation action of ``callback_form``."""
         return "validate_callback_form"
+
+    async def required_slots(
+        self,
+        domain_slots: List[str],
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> List[str]:
+        """Name and phone; the reason too when the patient asked for a person."""
+        if tracker.get_slot("handoff_callback"):
+            return domain_slots
+        return [slot for slot in domain_slots if slot != "callback_reason"]
+
+    async def extract_callback_reason(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[str, Any]:
+        """The reason, when asked: whatever the patient writes, in their words.
+
+        A question ("how much is an injection?") is a reason to call too; only a red
+        flag or "never mind" is left to the rules.
+        """
+        if tracker.get_slot("requested_slot") != "callback_reason":
+            return {}
+        if latest_intent(tracker) in SAFETY_AND_STOP:
+            return {}
+        text = latest_text(tracker).strip()
+        return {"callback_reason": text} if has_words(text) else {}
 
 
 class ActionRequestCallback(Action):
@@ -43,10 +79,14 @@ class ActionRequestCallback(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[EventType]:
-        """Saves name, number, preferred time and visit type; nothing is lost."""
+        """Saves name, number, preferred time and visit type or reason."""
         store = callback_store()
+        handoff = bool(tracker.get_slot("handoff_callback"))
         visit = tracker.get_slot("visit_type")
-        note = f"Visit type: {visit_type_name(visit)}" if visit else ""
+        if handoff:
+            note = f"Reason: {tracker.get_slot('callback_reason') or ''}"
+        else:
+            note = f"Visit type: {visit_type_name(visit)}" if visit else ""
         phone = str(tracker.get_slot("patient_phone"))
         try:
             await call_scheduler(
@@ -63,8 +103,14 @@ class ActionRequestCallback(Action):
             logger.error("A call-back request could not be stored.")
             dispatcher.utter_message(response="utter_action_unavailable")
             return [SlotSet("callback_offered", False)]
-        dispatcher.utter_message(response="utter_callback_stored", phone=phone)
+        dispatcher.utter_message(
+            response="utter_callback_stored_handoff"
+            if handoff
+            else "utter_callback_stored",
+            phone=display_phone(phone),
+        )
         return [
             SlotSet("callback_offered", False),
-            *reset(*BOOKING_SLOTS, "scheduler_down", "booking_task"),
+            SlotSet("handoff_callback", False),
+            *reset(*BOOKING_SLOTS, "scheduler_down", "booking_task", "callback_reason"),
         ]

@@ -151,7 +151,7 @@ class ActionClarify(Action):
         tracker: Tracker,
         domain: Dict[str, Any],
     ) -> List[EventType]:
-        """Suggests up to two topics; with no plausible one, gives the default reply.
+        """Suggests up to two topics; with no plausible one, says what it can do.
 
         A message without any letter or digit (empty, emoji, punctuation) is asked
         for words instead.
@@ -161,7 +161,8 @@ class ActionClarify(Action):
             return []
         options = suggestions(tracker.latest_message)
         if not options:
-            dispatcher.utter_message(response="utter_default")
+            # Nothing it knows is close: say so, and what it can do.
+            dispatcher.utter_message(response="utter_out_of_scope")
             return []
         dispatcher.utter_message(
             response="utter_clarify",

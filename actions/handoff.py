@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.settings import clinic
@@ -28,7 +28,12 @@ def utter_contact(dispatcher: CollectingDispatcher) -> None:
 
 
 class ActionContactStaff(Action):
-    """Tells the patient how to reach a person at the clinic."""
+    """Tells the patient how to reach a person at the clinic.
+
+    With the clinic's phone number configured, that (and its other details) is the
+    answer. Without one, the patient is offered a call back: staff see the request,
+    with the reason in the patient's words, in ``staff callbacks``.
+    """
 
     def name(self) -> str:
         """Action name used in the domain and rules."""
@@ -40,9 +45,23 @@ class ActionContactStaff(Action):
         tracker: Tracker,
         domain: Dict[str, Any],
     ) -> List[EventType]:
-        """Gives the contact details known from the clinic config."""
-        utter_contact(dispatcher)
-        return []
+        """Gives the clinic's phone, or offers a call back when it has none.
+
+        Inside a form only the contact is given, and the form asks its question again.
+        """
+        info = clinic()
+        if info.phone or tracker.active_loop_name:
+            utter_contact(dispatcher)
+            return []
+        details = info.contact_details()
+        if details:  # an address or website, still no number to call
+            dispatcher.utter_message(
+                response="utter_contact_details",
+                contact_details=details,
+                **info.template_values(),
+            )
+        dispatcher.utter_message(response="utter_offer_handoff_callback")
+        return [SlotSet("callback_offered", True), SlotSet("handoff_callback", True)]
 
 
 class ActionAnswerHours(Action):

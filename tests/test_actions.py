@@ -16,6 +16,7 @@ from rasa.shared.core.training_data.story_reader.yaml_story_reader import (
 from rasa.shared.nlu.constants import ENTITIES, INTENT, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa_sdk import Action
+from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from testkit import (
     DOMAIN_FILES,
@@ -306,7 +307,7 @@ async def test_clarify_drops_an_implausible_second_suggestion(
         pytest.param([], None, id="no-ranking"),
     ],
 )
-async def test_clarify_without_plausible_suggestion_gives_default_reply(
+async def test_clarify_without_plausible_suggestion_says_what_it_can_do(
     intent_ranking: List[Dict[str, Any]],
     response_selector: Optional[Dict[str, Any]],
     dispatcher: CollectingDispatcher,
@@ -323,7 +324,39 @@ async def test_clarify_without_plausible_suggestion_gives_default_reply(
 
     assert await ActionClarify().run(dispatcher, tracker, domain) == []
 
-    assert responses(dispatcher) == ["utter_default"]
+    assert responses(dispatcher) == ["utter_out_of_scope"]
+    assert rendered(dispatcher, domain) == (
+        "Sorry, I can't help with that. I can answer questions about back spasms and "
+        "trigger point injections, or help you get an appointment."
+    )
+
+
+@pytest.mark.asyncio
+async def test_clarify_offers_no_unrelated_topics(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    # "do you validate parking", as the model parsed it: Insurance at 0.115 and
+    # Chiropractic care at 0.234 * 0.467 = 0.109, both below the minimum.
+    tracker = make_tracker(
+        text="do you validate parking",
+        intent="nlu_fallback",
+        confidence=0.55,
+        intent_ranking=ranking(
+            ("nlu_fallback", 0.55),
+            ("ask_other_condition", 0.374),
+            ("faq", 0.234),
+            ("ask_insurance", 0.115),
+        ),
+        response_selector=selector(
+            [("chiropractic_care", 0.467), ("clinic_location", 0.243)]
+        ),
+    )
+
+    await ActionClarify().run(dispatcher, tracker, domain)
+
+    assert responses(dispatcher) == ["utter_out_of_scope"]
     assert buttons(dispatcher) == []
 
 
@@ -424,8 +457,11 @@ def test_suggested_intents_exist_in_the_domain(rasa_domain: Domain) -> None:
 # --- action_contact_staff -----------------------------------------------------------
 
 
+CALL_BACK_OFFER = "I can ask our staff to call you back. Would you like that?"
+
+
 @pytest.mark.asyncio
-async def test_contact_staff_without_contact_details_points_to_the_office(
+async def test_contact_staff_without_contact_details_offers_a_call_back(
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
@@ -433,6 +469,30 @@ async def test_contact_staff_without_contact_details_points_to_the_office(
     events = await ActionContactStaff().run(
         dispatcher, make_tracker(text="a person please", intent="request_human"), domain
     )
+
+    assert events == [
+        SlotSet("callback_offered", True),
+        SlotSet("handoff_callback", True),
+    ]
+    assert responses(dispatcher) == ["utter_offer_handoff_callback"]
+    assert rendered(dispatcher, domain) == CALL_BACK_OFFER
+    assert domain["responses"]["utter_offer_handoff_callback"][0]["buttons"] == [
+        {"title": "Yes, call me back", "payload": "/affirm"},
+        {"title": "No, thanks", "payload": "/deny"},
+    ]
+
+
+@pytest.mark.asyncio
+async def test_contact_staff_inside_a_form_points_to_the_office(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    # The form asks its question again next; a call back is offered only outside one.
+    tracker = make_tracker(text="a person please", intent="request_human")
+    tracker.active_loop = {"name": "booking_form"}
+
+    events = await ActionContactStaff().run(dispatcher, tracker, domain)
 
     assert events == []
     assert responses(dispatcher) == ["utter_contact_office"]
@@ -473,16 +533,26 @@ async def test_contact_staff_gives_exactly_the_filled_contact_details(
 ) -> None:
     clinic_config(**{field: FILLED_CONTACT[field] for field in filled})
 
-    await ActionContactStaff().run(
+    events = await ActionContactStaff().run(
         dispatcher, make_tracker(text="book me", intent="book_appointment"), domain
     )
 
-    assert responses(dispatcher) == ["utter_contact_details"]
     assert dispatcher.messages[0]["contact_details"] == expected
-    assert (
-        rendered(dispatcher, domain)
-        == f"You can reach Test Spine Clinic here: {expected}"
-    )
+    details = f"You can reach Test Spine Clinic here: {expected}"
+    if "phone" in filled:  # a number to call: that is the answer
+        assert events == []
+        assert responses(dispatcher) == ["utter_contact_details"]
+        assert rendered(dispatcher, domain) == details
+    else:  # no number to call: a call back is offered too
+        assert events == [
+            SlotSet("callback_offered", True),
+            SlotSet("handoff_callback", True),
+        ]
+        assert responses(dispatcher) == [
+            "utter_contact_details",
+            "utter_offer_handoff_callback",
+        ]
+        assert rendered(dispatcher, domain) == f"{details}\n{CALL_BACK_OFFER}"
 
 
 # --- action_answer_hours ------------------------------------------------------------

@@ -575,7 +575,9 @@ async def test_lookup_and_callback_read_phone_numbers_in_any_format(
         **slots,
     )
     events, said = await run_form(form, domain, tracker)
-    assert events == [SlotSet("patient_phone", "+18175550188")]
+    # The call-back form, its answers complete, also says it asks nothing more.
+    asked = [SlotSet("requested_slot", None)] if slots.get("patient_name") else []
+    assert events == [SlotSet("patient_phone", "+18175550188"), *asked]
     assert said == []
 
 
@@ -813,3 +815,204 @@ async def test_never_mind_releases_the_hold(
     events = await booking.ActionStopBooking().run(CollectingDispatcher(), tracker, {})
     assert slots_of(events)["hold_id"] is None
     assert offers[0]["id"] in [offer["id"] for offer in await offers_for(make_tracker)]
+
+
+# --- each question asked once (issue 11) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("I want to reschedule", "reschedule_appointment"),
+        ("cancel my appointment", "cancel_appointment"),
+        ("when is my appointment", "check_appointment"),
+    ],
+)
+@pytest.mark.usefixtures("scheduler")
+async def test_a_new_lookup_says_nothing_before_the_reference_question(
+    make_tracker: TrackerFactory, domain: Dict[str, Any], text: str, intent: str
+) -> None:
+    # The reference cleared by action_start_lookup is not "checked": the form's own
+    # question is then the only one.
+    tracker = tracker_with(make_tracker, text, intent)
+    start = await booking_lookup.ActionStartLookup().run(
+        CollectingDispatcher(), tracker, {}
+    )
+    tracker.events = [{"event": "user", "text": text}, *start]
+    events, said = await run_form(booking_lookup.ValidateLookupForm(), domain, tracker)
+    assert said == []
+    assert slots_of(events)["booking_reference"] is None
+
+
+@pytest.mark.usefixtures("scheduler")
+async def test_a_wrong_reference_is_asked_again_once(
+    make_tracker: TrackerFactory, domain: Dict[str, Any]
+) -> None:
+    tracker = tracker_with(
+        make_tracker,
+        "817 555 0142",
+        booking_reference="ABC123",
+        patient_phone="+18175550142",
+        booking_task="reschedule",
+    )
+    dispatcher = CollectingDispatcher()
+    found = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_booking_not_found"]
+    tracker.events = [{"event": "user", "text": "817 555 0142"}, *found[:-1]]
+    tracker.slots |= slots_of(found)
+    _, said = await run_form(booking_lookup.ValidateLookupForm(), domain, tracker)
+    assert said == []  # then the form asks for the reference, once
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "entities"),
+    [
+        (
+            "/change_answer",
+            "change_answer",
+            [{"entity": "booking_field", "value": "name"}],
+        ),
+        ("Name", "inform", []),
+        ("Name", "change_answer", []),
+    ],
+)
+async def test_changing_the_name_at_the_read_back_only_clears_it(
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    scheduler: SqliteScheduler,
+    text: str,
+    intent: str,
+    entities: List[Dict[str, str]],
+) -> None:
+    tracker = await at_name_question(make_tracker, text, intent)
+    tracker.latest_message["entities"] = entities
+    tracker.slots |= {
+        "requested_slot": "booking_confirmed",
+        "patient_name": "Dawn Price",
+        "patient_phone": "+18175550142",
+    }
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    assert said == []  # no "doesn't look like a name": the name question comes next
+    assert slots_of(events) == {"patient_name": None, "booking_confirmed": None}
+
+
+# --- wording: visit types in a sentence, phone numbers as people write them -----------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("trigger_point_injection", "trigger point injection"),
+        ("dry_needling", "dry needling"),
+        ("evaluation", "evaluation / consultation"),
+        ("physical_therapy", "physical therapy"),
+        ("chiropractic", "chiropractic care"),
+    ],
+)
+async def test_offered_times_name_the_visit_type_in_plain_english(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler, key: str, expected: str
+) -> None:
+    offers = await offers_for(make_tracker)
+    tracker = tracker_with(make_tracker, "", visit_type=key, offered_slots=offers)
+    dispatcher = CollectingDispatcher()
+    await booking.ActionAskAppointmentSlot().run(dispatcher, tracker, {})
+    assert [message["text"] for message in dispatcher.messages] == [
+        f"Here are the open times for {expected}. Which one suits you?"
+    ]
+    assert [b["title"] for b in dispatcher.messages[0]["buttons"]] == [
+        offer["label"] for offer in offers
+    ]
+
+
+async def test_read_back_shows_the_phone_as_people_write_it(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    tracker = await at_name_question(make_tracker, "8175550142", "inform")
+    tracker.slots |= {
+        "requested_slot": "booking_confirmed",
+        "visit_type": "evaluation",
+        "patient_name": "Dawn Price",
+        "patient_phone": "+18175550142",
+    }
+    dispatcher = CollectingDispatcher()
+    await booking.ActionAskBookingConfirmed().run(dispatcher, tracker, {})
+    label = tracker.slots["offered_slots"][0]["label"]
+    assert dispatcher.messages == [
+        {
+            "text": (
+                f"Please check: evaluation / consultation on {label}, for Dawn Price, "
+                "mobile (817) 555-0142. Shall I book it?"
+            ),
+            "buttons": [
+                {"title": "Yes, book it", "payload": "/affirm"},
+                {"title": "Change something", "payload": "/deny"},
+                {"title": "Stop", "payload": "/stop"},
+            ],
+            "elements": [],
+            "custom": {},
+            "template": None,
+            "response": None,
+            "image": None,
+            "attachment": None,
+        }
+    ]
+
+
+# --- a call back when the patient asks for a person --------------------------------
+
+
+async def test_a_call_back_for_a_person_asks_the_reason_and_stores_it(
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+    tmp_path: Path,
+    scheduler: SqliteScheduler,
+) -> None:
+    form = callback.ValidateCallbackForm()
+    slots = ["patient_name", "patient_phone", "callback_reason"]
+    no_handoff = tracker_with(make_tracker, "")
+    handoff = tracker_with(make_tracker, "", handoff_callback=True)
+    dispatcher = CollectingDispatcher()
+    assert await form.required_slots(slots, dispatcher, no_handoff, domain) == [
+        "patient_name",
+        "patient_phone",
+    ]
+    assert await form.required_slots(slots, dispatcher, handoff, domain) == slots
+
+    reason = "my bill from last month looks wrong"
+    tracker = tracker_with(
+        make_tracker,
+        reason,
+        "faq",  # whatever the classifier makes of it, it is the reason
+        requested_slot="callback_reason",
+        handoff_callback=True,
+        patient_name="Dawn Price",
+        patient_phone="+18175550142",
+    )
+    events, said = await run_form(form, domain, tracker)
+    assert said == []
+    assert slots_of(events) == {"callback_reason": reason}
+
+    tracker.slots["callback_reason"] = reason
+    dispatcher = CollectingDispatcher()
+    events = await callback.ActionRequestCallback().run(dispatcher, tracker, {})
+    assert [(m["response"], m["phone"]) for m in dispatcher.messages] == [
+        ("utter_callback_stored_handoff", "(817) 555-0142")
+    ]
+    assert slots_of(events)["handoff_callback"] is False
+    assert slots_of(events)["callback_reason"] is None
+    stored = CallbackStore(tmp_path / "callbacks.db").list_open()
+    assert [(r.name, r.phone, r.note) for r in stored] == [
+        ("Dawn Price", "+18175550142", f"Reason: {reason}")
+    ]
+
+
+@pytest.mark.parametrize(("text", "intent"), [("never mind", "stop"), ("", "inform")])
+@pytest.mark.usefixtures("scheduler")
+async def test_never_mind_or_nothing_is_no_reason(
+    make_tracker: TrackerFactory, text: str, intent: str
+) -> None:
+    tracker = tracker_with(make_tracker, text, intent, requested_slot="callback_reason")
+    extracted = await callback.ValidateCallbackForm().extract_callback_reason(
+        CollectingDispatcher(), tracker, {}
+    )
+    assert extracted == {}

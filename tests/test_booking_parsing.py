@@ -11,6 +11,7 @@ import pytest
 from actions.booking_parsing import (
     clean_name,
     describe_time,
+    display_phone,
     match_visit_type,
     normalize_phone,
     phone_numbers_in,
@@ -276,3 +277,17 @@ def test_pick_offered_with_nothing_offered() -> None:
 )
 def test_describe_time(moment: datetime, expected: str) -> None:
     assert describe_time(moment) == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("+18175550142", "(817) 555-0142"),
+        ("+12145550147", "(214) 555-0147"),
+        ("+442079460958", "+44 20 7946 0958"),  # another country keeps its code
+        ("not a number", "not a number"),  # never invented
+        ("", ""),
+    ],
+)
+def test_display_phone_writes_numbers_as_people_do(stored: str, shown: str) -> None:
+    assert display_phone(stored) == shown
