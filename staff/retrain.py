@@ -357,8 +357,13 @@ def _publish(
 # --- rollback and restart ---------------------------------------------------------
 
 
-def rollback(settings: Settings, wait: bool = True, say: Say = print) -> Path:
-    """Makes the previously published model live again."""
+UNDO_ADVICE = "undo them before the next 'clinicbot retrain --publish'"
+
+
+def rollback(
+    settings: Settings, wait: bool = True, say: Say = print, undo: str = UNDO_ADVICE
+) -> Path:
+    """Makes the previously published model live again (``undo``: how to undo edits)."""
     with retrain_lock(settings.project.models_dir, "rollback", wait, DEFAULT_WAIT, say):
         history = History.load(settings.project.models_dir)
         if len(history.published) < 2:
@@ -396,8 +401,7 @@ def rollback(settings: Settings, wait: bool = True, say: Say = print) -> Path:
         history.save()
         say(
             f"{previous} is live again; {current} was removed. The data files still "
-            "hold the edits it was trained on: undo them before the next "
-            "'clinicbot retrain --publish', or they come back."
+            f"hold the edits it was trained on: {undo}, or they come back."
         )
         return target
 

@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -40,7 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from staff import faq_data, missed, retrain
+from staff import faq_data, history, missed, retrain
 from staff.faq_data import EditResult, Refused
 from staff.gate import CheckFailed, Evaluation
 from staff.locking import Say
@@ -53,7 +54,17 @@ MIN_PASSWORD = 12
 FAILED_LOGIN_DELAY = 0.5  # seconds: slows down guessing
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]"}
 REPORT_FILE = "heldout.json"
-PUBLIC = {("GET", "/login"), ("POST", "/login")}
+# The login page needs its script too (the page's only one, no data in it).
+PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/app.js")}
+# What the page tells staff to do after a rollback: the page's own buttons.
+UNDO_ON_THE_PAGE = (
+    "undo them on each topic's page ('Remove' next to an example, 'Restore this "
+    "answer' under Earlier answers) before the next 'Retrain and publish'"
+)
+# File paths in messages: "(data/nlu/faq.yml)" is dropped, "/x/y/model.tar.gz" is
+# shortened to "model.tar.gz". Staff need the what, not where it is stored.
+_PATH_IN_PARENS = re.compile(r"\s*\((?:[\w.+-]+/)+[\w.+-]+\)")
+_PATH = re.compile(r"(?:/?[\w.+-]+/)+([\w+-]+(?:\.[\w+-]+)+)")
 
 RetrainRunner = Callable[[Settings, retrain.Options, Say], object]
 RollbackRunner = Callable[[Settings, Say], object]
@@ -61,7 +72,12 @@ logger = logging.getLogger(__name__)
 
 
 def _rollback(settings: Settings, say: Say) -> object:
-    return retrain.rollback(settings, wait=False, say=say)
+    return retrain.rollback(settings, wait=False, say=say, undo=UNDO_ON_THE_PAGE)
+
+
+def without_paths(text: str) -> str:
+    """A message for staff without the file paths in it."""
+    return _PATH.sub(r"\1", _PATH_IN_PARENS.sub("", text))
 
 
 # --- background jobs: one retrain or rollback at a time -----------------------------
@@ -86,9 +102,9 @@ class Job:
             "kind": self.kind,
             "running": self.finished is None,
             "seconds": round(end - self.started, 1),
-            "lines": list(self.lines),
+            "lines": [without_paths(line) for line in self.lines],
             "ok": self.ok,
-            "message": self.message,
+            "message": without_paths(self.message),
         }
 
 
@@ -129,7 +145,13 @@ class Jobs:
             job.ok, job.message = False, str(failure)
         except Exception as error:  # shown on the page, not lost in a thread
             logger.exception("%s failed", job.kind)
-            job.ok, job.message = False, f"It stopped with an error: {error}"
+            job.ok, job.message = (
+                False,
+                (
+                    f"It stopped with an unexpected error ({type(error).__name__}); "
+                    "the staff page's log has the details."
+                ),
+            )
         new = sorted(self._results() - before, key=lambda path: path.name)
         reports = [path / REPORT_FILE for path in new if (path / REPORT_FILE).is_file()]
         job.report = reports[-1] if reports else None
@@ -224,7 +246,12 @@ form.inline{display:inline}
 SCRIPT = """
 'use strict';
 const box = document.getElementById('job');
+const jobButtons = document.querySelectorAll('button[data-job]');
+function lock(running) {
+  for (const button of jobButtons) { button.disabled = running; }
+}
 function show(job) {
+  lock(job.running);
   document.getElementById('job-lines').textContent = job.lines.join('\\n');
   const state = job.running ? `Running: ${job.kind}, ${job.seconds} s so far...`
     : `${job.ok ? 'Done' : 'Stopped'}: ${job.kind}, took ${job.seconds} s.`;
@@ -233,20 +260,22 @@ function show(job) {
 }
 async function poll() {
   const answer = await fetch('/api/job', {credentials: 'same-origin'});
-  if (!answer.ok) return;
+  if (!answer.ok) { lock(false); return; }
   const job = await answer.json();
-  if (!job.kind) return;
+  if (!job.kind) { lock(false); return; }
   show(job);
   if (job.running) { setTimeout(poll, 1000); }
   else if (box.dataset.running === 'yes') { location.reload(); }
 }
-for (const button of document.querySelectorAll('button[data-job]')) {
+for (const button of jobButtons) {
   button.addEventListener('click', async () => {
+    lock(true);
     const answer = await fetch(button.dataset.job, {method: 'POST',
       credentials: 'same-origin'});
     const body = await answer.json();
     document.getElementById('job-result').textContent = body.message || '';
-    if (answer.ok) { box.dataset.running = 'yes'; poll(); }
+    box.dataset.running = 'yes';
+    poll();
   });
 }
 if (box) { poll(); }
@@ -276,7 +305,7 @@ def _page(title: str, body: str, notice: str = "", logged_in: bool = True) -> st
 
 
 def _done(what: str, result: EditResult) -> str:
-    notes = "".join(f"<li>{e(note)}</li>" for note in result.notes)
+    notes = "".join(f"<li>{e(without_paths(note))}</li>" for note in result.notes)
     return (
         f'<div class="ok" role="status"><p>{e(what)} The assistant learns it at the '
         f"next retrain.</p>{f'<ul>{notes}</ul>' if notes else ''}</div>"
@@ -284,7 +313,7 @@ def _done(what: str, result: EditResult) -> str:
 
 
 def _refused(reasons: List[str]) -> str:
-    items = "".join(f"<li>{e(reason)}</li>" for reason in reasons)
+    items = "".join(f"<li>{e(without_paths(reason))}</li>" for reason in reasons)
     return (
         '<div class="refused" role="alert"><p>Nothing was changed:</p>'
         f"<ul>{items}</ul></div>"
@@ -458,8 +487,9 @@ class StaffWeb:
         return _html(_page("FAQ topics", body))
 
     def _topic_page(
-        self, name: str, notice: str = "", status: int = 200
+        self, name: str, notice: str = "", status: int = 200, typed: str = ""
     ) -> web.Response:
+        """The topic's page; ``typed``: refused examples, kept in their box."""
         try:
             topic = faq_data.get_topic(self.settings.project, name)
         except Refused as refused:
@@ -478,14 +508,32 @@ class StaffWeb:
             if editable
             else "<p>This answer depends on clinic.yml: change it there.</p>"
         )
-        examples = "".join(f"<li>{e(text)}</li>" for text in topic.examples)
+        earlier = history.earlier_answers(self.settings.project.models_dir, name)
+        restore = "".join(
+            f"<li><p>{e(entry['text'])} <em>(replaced {e(entry['at'])})</em></p>"
+            f'<form method="post" action="/topic/{e(topic.name)}/restore">'
+            f'<input type="hidden" name="answer" value="{e(entry["text"])}">'
+            "<button>Restore this answer</button></form></li>"
+            for entry in earlier
+            if editable and entry["text"] != topic.answers[0].text
+        )
+        examples = "".join(
+            f"<li>{e(text)} "
+            f'<form class="inline" method="post" action="/topic/{e(topic.name)}/'
+            f'remove"><input type="hidden" name="example" value="{e(text)}">'
+            f'<button aria-label="Remove {e(text)}">Remove</button></form></li>'
+            for text in topic.examples
+        )
         body = (
             f"<p>Button: {e(topic.title or '(none)')}</p><h2>Answer</h2>{answers}"
-            f"{answer_form}<h2>Add examples</h2>"
+            f"{answer_form}"
+            + (f"<h2>Earlier answers</h2><ul>{restore}</ul>" if restore else "")
+            + "<h2>Add examples</h2>"
             f'<form method="post" action="/topic/{e(topic.name)}/examples">'
             '<label>Ways patients ask it, one per line<textarea name="examples" '
-            'rows="4"></textarea></label><p><button>Add the examples</button></p>'
-            f"</form><h2>Examples ({len(topic.examples)})</h2><ul>{examples}</ul>"
+            f'rows="4">{e(typed)}</textarea></label><p><button>Add the examples'
+            f"</button></p></form><h2>Examples ({len(topic.examples)})</h2>"
+            f"<ul>{examples}</ul>"
         )
         return _html(_page(f"faq/{topic.name}", body, notice), status)
 
@@ -497,11 +545,12 @@ class StaffWeb:
         """Adds examples (one per line), or shows why not."""
         name = request.match_info["name"]
         form = await request.post()
-        texts = [line for line in _field(form, "examples").splitlines() if line.strip()]
+        typed = _field(form, "examples")
+        texts = [line for line in typed.splitlines() if line.strip()]
         try:
             result = faq_data.add_examples(self.settings.project, name, texts)
         except Refused as refused:
-            return self._topic_page(name, _refused(refused.reasons), 422)
+            return self._topic_page(name, _refused(refused.reasons), 422, typed)
         notice = _done(f"Added {len(result.added)} example(s) to faq/{name}.", result)
         return self._topic_page(name, notice)
 
@@ -519,18 +568,47 @@ class StaffWeb:
             name, _done(f"Changed the answer of faq/{name}.", result)
         )
 
+    async def remove_example(self, request: web.Request) -> web.Response:
+        """Removes one example, e.g. to undo an edit after a rollback."""
+        name = request.match_info["name"]
+        text = _field(await request.post(), "example")
+        try:
+            result = faq_data.remove_example(self.settings.project, name, text)
+        except Refused as refused:
+            return self._topic_page(name, _refused(refused.reasons), 422)
+        return self._topic_page(
+            name, _done(f"Removed {text!r} from faq/{name}.", result)
+        )
+
+    async def restore_answer(self, request: web.Request) -> web.Response:
+        """Makes an earlier answer the answer again (the same checks as a new one)."""
+        name = request.match_info["name"]
+        answer = _field(await request.post(), "answer")
+        try:
+            result = faq_data.set_answer(self.settings.project, name, answer)
+        except Refused as refused:
+            return self._topic_page(name, _refused(refused.reasons), 422)
+        return self._topic_page(
+            name, _done(f"Restored an earlier answer of faq/{name}.", result)
+        )
+
     # --- missed messages ---
 
     def _inbox_page(self, notice: str = "", status: int = 200) -> web.Response:
         groups = missed.missed_messages(self.settings, since_days=30)
-        options = "".join(
-            f'<option value="{e(topic.name)}">{e(topic.name)}</option>'
-            for topic in faq_data.list_topics(self.settings.project)
-        )
+        topics = faq_data.list_topics(self.settings.project)
+        titles = {topic.name: topic.title or topic.name for topic in topics}
         rows = []
         for item in groups:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(item.last_seen))
             guess = f"{item.guess[0]} ({item.guess[1]:.2f})" if item.guess else "-"
+            if item.topic_guess in titles:
+                guess = f"{titles[item.topic_guess]} ({guess})"
+            options = "".join(
+                f'<option value="{e(name)}"'
+                f"{' selected' if name == item.topic_guess else ''}>{e(title)}</option>"
+                for name, title in sorted(titles.items(), key=lambda pair: pair[1])
+            )
             action = f"/inbox/{e(item.id)}"
             rows.append(
                 f"<tr><td>{e(item.text)}</td><td>{item.count}x in "
@@ -544,8 +622,10 @@ class StaffWeb:
             )
         body = (
             "<p>What patients asked in the last 30 days that the assistant did not "
-            "understand, newest first. Names, phone numbers and e-mail addresses are "
-            "taken out.</p><table><tr><th>Message</th><th>How often</th><th>Last</th>"
+            'understand or answered with "Sorry, I can\'t help with that" (out of '
+            "scope: ideas for new topics), newest first. Names, phone numbers and "
+            "e-mail addresses are taken out.</p><table><tr><th>Message</th>"
+            "<th>How often</th><th>Last</th>"
             f"<th>Why</th><th>Model's guess</th><th></th></tr>{''.join(rows)}</table>"
             if groups
             else "<p>No missed messages in the last 30 days.</p>"
@@ -686,6 +766,8 @@ def create_app(
             web.get("/topic/{name}", staff.topic),
             web.post("/topic/{name}/examples", staff.add_examples),
             web.post("/topic/{name}/answer", staff.set_answer),
+            web.post("/topic/{name}/remove", staff.remove_example),
+            web.post("/topic/{name}/restore", staff.restore_answer),
             web.get("/inbox", staff.inbox),
             web.post("/inbox/{id}/add", staff.inbox_add),
             web.post("/inbox/{id}/dismiss", staff.inbox_dismiss),

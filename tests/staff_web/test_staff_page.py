@@ -9,13 +9,14 @@ temporary copy of the project.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -27,6 +28,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from staff import faq_data
 from staff.locking import retrain_lock
 from staff.project import Settings
+from staff.web import without_paths
 from tests.staff.staffkit import snapshot
 from tests.staff_web.conftest import (
     FakeRetrain,
@@ -38,10 +40,11 @@ from tests.staff_web.conftest import (
 
 ROUTES = [
     ("GET", "/"),
-    ("GET", "/app.js"),
     ("GET", "/topic/dry_needling"),
     ("POST", "/topic/dry_needling/examples"),
     ("POST", "/topic/dry_needling/answer"),
+    ("POST", "/topic/dry_needling/remove"),
+    ("POST", "/topic/dry_needling/restore"),
     ("GET", "/inbox"),
     ("POST", "/inbox/abcd1234/add"),
     ("POST", "/inbox/abcd1234/dismiss"),
@@ -143,11 +146,21 @@ async def test_a_refused_edit_shows_the_reason_and_writes_nothing(
     assert snapshot(settings.project) == before
 
 
-def write_tracker_store(settings: Settings, texts: Dict[str, float]) -> None:
-    """One conversation with each text not understood, at the given times."""
+def write_tracker_store(
+    settings: Settings,
+    texts: Dict[str, float],
+    out_of_scope: Optional[Dict[str, Tuple[float, str]]] = None,
+) -> None:
+    """One conversation with each text not understood, at the given times.
+
+    ``out_of_scope``: texts the model was sure are out of scope (answered "Sorry, I
+    can't help with that"), with their time and the FAQ topic it ranked first.
+    """
+    out_of_scope = out_of_scope or {}
     project = settings.project
     domain = Domain.load([str(project.domain), str(project.faq_responses)])
-    events: list[Any] = [SessionStarted(timestamp=min(texts.values()) - 1)]
+    times = [*texts.values(), *(at for at, _ in out_of_scope.values())]
+    events: list[Any] = [SessionStarted(timestamp=min(times) - 1)]
     for text, at in texts.items():
         parse = {
             "intent": {"name": "nlu_fallback", "confidence": 0.4},
@@ -156,6 +169,16 @@ def write_tracker_store(settings: Settings, texts: Dict[str, float]) -> None:
         }
         events.append(UserUttered(text, parse["intent"], [], parse, timestamp=at))
         events.append(ActionExecuted("action_clarify", timestamp=at + 0.1))
+    for text, (at, topic) in out_of_scope.items():
+        ranking = [{"intent_response_key": f"faq/{topic}", "confidence": 0.3}]
+        parse = {
+            "intent": {"name": "out_of_scope", "confidence": 0.98},
+            "intent_ranking": [{"name": "out_of_scope", "confidence": 0.98}],
+            "response_selector": {"faq": {"response": ranking[0], "ranking": ranking}},
+            "text": text,
+        }
+        events.append(UserUttered(text, parse["intent"], [], parse, timestamp=at))
+        events.append(ActionExecuted("utter_out_of_scope", timestamp=at + 0.1))
     store = SQLTrackerStore(domain, dialect="sqlite", db=str(settings.tracker_db))
     tracker = DialogueStateTracker.from_events("patient-1", events, domain.slots)
     asyncio.run(store.save(tracker))
@@ -282,3 +305,169 @@ def test_in_chromium_log_in_edit_and_retrain(
     plot = page.get_by_role("img", name="held-out questions")
     expect(plot).to_be_visible()
     page.wait_for_function("() => document.querySelector('img').naturalWidth > 0")
+
+
+# --- issue 11: the staff-page defects, each seen in Chromium ------------------------
+
+
+def log_in_page(page: Any, served: ServedApp) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(served.url + "/")
+    page.get_by_label("User name").fill("staff")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="FAQ topics")).to_be_visible()
+
+
+async def test_the_login_page_script_is_served_without_a_login(
+    client: TestClient,
+) -> None:
+    script = await client.get("/app.js")
+    assert script.status == 200
+    assert script.content_type == "application/javascript"
+    assert (await client.get("/api/job")).status == 401  # the data still needs one
+
+
+def test_in_chromium_the_login_page_loads_its_script(
+    page: Any, served: ServedApp
+) -> None:
+    refused: List[str] = []
+    page.on(
+        "response",
+        lambda response: refused.append(response.url) if response.status >= 400 else 0,
+    )
+    page.goto(served.url + "/login")
+    page.wait_for_load_state("networkidle")
+    assert refused == []
+
+
+def test_in_chromium_out_of_scope_questions_are_listed_with_the_guessed_topic(
+    page: Any, served: ServedApp, settings: Settings
+) -> None:
+    from playwright.sync_api import expect
+
+    now = time.time()
+    out_of_scope = {
+        "can my dog come in": (now - 120, "clinic_services"),
+        "do you sell gift cards": (now - 60, "chiropractic_care"),
+    }
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(write_tracker_store, settings, {}, out_of_scope).result()
+    log_in_page(page, served)
+    page.get_by_role("link", name="Missed messages").click()
+
+    rows = page.locator("tr").filter(has=page.get_by_role("combobox"))
+    expect(rows).to_have_count(2)
+    dog = rows.filter(has_text="can my dog come in")
+    expect(dog.locator("td").nth(1)).to_have_text("1x in 1 conversation(s)")
+    expect(dog.locator("td").nth(3)).to_have_text("out of scope")
+    # the model's guess is preselected, under its readable title
+    expect(dog.get_by_role("combobox")).to_have_value("clinic_services")
+    selected = dog.locator("option:checked")
+    expect(selected).to_have_text("What does the clinic do?")
+    cards = rows.filter(has_text="do you sell gift cards")
+    expect(cards.locator("option:checked")).to_have_text("Chiropractic care")
+    options = cards.locator("option").all_text_contents()
+    assert "dry_needling" not in options and "Dry needling (no medication)" in options
+
+    cards.get_by_role("button", name="Add to topic").click()
+    expect(page.get_by_role("status")).to_contain_text(
+        "Added it to faq/chiropractic_care."
+    )
+    examples = faq_data.get_topic(settings.project, "chiropractic_care").examples
+    assert examples[-1] == "do you sell gift cards"
+
+
+def test_in_chromium_a_refused_add_keeps_what_was_typed(
+    page: Any, served: ServedApp, settings: Settings
+) -> None:
+    from playwright.sync_api import expect
+
+    existing = faq_data.get_topic(settings.project, "relief_timing").examples[0]
+    typed = f"does needling feel like a pinch\n{existing}\nis needling done lying down"
+    before = snapshot(settings.project)
+    log_in_page(page, served)
+    page.goto(served.url + "/topic/dry_needling")
+    page.get_by_label("Ways patients ask it").fill(typed)
+    page.get_by_role("button", name="Add the examples").click()
+
+    expect(page.get_by_role("alert")).to_contain_text("Nothing was changed")
+    expect(page.get_by_label("Ways patients ask it")).to_have_value(typed)
+    # no file path in what staff read
+    expect(page.get_by_role("alert").get_by_role("listitem")).to_have_text(
+        [
+            f"{existing!r} is already an example of faq/relief_timing; one text "
+            "cannot teach the model two answers."
+        ]
+    )
+    assert snapshot(settings.project) == before
+
+
+def test_in_chromium_an_example_can_be_removed_and_an_answer_restored(
+    page: Any, served: ServedApp, settings: Settings
+) -> None:
+    from playwright.sync_api import expect
+
+    files = settings.project.faq_nlu, settings.project.faq_responses
+    before = {path: path.read_text(encoding="utf-8") for path in files}
+    original = faq_data.get_topic(settings.project, "dry_needling").answers[0].text
+    log_in_page(page, served)
+    page.goto(served.url + "/topic/dry_needling")
+    page.get_by_label("Ways patients ask it").fill("is needling done lying down")
+    page.get_by_role("button", name="Add the examples").click()
+    expect(page.get_by_role("status")).to_contain_text("Added 1 example(s)")
+    page.locator("textarea[name=answer]").fill("Dry needling uses thin needles only.")
+    page.get_by_role("button", name="Save the answer").click()
+    expect(page.get_by_role("status")).to_contain_text("Changed the answer")
+
+    page.get_by_role("button", name="Remove is needling done lying down").click()
+    expect(page.get_by_role("status")).to_contain_text(
+        "Removed 'is needling done lying down' from faq/dry_needling."
+    )
+    removed = page.get_by_role("button", name="Remove is needling done lying down")
+    expect(removed).to_have_count(0)
+    expect(page.get_by_role("heading", name="Earlier answers")).to_be_visible()
+    page.get_by_role("button", name="Restore this answer").click()
+    expect(page.get_by_role("status")).to_contain_text(
+        "Restored an earlier answer of faq/dry_needling."
+    )
+    expect(page.locator("textarea[name=answer]")).to_have_value(original)
+    assert {path: path.read_text(encoding="utf-8") for path in files} == before
+
+
+def test_in_chromium_job_buttons_are_disabled_while_a_job_runs(
+    page: Any, served: ServedApp
+) -> None:
+    from playwright.sync_api import expect
+
+    log_in_page(page, served)
+    page.get_by_role("link", name="Retrain").click()
+    names = ("Retrain (check only)", "Retrain and publish", "Roll back")
+    buttons = [page.get_by_role("button", name=name) for name in names]
+    for button in buttons:
+        expect(button).to_be_enabled()
+    buttons[0].click()
+    expect(page.locator("#job-state")).to_contain_text("Running: retrain")
+    for button in buttons:
+        expect(button).to_be_disabled()
+    # a reload while it runs: still disabled
+    page.reload()
+    expect(page.locator("#job-state")).to_contain_text("Running: retrain")
+    for button in buttons:
+        expect(button).to_be_disabled()
+    expect(page.locator("#job-state")).to_contain_text("Done: retrain, took")
+    for button in buttons:
+        expect(button).to_be_enabled()
+
+
+async def test_job_messages_show_no_file_paths(
+    settings: Settings, staff: TestClient
+) -> None:
+    missing = settings.project.models_dir / "candidate-1.tar.gz"
+    assert without_paths(f"The earlier model {missing} is missing.") == (
+        "The earlier model candidate-1.tar.gz is missing."
+    )
+    assert (await staff.post("/api/rollback", headers=origin(staff))).status == 202
+    job = await wait_for_job(staff)
+    assert str(settings.project.root) not in json.dumps(job)
