@@ -94,7 +94,7 @@ def test_book_end_to_end(assistant: Assistant) -> None:
     assert offers[0]["title"] in readback
     assert re.search(r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \w{3} \d{1,2}, ", readback)
     assert re.search(r"\d{1,2}:\d{2} (AM|PM) C[SD]T", readback)
-    assert "+18175550100" in readback
+    assert "mobile (817) 555-0100." in readback  # as people write it
     assert (reference, "+18175550100", "booked") in bookings(assistant)
 
 
@@ -106,13 +106,13 @@ def test_typed_choice_and_changed_phone_before_confirming(
     say(assistant, sender, "the second one")
     say(assistant, sender, "John Carter")
     readback = joined(say(assistant, sender, "817 555 0199"))
-    assert "+18175550199" in readback
+    assert "(817) 555-0199" in readback
     what = joined(say(assistant, sender, "no"))
     assert "What would you like to change?" in what
     asked = joined(say(assistant, sender, '/change_answer{"booking_field": "phone"}'))
     assert "mobile number" in asked
     readback = joined(say(assistant, sender, "682-555-0111"))
-    assert "+16825550111" in readback and "+18175550199" not in readback
+    assert "(682) 555-0111" in readback and "(817) 555-0199" not in readback
     confirmation = joined(say(assistant, sender, "yes, book it"))
     assert REFERENCE.search(confirmation), confirmation
 
@@ -180,7 +180,7 @@ def test_check_reschedule_and_cancel_need_reference_and_phone(
     say(assistant, other, reference)
     reply = joined(say(assistant, other, "817-555-0123"))
     assert reply.startswith(domain_text("utter_booking_not_found"))
-    assert reference not in reply and "Dry needling" not in reply
+    assert reference not in reply and "needling" not in reply.lower()
 
     # Right reference and phone: the details.
     checker = new_sender()
@@ -226,3 +226,81 @@ def test_invalid_phone_and_name_are_asked_again(assistant: Assistant) -> None:
     say(assistant, sender, "Linda Carter")
     reply = joined(say(assistant, sender, "555-12"))
     assert domain_text("utter_invalid_phone") in reply
+
+
+# --- whole turns: every message the patient reads, in order -------------------------
+
+INTRO = (
+    "Hi, I'm the virtual assistant of Valliant Life Medical. I can share general "
+    "information about back spasms and their treatment, and help you get an "
+    "appointment. I'm not a doctor and this isn't medical advice. In an emergency, "
+    "call 911."
+)
+Turn = List[Tuple[str, List[Tuple[str, str]]]]
+
+
+def turn(assistant: Assistant, sender: str, message: str) -> Turn:
+    """The replies to ``message``: (text, [(button title, payload)]) in order."""
+    return [
+        (
+            str(reply.get("text", "")),
+            [(b["title"], b["payload"]) for b in reply.get("buttons") or []],
+        )
+        for reply in assistant.replies(sender, message)
+    ]
+
+
+def test_lookup_asks_each_question_once(assistant: Assistant) -> None:
+    reference_question = (domain_text("utter_ask_booking_reference"), [])
+    for opening in ("I want to reschedule", "when is my appointment"):
+        sender = new_sender()
+        assert turn(assistant, sender, opening) == [(INTRO, []), reference_question]
+        assert turn(assistant, sender, "ABC123") == [
+            ("What mobile number can we reach you on?", [])
+        ]
+        assert turn(assistant, sender, "817 555 0142") == [
+            (
+                "I couldn't find a booking with that reference and phone number. "
+                "Please check both and try again.",
+                [],
+            ),
+            reference_question,
+        ]
+
+
+def test_changing_the_name_at_the_read_back_asks_only_for_the_name(
+    assistant: Assistant,
+) -> None:
+    sender = new_sender()
+    offers = start_booking(assistant, sender)
+    say(assistant, sender, offers[0]["payload"])
+    say(assistant, sender, "Dawn Price")
+    confirm = [
+        ("Yes, book it", "/affirm"),
+        ("Change something", "/deny"),
+        ("Stop", "/stop"),
+    ]
+
+    def readback(name: str) -> Turn:
+        return [
+            (
+                f"Please check: dry needling on {offers[0]['title']}, for {name}, "
+                "mobile (817) 555-0142. Shall I book it?",
+                confirm,
+            )
+        ]
+
+    assert turn(assistant, sender, "8175550142") == readback("Dawn Price")
+    assert turn(assistant, sender, "/deny") == [
+        (
+            "What would you like to change?",
+            [
+                ("Day or time", '/change_answer{"booking_field": "time"}'),
+                ("Visit type", '/change_answer{"booking_field": "visit_type"}'),
+                ("Name", '/change_answer{"booking_field": "name"}'),
+                ("Phone number", '/change_answer{"booking_field": "phone"}'),
+            ],
+        )
+    ]
+    assert turn(assistant, sender, "Name") == [("What is the patient's full name?", [])]
+    assert turn(assistant, sender, "Dana Price") == readback("Dana Price")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from typing import List, Tuple
 
 import pytest
 from testkit import domain_text, first_faq_answers
 
+from actions.scheduling.callbacks import CallbackStore
 from tests.integration.conftest import Assistant
 
 pytestmark = pytest.mark.integration
@@ -155,3 +157,84 @@ def test_conversations_survive_a_restart(assistant: Assistant) -> None:
             "SELECT COUNT(*) FROM events WHERE sender_id = ?", (sender,)
         ).fetchone()
     assert count > 0
+
+
+# --- whole turns: every message the patient reads, in order -------------------------
+
+INTRO = (
+    "Hi, I'm the virtual assistant of Valliant Life Medical. I can share general "
+    "information about back spasms and their treatment, and help you get an "
+    "appointment. I'm not a doctor and this isn't medical advice. In an emergency, "
+    "call 911."
+)
+Turn = List[Tuple[str, List[Tuple[str, str]]]]
+
+
+def turn(assistant: Assistant, sender: str, message: str) -> Turn:
+    """The replies to ``message``: (text, [(button title, payload)]) in order."""
+    status, replies = assistant.post(sender, message)
+    assert status == 200, (status, replies)
+    return [
+        (
+            str(reply.get("text", "")),
+            [(b["title"], b["payload"]) for b in reply.get("buttons") or []],
+        )
+        for reply in replies
+    ]
+
+
+CALL_BACK_OFFER = (
+    "I can ask our staff to call you back. Would you like that?",
+    [("Yes, call me back", "/affirm"), ("No, thanks", "/deny")],
+)
+
+
+def test_talk_to_someone_without_a_clinic_phone_takes_a_call_back(
+    assistant: Assistant,
+) -> None:
+    # clinic.yml has no phone number: a call back is what the clinic can offer.
+    sender = new_sender()
+    assert turn(assistant, sender, "can i talk to someone") == [
+        (INTRO, []),
+        CALL_BACK_OFFER,
+    ]
+    assert turn(assistant, sender, "yes") == [("What is the patient's full name?", [])]
+    assert turn(assistant, sender, "Dawn Price") == [
+        ("What mobile number can we reach you on?", [])
+    ]
+    assert turn(assistant, sender, "817-555-0142") == [
+        ("In a few words, what would you like to talk to our staff about?", [])
+    ]
+    reason = "my bill from last month looks wrong"
+    assert turn(assistant, sender, reason) == [
+        ("Thank you. Our staff will call you back at (817) 555-0142.", [])
+    ]
+    stored = [
+        (r.name, r.phone, r.note)
+        for r in CallbackStore(assistant.log_dir / "callbacks.db").list_open()
+        if r.sender_id == sender
+    ]
+    assert stored == [("Dawn Price", "+18175550142", f"Reason: {reason}")]
+
+
+def test_an_emergency_at_the_call_back_questions_wins(assistant: Assistant) -> None:
+    sender = new_sender()
+    turn(assistant, sender, "can i talk to someone")
+    turn(assistant, sender, "yes")
+    turn(assistant, sender, "Dawn Price")
+    turn(assistant, sender, "817-555-0142")
+    assert turn(assistant, sender, "I suddenly can't feel my legs") == [(EMERGENCY, [])]
+    assert not [
+        r
+        for r in CallbackStore(assistant.log_dir / "callbacks.db").list_open()
+        if r.sender_id == sender
+    ]
+
+
+def test_a_question_far_from_every_topic_gets_no_unrelated_suggestions(
+    assistant: Assistant,
+) -> None:
+    assert turn(assistant, new_sender(), "do you validate parking") == [
+        (INTRO, []),
+        (domain_text("utter_out_of_scope"), []),
+    ]
