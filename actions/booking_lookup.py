@@ -22,6 +22,7 @@ from actions.booking_common import (
     call_scheduler,
     idempotency_key,
     latest_intent,
+    looks_like_phone,
     looks_like_reference,
     reset,
     scheduler,
@@ -87,10 +88,15 @@ class ValidateLookupForm(ContactAnswers, FormValidationAction):
         """
         if value is None:
             return {"booking_reference": None}
+        if looks_like_phone(str(value)):
+            # A phone number has the shape of a code; the form asks for the code
+            # again, after saying why.
+            dispatcher.utter_message(response="utter_reference_not_phone")
+            return {"booking_reference": None}
         words = [w for w in str(value).upper().replace("-", "").split() if w.isalnum()]
         code = next((w for w in reversed(words) if 5 <= len(w) <= 12), None)
         if code is None:
-            dispatcher.utter_message(response="utter_ask_booking_reference")
+            dispatcher.utter_message(response="utter_invalid_booking_reference")
         return {"booking_reference": code}
 
 

@@ -865,6 +865,27 @@ async def test_a_wrong_reference_is_asked_again_once(
 
 
 @pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("817 555 0155", ["utter_reference_not_phone"]),
+        ("8175550155", ["utter_reference_not_phone"]),
+        ("(817) 555-0155", ["utter_reference_not_phone"]),
+        ("12", ["utter_invalid_booking_reference"]),
+    ],
+)
+@pytest.mark.usefixtures("scheduler")
+async def test_a_number_at_the_reference_question_says_why_not_the_question_twice(
+    make_tracker: TrackerFactory, domain: Dict[str, Any], text: str, said: List[str]
+) -> None:
+    tracker = tracker_with(make_tracker, text, requested_slot="booking_reference")
+    events, responses_said = await run_form(
+        booking_lookup.ValidateLookupForm(), domain, tracker
+    )
+    assert responses_said == said  # then the form asks for the reference, once
+    assert slots_of(events).get("booking_reference") is None
+
+
+@pytest.mark.parametrize(
     ("text", "intent", "entities"),
     [
         (

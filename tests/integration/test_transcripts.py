@@ -68,7 +68,9 @@ class Patient:
 
     def typed(self, turn: Dict[str, Any], channel: str) -> str:
         """What the patient types; "<REF>" is their latest booking reference."""
-        return str(turn["patient"]).replace("<REF>", self.references[channel])
+        typed = turn["patient"]
+        assert isinstance(typed, str), f"quote {typed!r} in the flow file"
+        return typed.replace("<REF>", self.references[channel])
 
     def remember_reference(self, channel: str, text: str) -> None:
         match = REFERENCE.search(text)
@@ -122,10 +124,21 @@ def play(
 ) -> List[Dict[str, Any]]:
     """The flow's turns with what the assistant answers now."""
     patient = Patient(assistant, twilio)
-    played: List[Dict[str, Any]] = []
-    for turn in flow["turns"]:
-        said = {key: turn[key] for key in ("patient", "choose") if key in turn}
-        played.append({**said, "web": patient.web(turn), "sms": patient.sms(turn)})
+    played: List[Dict[str, Any]] = [
+        {key: turn[key] for key in ("patient", "choose") if key in turn}
+        for turn in flow["turns"]
+    ]
+    # The whole web conversation first, then the SMS one: interleaved, the two
+    # would compete for the same open time.
+    for channel, answer in (("web", patient.web), ("sms", patient.sms)):
+        for turn, record in zip(flow["turns"], played, strict=True):
+            try:
+                record[channel] = answer(turn)
+            except (KeyError, StopIteration) as error:
+                so_far = yaml.dump(played, Dumper=_Dumper, width=10_000)
+                raise AssertionError(
+                    f"cannot play {turn}; so far:\n{so_far}"
+                ) from error
     return played
 
 
