@@ -124,7 +124,7 @@ def test_numbered_choices_round_trip(phone: Phone) -> None:
     assert "full name" in phone.say("2")
     phone.say("Maria Lopez")
     readback = phone.say("817-555-0100")
-    assert f"Dry needling on {times[2]}" in readback, readback
+    assert f"dry needling on {times[2]}" in readback, readback
     assert times[1] not in readback
     stop = next(n for n, title in choices(readback).items() if title == "Stop")
     assert phone.say(str(stop)) == domain_text("utter_booking_stopped")
@@ -140,8 +140,8 @@ def test_a_whole_booking_by_sms(assistant: Assistant, phone: Phone) -> None:
     phone.say("1")
     phone.say("Ana Garcia")
     readback = phone.say("469 555 0182")
-    assert f"Trigger point injection on {times[1]}" in readback
-    assert "+14695550182" in readback and "Reply 1, 2 or 3" in readback
+    assert f"trigger point injection on {times[1]}" in readback
+    assert "(469) 555-0182" in readback and "Reply 1, 2 or 3" in readback
     confirmation = phone.say("yes")
     match = REFERENCE.search(confirmation)
     assert match, confirmation
