@@ -241,8 +241,9 @@ def test_killed_action_server_comes_back_while_rasa_keeps_answering(
     # Down: supervisord starts it again, and it counts as up after startsecs (5 s).
     code, body = stack.health()
     assert (code, body["status"]) == (503, "degraded")
+    # Its supervisord state may already read RUNNING (startsecs passed on a busy
+    # machine) while it does not answer yet: the probe is what says it is down.
     assert body["parts"]["action_server"]["ok"] is False
-    assert body["parts"]["action_server"]["state"] != "RUNNING"
     assert body["parts"]["rasa_server"]["ok"] is True
     # Meanwhile the Rasa server answers patients' questions.
     assert stack.texts("run-sh-outage", "what medicine is in the injection") == [
