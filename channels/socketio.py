@@ -9,6 +9,10 @@ answers. This channel keeps its name, events and protocol and:
 - answers a malformed ``user_uttered`` with a ``message_error`` event and a short
   reason, and a failed turn with a ``message_error`` too, instead of silence;
 - speaks only for the session the socket asked for with ``session_request``;
+- starts the Rasa session as soon as the widget asks for it, so the assistant's
+  introduction (``utter_intro``: what it is, not medical advice, 911) is the first
+  thing the patient reads when the chat opens, and the widget needs no greeting of
+  its own (one greeting, not two);
 - accepts connections only from the origins in ``WIDGET_ALLOWED_ORIGINS``;
 - passes the text through ``channels.guard`` and remembers the buttons it sends;
 - never logs message text.
@@ -22,6 +26,7 @@ import re
 import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
+from rasa.core.agent import Agent
 from rasa.core.channels.channel import (
     InputChannel,
     OutputChannel,
@@ -29,7 +34,7 @@ from rasa.core.channels.channel import (
     decode_bearer_token,
 )
 from rasa.core.channels.socketio import SocketBlueprint, SocketIOInput, SocketIOOutput
-from sanic import Blueprint, response
+from sanic import Blueprint, Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 from socketio import AsyncServer
@@ -73,6 +78,35 @@ def message_problem(data: Any, metadata_key: str = "metadata") -> Optional[str]:
     if metadata is not None and not isinstance(metadata, dict):
         return f"'{metadata_key}' must be an object."
     return None
+
+
+class AppSocketBlueprint(SocketBlueprint):
+    """Rasa's Socket.IO blueprint, keeping the app it joins (to reach its agent)."""
+
+    def register(self, app: Sanic, options: Dict[str, Any]) -> None:
+        """Attaches Socket.IO to ``app`` and remembers ``app``."""
+        self.ctx.app = app
+        super().register(app, options)
+
+    def agent(self) -> Optional[Agent]:
+        """The Rasa agent of the app, once it is loaded and ready."""
+        app = getattr(self.ctx, "app", None)
+        agent = getattr(app.ctx, "agent", None) if app is not None else None
+        return agent if isinstance(agent, Agent) and agent.is_ready() else None
+
+
+async def start_session(agent: Agent, sender: str, output: OutputChannel) -> None:
+    """Runs Rasa's session start for ``sender`` now, unless its session is live.
+
+    As for a message, under the conversation's lock. A new or expired conversation
+    gets ``action_session_start`` (clinic_core/session.py), whose introduction goes
+    out through ``output``; a live one gets nothing, so a reconnect repeats nothing.
+    """
+    async with agent.lock_store.lock(sender):
+        processor = agent.processor
+        assert processor is not None  # the agent is ready
+        tracker = await processor.fetch_tracker_and_update_session(sender, output)
+        await processor.save_tracker(tracker)
 
 
 class GuardedSocketIOOutput(SocketIOOutput):
@@ -143,7 +177,7 @@ class GuardedSocketIOInput(OpensStoreLazily, SocketIOInput):
         self.sio = sio
         namespace = self.namespace
         metadata_key = self.metadata_key or "metadata"
-        blueprint: Blueprint = SocketBlueprint(
+        blueprint = AppSocketBlueprint(
             sio, self.socketio_path, "guarded_socketio_webhook", __name__
         )
 
@@ -177,6 +211,15 @@ class GuardedSocketIOInput(OpensStoreLazily, SocketIOInput):
                 await sio.enter_room(sid, asked, namespace=namespace)
                 await sio.save_session(sid, {"session_id": asked}, namespace=namespace)
             await sio.emit("session_confirm", asked, to=sid, namespace=namespace)
+            agent = blueprint.agent()
+            if agent is None:
+                return  # the first message starts the session, as on other channels
+            sender = asked if self.session_persistence else sid
+            output = GuardedSocketIOOutput(sio, self.bot_message_evt, self.store)
+            try:
+                await start_session(agent, sender, output)
+            except Exception:  # noqa: BLE001 - the first message will start it
+                logger.exception("A Socket.IO session could not be started.")
 
         async def sender_of(sid: str, data: Dict[str, Any]) -> Tuple[str, str]:
             """(sender, "") for this socket's session, or ("", the problem)."""

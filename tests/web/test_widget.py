@@ -18,7 +18,9 @@ from typing import Any, List
 import pytest
 import yaml
 from playwright.sync_api import Dialog, Locator, Page, expect
+from testkit import domain_text
 
+from actions.settings import parse_clinic_config
 from tests.web.conftest import DemoSite, Pages
 
 pytestmark = pytest.mark.integration
@@ -31,6 +33,13 @@ FORGED = '/inform{"appointment_option":"1"}'
 def faq_answer(topic: str) -> str:
     document = yaml.safe_load((ROOT / "data/responses/faq.yml").read_text())
     return str(document["responses"][f"utter_faq/{topic}"][0]["text"])
+
+
+def intro() -> str:
+    """The assistant's introduction on the website, with the clinic's name."""
+    config = yaml.safe_load((ROOT / "clinic.yml").read_text(encoding="utf-8"))
+    name = parse_clinic_config(config, "clinic.yml").template_values()["clinic_name"]
+    return domain_text("utter_intro", "socketio").replace("{clinic_name}", name)
 
 
 def launcher(page: Page) -> Locator:
@@ -54,9 +63,18 @@ def choices(page: Page) -> Locator:
     return page.locator(".cc-choices").last.get_by_role("button")
 
 
-def open_chat(page: Page) -> None:
+def shown(page: Page) -> List[str]:
+    """Every message in the widget, in order, as a screen reader reads it."""
+    texts = page.locator(".cc-msg").evaluate_all("ns => ns.map(n => n.textContent)")
+    return [str(text) for text in texts]
+
+
+def open_chat(page: Page, introduced: bool = True) -> None:
+    """Opens the chat; a new conversation waits for the assistant's introduction."""
     launcher(page).click()
     expect(message_box(page)).to_be_focused()
+    if introduced:
+        expect(bot_messages(page).first).to_have_text(f"Assistant: {intro()}")
 
 
 def settle(page: Page, answers: int) -> None:
@@ -129,6 +147,24 @@ def focused_label(page: Page) -> str:
     )
 
 
+def test_one_greeting_the_introduction_when_the_chat_opens(page: Page) -> None:
+    open_chat(page)
+    # Nothing else follows the introduction (no widget greeting, no second intro).
+    page.wait_for_timeout(1500)
+    assert shown(page) == [f"Assistant: {intro()}"]
+    say(page, "what is a back spasm exactly")
+    assert shown(page) == [
+        f"Assistant: {intro()}",
+        "You: what is a back spasm exactly",
+        f"Assistant: {faq_answer('what_is_spasm')}",
+    ]
+    # A reload shows the same conversation and the server repeats nothing.
+    page.reload()
+    expect(conversation(page)).to_be_visible()
+    page.wait_for_timeout(1500)
+    assert len(shown(page)) == 3
+
+
 def test_faq_question_gets_its_answer(page: Page) -> None:
     open_chat(page)
     say(page, "what is a back spasm exactly")
@@ -199,10 +235,11 @@ def test_new_chat_forgets_the_conversation(page: Page) -> None:
     page.get_by_role("button", name="New chat").click()
     expect(page.locator(".cc-user")).to_have_count(0)
     expect(message_box(page)).to_be_focused()
+    # A new Rasa conversation: it introduces itself again, before any question.
+    expect(bot_messages(page)).to_have_text([f"Assistant: {intro()}"])
     say(page, "hello")
     assert session_id(page) != first
-    # A new Rasa conversation: it introduces itself again.
-    expect(bot_messages(page).nth(1)).to_contain_text("virtual assistant")
+    assert shown(page)[:2] == [f"Assistant: {intro()}", "You: hello"]
 
 
 def test_book_an_appointment_end_to_end(page: Page) -> None:
@@ -337,12 +374,12 @@ def test_malformed_socket_messages_get_a_reason(page: Page) -> None:
 def test_other_origins_cannot_connect(pages: Pages, site: DemoSite) -> None:
     # The same page from another origin, not in WIDGET_ALLOWED_ORIGINS.
     page = pages.open(site.url.replace("127.0.0.1", "localhost"))
-    open_chat(page)
+    open_chat(page, introduced=False)
     message_box(page).fill("hello")
     message_box(page).press("Enter")
     expect(page.locator(".cc-typing")).to_be_visible()
     expect(page.get_by_role("status")).to_contain_text("Cannot reach the assistant")
-    assert bot_messages(page).count() == 1  # the greeting only
+    assert bot_messages(page).count() == 0  # no answer, not even the introduction
 
 
 def test_fits_a_phone_screen(pages: Pages) -> None:

@@ -9,7 +9,11 @@
  *
  * or, without the second script: <script src=".../clinic-chat.js"
  * data-server-url="https://assistant.example" data-clinic-name="..."
- * data-greeting="..." data-primary-color="#1d5c8c"></script>
+ * data-primary-color="#1d5c8c"></script>
+ *
+ * Greeting: the widget has none of its own. When the chat opens, the server starts
+ * the conversation and the assistant introduces itself (what it is, not medical
+ * advice, 911 in an emergency): that is the patient's one greeting.
  *
  * Safety: everything the patient or the assistant wrote is put on the page as text
  * (textContent, text nodes), never as HTML. Only http(s) addresses in the
@@ -26,7 +30,6 @@ const DEFAULTS = {
   serverUrl: "",
   socketPath: "/socket.io",
   clinicName: "Valliant Life Medical",
-  greeting: "Hello! Ask us a question or book an appointment.",
   launcherLabel: "Chat with us",
   colors: { primary: "#1d5c8c", onPrimary: "#ffffff" },
   // Matches session_expiration_time in domain.yml.
@@ -194,7 +197,7 @@ class ClinicChatWidget {
   }
 
   render() {
-    const { clinicName, greeting, launcherLabel, colors } = this.config;
+    const { clinicName, launcherLabel, colors } = this.config;
     this.host = element("div");
     this.host.id = "clinic-chat-widget";
     const root = this.host.attachShadow({ mode: "open" });
@@ -243,7 +246,6 @@ class ClinicChatWidget {
     this.log.setAttribute("role", "log");
     this.log.setAttribute("aria-live", "polite");
     this.log.setAttribute("aria-label", `Conversation with ${clinicName}`);
-    this.greeting = greeting;
     this.renderEntries();
 
     this.typing = element("p", "cc-typing", "The assistant is typing\u2026");
@@ -277,10 +279,9 @@ class ClinicChatWidget {
     document.body.append(this.host);
   }
 
-  /** The greeting, then every stored entry; only the latest choices stay active. */
+  /** Every stored entry; only the latest choices stay active. */
   renderEntries() {
     this.log.replaceChildren();
-    if (this.greeting) this.log.append(this.bubble({ who: "bot", text: this.greeting }));
     const lastUser = this.transcript.entries.map((e) => e.who).lastIndexOf("user");
     this.transcript.entries.forEach((entry, index) => {
       this.log.append(this.bubble(entry, index > lastUser));
@@ -456,7 +457,6 @@ if (script && script.dataset.serverUrl) {
   init({
     serverUrl: data.serverUrl,
     ...(data.clinicName && { clinicName: data.clinicName }),
-    ...(data.greeting && { greeting: data.greeting }),
     colors: { primary: data.primaryColor, onPrimary: data.onPrimaryColor },
   });
 }
