@@ -5,6 +5,8 @@
     clinicbot faq add-example TOPIC "text" ["text" ...]
     clinicbot faq new TOPIC --title "Button title" --answer "..." --example "..." x5
     clinicbot faq set-answer TOPIC "..."
+    clinicbot faq remove-example TOPIC "text"
+    clinicbot faq restore-answer TOPIC [N]   (N: as numbered by 'faq show')
     clinicbot missed [--since DAYS] [--limit N]
     clinicbot missed add ID TOPIC
     clinicbot missed dismiss ID
@@ -73,6 +75,15 @@ def _faq_show(settings: Settings, args: argparse.Namespace) -> int:
     print(f"Examples ({len(topic.examples)}):")
     for example in topic.examples[:EXAMPLES_SHOWN]:
         print(f"  - {example}")
+    earlier = faq_data.earlier_answers(settings.project, topic.name)
+    if earlier:
+        print(
+            f"Earlier answers ({len(earlier)}; bring one back with "
+            f"'clinicbot faq restore-answer {topic.name} N'):"
+        )
+    for number, entry in enumerate(earlier, 1):
+        print(f"  {number}. replaced {entry['at']}:")
+        print(textwrap.indent(textwrap.fill(entry["text"], 80), "       "))
     return 0
 
 
@@ -97,6 +108,31 @@ def _faq_new(settings: Settings, args: argparse.Namespace) -> int:
 def _faq_set_answer(settings: Settings, args: argparse.Namespace) -> int:
     result = faq_data.set_answer(settings.project, args.topic, args.answer)
     _print_result(result, f"Changed the answer of faq/{args.topic}.")
+    return 0
+
+
+def _faq_remove_example(settings: Settings, args: argparse.Namespace) -> int:
+    result = faq_data.remove_example(settings.project, args.topic, args.text)
+    _print_result(result, f"Removed {args.text!r} from faq/{args.topic}.")
+    return 0
+
+
+def _faq_restore_answer(settings: Settings, args: argparse.Namespace) -> int:
+    earlier = faq_data.earlier_answers(settings.project, args.topic)
+    if not earlier:
+        raise Refused([f"faq/{args.topic} has no earlier answer to restore."])
+    if not 1 <= args.number <= len(earlier):
+        raise Refused(
+            [
+                f"faq/{args.topic} has {len(earlier)} earlier answer(s): give a "
+                f"number from 1 to {len(earlier)} (see 'clinicbot faq show "
+                f"{args.topic}')."
+            ]
+        )
+    result = faq_data.restore_answer(
+        settings.project, args.topic, earlier[args.number - 1]["text"]
+    )
+    _print_result(result, f"Restored an earlier answer of faq/{args.topic}.")
     return 0
 
 
@@ -254,6 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("topic")
     answer.add_argument("answer")
     answer.set_defaults(run=_faq_set_answer)
+    remove = faq.add_parser("remove-example", help="remove one example of a topic")
+    remove.add_argument("topic")
+    remove.add_argument("text")
+    remove.set_defaults(run=_faq_remove_example)
+    restore = faq.add_parser(
+        "restore-answer", help="bring back an earlier answer (see 'faq show')"
+    )
+    restore.add_argument("topic")
+    restore.add_argument(
+        "number",
+        nargs="?",
+        type=int,
+        default=1,
+        help="which earlier answer, as 'faq show' numbers them (default 1, the newest)",
+    )
+    restore.set_defaults(run=_faq_restore_answer)
 
     missed_parser = commands.add_parser(
         "missed", help="messages the assistant did not understand"

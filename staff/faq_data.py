@@ -482,6 +482,33 @@ def remove_example(project: Project, topic: str, text: str) -> EditResult:
     return EditResult(written, [], _suite_note(topic, len(current.examples) - 1))
 
 
+def earlier_answers(project: Project, name: str) -> List[Dict[str, str]]:
+    """Answers ``name`` had before and could get back, newest first.
+
+    Each is ``{"at": when it was replaced, "text": ...}``; the current answer is not
+    among them, and a topic whose answer depends on clinic.yml has none to restore.
+    """
+    topic = get_topic(project, name)
+    if len(topic.answers) != 1 or topic.answers[0].condition:
+        return []
+    current = topic.answers[0].text
+    return [
+        entry
+        for entry in history.earlier_answers(project.models_dir, name)
+        if entry.get("text") != current
+    ]
+
+
+def restore_answer(project: Project, topic: str, text: str) -> EditResult:
+    """Makes an earlier answer of ``topic`` (see :func:`earlier_answers`) its answer.
+
+    The same checks as a new answer; ``Refused`` if ``text`` is not an earlier one.
+    """
+    if text not in {entry["text"] for entry in earlier_answers(project, topic)}:
+        raise Refused([f"That is not an earlier answer of faq/{topic}."])
+    return set_answer(project, topic, text)
+
+
 def data_problems(project: Project) -> List[str]:
     """Content-rule problems anywhere in the FAQ, e.g. after a hand edit.
 

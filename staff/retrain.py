@@ -357,7 +357,12 @@ def _publish(
 # --- rollback and restart ---------------------------------------------------------
 
 
-UNDO_ADVICE = "undo them before the next 'clinicbot retrain --publish'"
+UNDO_ADVICE = (
+    "undo them before the next 'clinicbot retrain --publish' ('clinicbot faq show "
+    "TOPIC' lists a topic's examples and earlier answers; 'clinicbot faq "
+    "remove-example TOPIC \"text\"' and 'clinicbot faq restore-answer TOPIC N' undo "
+    "an added example and a changed answer)"
+)
 
 
 def rollback(

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from staff import faq_data, history, missed, retrain
+from staff import faq_data, missed, retrain
 from staff.faq_data import EditResult, Refused
 from staff.gate import CheckFailed, Evaluation
 from staff.locking import Say
@@ -508,14 +508,13 @@ class StaffWeb:
             if editable
             else "<p>This answer depends on clinic.yml: change it there.</p>"
         )
-        earlier = history.earlier_answers(self.settings.project.models_dir, name)
+        earlier = faq_data.earlier_answers(self.settings.project, name)
         restore = "".join(
             f"<li><p>{e(entry['text'])} <em>(replaced {e(entry['at'])})</em></p>"
             f'<form method="post" action="/topic/{e(topic.name)}/restore">'
             f'<input type="hidden" name="answer" value="{e(entry["text"])}">'
             "<button>Restore this answer</button></form></li>"
             for entry in earlier
-            if editable and entry["text"] != topic.answers[0].text
         )
         examples = "".join(
             f"<li>{e(text)} "
@@ -554,42 +553,44 @@ class StaffWeb:
         notice = _done(f"Added {len(result.added)} example(s) to faq/{name}.", result)
         return self._topic_page(name, notice)
 
+    def _edit(
+        self, name: str, edit: Callable[[], EditResult], done: str
+    ) -> web.Response:
+        """The topic's page after ``edit``: ``done`` and its notes, or why not."""
+        try:
+            result = edit()
+        except Refused as refused:
+            return self._topic_page(name, _refused(refused.reasons), 422)
+        return self._topic_page(name, _done(done, result))
+
     async def set_answer(self, request: web.Request) -> web.Response:
         """Replaces the answer, or shows why not."""
         name = request.match_info["name"]
-        form = await request.post()
-        try:
-            result = faq_data.set_answer(
-                self.settings.project, name, _field(form, "answer").strip()
-            )
-        except Refused as refused:
-            return self._topic_page(name, _refused(refused.reasons), 422)
-        return self._topic_page(
-            name, _done(f"Changed the answer of faq/{name}.", result)
+        answer = _field(await request.post(), "answer").strip()
+        return self._edit(
+            name,
+            lambda: faq_data.set_answer(self.settings.project, name, answer),
+            f"Changed the answer of faq/{name}.",
         )
 
     async def remove_example(self, request: web.Request) -> web.Response:
         """Removes one example, e.g. to undo an edit after a rollback."""
         name = request.match_info["name"]
         text = _field(await request.post(), "example")
-        try:
-            result = faq_data.remove_example(self.settings.project, name, text)
-        except Refused as refused:
-            return self._topic_page(name, _refused(refused.reasons), 422)
-        return self._topic_page(
-            name, _done(f"Removed {text!r} from faq/{name}.", result)
+        return self._edit(
+            name,
+            lambda: faq_data.remove_example(self.settings.project, name, text),
+            f"Removed {text!r} from faq/{name}.",
         )
 
     async def restore_answer(self, request: web.Request) -> web.Response:
         """Makes an earlier answer the answer again (the same checks as a new one)."""
         name = request.match_info["name"]
         answer = _field(await request.post(), "answer")
-        try:
-            result = faq_data.set_answer(self.settings.project, name, answer)
-        except Refused as refused:
-            return self._topic_page(name, _refused(refused.reasons), 422)
-        return self._topic_page(
-            name, _done(f"Restored an earlier answer of faq/{name}.", result)
+        return self._edit(
+            name,
+            lambda: faq_data.restore_answer(self.settings.project, name, answer),
+            f"Restored an earlier answer of faq/{name}.",
         )
 
     # --- missed messages ---

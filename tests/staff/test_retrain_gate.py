@@ -7,23 +7,24 @@ and ``PUT /model``, token in the query string, as rasa/server.py does).
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
-from urllib.parse import parse_qs, urlparse
 
 import pytest
-from staffkit import copy_project, settings_for
+from staffkit import (
+    TOKEN,
+    RasaStandIn,
+    copy_project,
+    fake_model,
+    running_stand_in,
+    settings_for,
+)
 
 from staff import retrain
 from staff.gate import CheckFailed, Evaluation, compare
@@ -32,8 +33,6 @@ from staff.locking import Busy, retrain_lock
 from staff.project import CODE_ROOT, Project, Settings
 from staff.rasa_api import ApiError, RasaApi
 from staff.retrain import Options
-
-TOKEN = "test-token"
 
 
 def evaluation(
@@ -195,17 +194,6 @@ def test_waiting_gives_up_after_the_limit(tmp_path: Path, hold_lock: Any) -> Non
 # --- model files and the history ----------------------------------------------------
 
 
-def fake_model(path: Path, model_id: str) -> Path:
-    """A model archive with only the metadata Rasa writes (enough to be identified)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps({"model_id": model_id}).encode("utf-8")
-    with tarfile.open(path, "w:gz") as archive:
-        info = tarfile.TarInfo("metadata.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_model_id_is_read_from_the_archive(tmp_path: Path) -> None:
     assert model_id_of(fake_model(tmp_path / "m.tar.gz", "abc123")) == "abc123"
     assert model_id_of(tmp_path / "missing.tar.gz") is None
@@ -260,71 +248,10 @@ def test_a_restart_serves_the_live_model_only_while_the_data_is_unchanged(
 # --- the Rasa API -------------------------------------------------------------------
 
 
-class RasaStandIn(ThreadingHTTPServer):
-    """Serves GET /status and PUT /model with a token, like rasa/server.py."""
-
-    def __init__(self, api_enabled: bool = True) -> None:
-        super().__init__(("127.0.0.1", 0), StandInHandler)
-        self.api_enabled = api_enabled
-        self.model_id = "initial"
-        self.loaded: List[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class StandInHandler(BaseHTTPRequestHandler):
-    server: RasaStandIn
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _reply(self, status: int, body: Optional[Dict[str, Any]] = None) -> None:
-        data = json.dumps(body).encode("utf-8") if body is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorised(self) -> bool:
-        query = parse_qs(urlparse(self.path).query)
-        if not self.server.api_enabled:
-            self._reply(404, {"message": "Requested URL not found"})
-            return False
-        if query.get("token") != [TOKEN]:
-            self._reply(401, {"message": "User is not authenticated."})
-            return False
-        return True
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self._authorised():
-            self._reply(200, {"model_id": self.server.model_id, "model_file": "x"})
-
-    def do_PUT(self) -> None:  # noqa: N802
-        if not self._authorised():
-            return
-        length = int(self.headers["Content-Length"])
-        model = Path(json.loads(self.rfile.read(length))["model_file"])
-        model_id = model_id_of(model)
-        if model_id is None:
-            self._reply(
-                400, {"message": f"Agent with name '{model}' could not be loaded."}
-            )
-            return
-        self.server.model_id = model_id
-        self.server.loaded.append(model.name)
-        self._reply(204)
-
-
 @pytest.fixture
 def stand_in() -> Iterator[RasaStandIn]:
-    server = RasaStandIn()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_stand_in() as server:
+        yield server
 
 
 def test_api_errors_are_explained(stand_in: RasaStandIn, tmp_path: Path) -> None:
