@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.settings import clinic
@@ -27,12 +27,35 @@ def utter_contact(dispatcher: CollectingDispatcher) -> None:
         )
 
 
+def offer_staff(dispatcher: CollectingDispatcher) -> List[EventType]:
+    """Gives what the clinic has for reaching a person, outside any form.
+
+    Its phone number (and other details) when configured. Without a number to
+    call, any address or website, and a call back: staff see the request, with
+    the reason in the patient's words, in ``staff callbacks``.
+    """
+    info = clinic()
+    details = info.contact_details()
+    if details:
+        dispatcher.utter_message(
+            response="utter_contact_details",
+            contact_details=details,
+            **info.template_values(),
+        )
+    if info.phone:
+        return []
+    dispatcher.utter_message(response="utter_offer_handoff_callback")
+    return [SlotSet("callback_offered", True), SlotSet("handoff_callback", True)]
+
+
 class ActionContactStaff(Action):
     """Tells the patient how to reach a person at the clinic.
 
     With the clinic's phone number configured, that (and its other details) is the
-    answer. Without one, the patient is offered a call back: staff see the request,
-    with the reason in the patient's words, in ``staff callbacks``.
+    answer, and a form the patient is in goes on. Without one the assistant offers
+    a call back; a booking or lookup under way stops first (nothing was booked or
+    changed), since the patient asked for a person instead. In the call-back form
+    itself the patient is told that this is the way to reach one.
     """
 
     def name(self) -> str:
@@ -45,23 +68,24 @@ class ActionContactStaff(Action):
         tracker: Tracker,
         domain: Dict[str, Any],
     ) -> List[EventType]:
-        """Gives the clinic's phone, or offers a call back when it has none.
-
-        Inside a form only the contact is given, and the form asks its question again.
-        """
-        info = clinic()
-        if info.phone or tracker.active_loop_name:
-            utter_contact(dispatcher)
+        """Gives the clinic's phone, or offers a call back when it has none."""
+        form = tracker.active_loop_name
+        if not form or clinic().phone:
+            return offer_staff(dispatcher)
+        if form == "callback_form":
+            dispatcher.utter_message(response="utter_callback_is_the_way")
             return []
-        details = info.contact_details()
-        if details:  # an address or website, still no number to call
-            dispatcher.utter_message(
-                response="utter_contact_details",
-                contact_details=details,
-                **info.template_values(),
-            )
-        dispatcher.utter_message(response="utter_offer_handoff_callback")
-        return [SlotSet("callback_offered", True), SlotSet("handoff_callback", True)]
+        # Imported here: actions.booking imports this module.
+        from actions.booking import ActionStopBooking
+
+        stopped = await ActionStopBooking().run(dispatcher, tracker, domain)
+        dispatcher.utter_message(response="utter_stopped_for_staff")
+        return [
+            ActiveLoop(None),  # as Rasa's action_deactivate_loop does
+            SlotSet("requested_slot", None),
+            *stopped,
+            *offer_staff(dispatcher),
+        ]
 
 
 class ActionAnswerHours(Action):
@@ -77,11 +101,15 @@ class ActionAnswerHours(Action):
         tracker: Tracker,
         domain: Dict[str, Any],
     ) -> List[EventType]:
-        """Answers with the configured hours, never with made-up ones."""
+        """Answers with the configured hours, never with made-up ones.
+
+        Without them: who can tell (outside a form, how to reach them).
+        """
         hours = clinic().hours
         if hours:
             dispatcher.utter_message(response="utter_hours", hours=hours)
-        else:
-            dispatcher.utter_message(response="utter_hours_unknown")
-            utter_contact(dispatcher)
-        return []
+            return []
+        dispatcher.utter_message(response="utter_hours_unknown")
+        if tracker.active_loop_name:  # the form asks its question again
+            return []
+        return offer_staff(dispatcher)

@@ -16,7 +16,7 @@ from rasa.shared.core.training_data.story_reader.yaml_story_reader import (
 from rasa.shared.nlu.constants import ENTITIES, INTENT, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa_sdk import Action
-from rasa_sdk.events import SlotSet
+from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from testkit import (
     DOMAIN_FILES,
@@ -483,28 +483,74 @@ async def test_contact_staff_without_contact_details_offers_a_call_back(
 
 
 @pytest.mark.asyncio
-async def test_contact_staff_inside_a_form_points_to_the_office(
+@pytest.mark.parametrize("form", ["booking_form", "lookup_form"])
+async def test_a_person_asked_for_inside_a_booking_stops_it_and_offers_a_call_back(
+    form: str,
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
 ) -> None:
-    # The form asks its question again next; a call back is offered only outside one.
+    # No clinic phone: the only way to a person is a call back, which needs the
+    # booking (or lookup) stopped; the patient is told nothing was booked.
+    tracker = make_tracker(text="a person please", intent="request_human")
+    tracker.active_loop = {"name": form}
+    tracker.slots.update(visit_type="Dry needling", booking_task="book")
+
+    events = await ActionContactStaff().run(dispatcher, tracker, domain)
+
+    assert events[:2] == [ActiveLoop(None), SlotSet("requested_slot", None)]
+    assert SlotSet("visit_type", None) in events
+    assert SlotSet("booking_task", None) in events
+    assert events[-2:] == [
+        SlotSet("callback_offered", True),
+        SlotSet("handoff_callback", True),
+    ]
+    assert responses(dispatcher) == [
+        "utter_stopped_for_staff",
+        "utter_offer_handoff_callback",
+    ]
+    assert rendered(dispatcher, domain) == (
+        "All right, I've stopped here; nothing was booked or changed.\n"
+        + CALL_BACK_OFFER
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_person_asked_for_inside_a_form_with_a_clinic_phone_gets_it(
+    clinic_config: ClinicConfigFactory,
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    # The number is the answer; the booking goes on (the form asks again).
+    clinic_config(phone=FILLED_CONTACT["phone"])
     tracker = make_tracker(text="a person please", intent="request_human")
     tracker.active_loop = {"name": "booking_form"}
 
     events = await ActionContactStaff().run(dispatcher, tracker, domain)
 
     assert events == []
-    assert responses(dispatcher) == ["utter_contact_office"]
-    message = dispatcher.messages[0]
-    assert (message["clinic_city"], message["clinic_state"]) == (
-        "Springfield",
-        "Illinois",
+    assert responses(dispatcher) == ["utter_contact_details"]
+    assert rendered(dispatcher, domain) == (
+        "You can reach Test Spine Clinic here: Phone: (555) 010-4477"
     )
-    assert "contact_details" not in message
-    text = rendered(dispatcher, domain)
-    assert text == (
-        "Please contact our office in Springfield, Illinois; our staff will help you."
+
+
+@pytest.mark.asyncio
+async def test_a_person_asked_for_inside_the_call_back_form_is_told_this_is_the_way(
+    dispatcher: CollectingDispatcher,
+    make_tracker: TrackerFactory,
+    domain: Dict[str, Any],
+) -> None:
+    tracker = make_tracker(text="a person please", intent="request_human")
+    tracker.active_loop = {"name": "callback_form"}
+
+    events = await ActionContactStaff().run(dispatcher, tracker, domain)
+
+    assert events == []
+    assert rendered(dispatcher, domain) == (
+        "This is how to reach our staff: once I have your details, "
+        "they will call you back."
     )
 
 
@@ -579,28 +625,37 @@ async def test_hours_are_given_when_configured(
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("contact", "contact_response"),
+    ("contact", "form", "expected"),
     [
-        ({}, "utter_contact_office"),
-        ({"phone": FILLED_CONTACT["phone"]}, "utter_contact_details"),
+        ({}, None, ["utter_hours_unknown", "utter_offer_handoff_callback"]),
+        ({}, "booking_form", ["utter_hours_unknown"]),
+        (
+            {"phone": FILLED_CONTACT["phone"]},
+            None,
+            ["utter_hours_unknown", "utter_contact_details"],
+        ),
     ],
-    ids=["no-contact", "phone"],
+    ids=["no-contact", "no-contact-in-a-form", "phone"],
 )
 async def test_unknown_hours_are_never_made_up(
     contact: Dict[str, str],
-    contact_response: str,
+    form: Optional[str],
+    expected: List[str],
     clinic_config: ClinicConfigFactory,
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
 ) -> None:
+    # Who can tell, and how to reach them: the clinic's phone, or a call back
+    # (inside a form, the form's question comes next instead).
     clinic_config(**contact)
+    tracker = make_tracker(text="when are you open", intent="ask_hours")
+    if form:
+        tracker.active_loop = {"name": form}
 
-    await ActionAnswerHours().run(
-        dispatcher, make_tracker(text="when are you open", intent="ask_hours"), domain
-    )
+    await ActionAnswerHours().run(dispatcher, tracker, domain)
 
-    assert responses(dispatcher) == ["utter_hours_unknown", contact_response]
+    assert responses(dispatcher) == expected
     text = rendered(dispatcher, domain)
     assert "Our office hours:" not in text
     assert not re.search(r"\d{1,2}(:\d\d)?\s?(am|pm)", text, re.IGNORECASE)
