@@ -11,6 +11,20 @@ The test plays each flow against the real servers as a new patient on both
 channels and compares the whole transcript with the file, then runs the
 conversation lint (tests/transcript_lint.py) over it.
 
+A turn may first set the scene with ``before: <step>``, on each channel, just
+before the patient's message (see :meth:`Patient.before`); each works on the real
+databases of the running assistant, nothing is mocked:
+
+- ``scheduler down``: the scheduler's database file is moved away and replaced by
+  one that is not a database (as ``make faults`` does), until the end of the
+  channel's conversation;
+- ``the hour taken``: the first whole hour with an open dry needling time is booked
+  for every provider through the scheduler's own API; the patient's ``<TAKEN>``
+  is that hour, as they would type it ("Monday December 7 at 9:00 AM");
+- ``two hours later``: the conversation's stored events are moved two hours back
+  in the conversations' database (written again with new ids, so the server reads
+  them afresh), as if the patient came back after the session expired.
+
 To write the replies of a new or changed flow, run with ``RECORD_TRANSCRIPTS=1``:
 the files' replies are replaced by what the assistant says now. Read the diff
 before committing it: that review is the point.
@@ -18,17 +32,24 @@ before committing it: that review is the point.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sqlite3
 import time
 import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import yaml
 from transcript_lint import problems
 
+from actions.scheduling.base import Patient as BookingPatient
+from actions.scheduling.config import scheduling_config
+from actions.scheduling.sqlite_backend import SqliteScheduler
 from tests.fakes.twilio_api import FakeTwilioApi
 from tests.integration.conftest import Assistant
 from tests.integration.test_sms import Phone
@@ -39,6 +60,7 @@ FOLDER = Path(__file__).resolve().parents[1] / "transcripts"
 FLOWS = sorted(FOLDER.glob("*.yml"))
 RECORD = os.environ.get("RECORD_TRANSCRIPTS") == "1"
 SMS_QUIET_SECONDS = 0.4  # a turn's SMS (split if long) come within this of each other
+LATER_SECONDS = 2 * 3600  # "two hours later": past domain.yml's 60-minute session
 
 WHEN = re.compile(
     r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} \d{1,2}, "
@@ -65,12 +87,97 @@ class Patient:
         self.sms_choices: Dict[str, str] = {}
         # The latest booking reference each channel was given, for "<REF>".
         self.references: Dict[str, str] = {"web": "", "sms": ""}
+        self.taken = ""  # the hour "the hour taken" booked, for "<TAKEN>"
+        self.scheduler_moved: List[Tuple[Path, Path]] = []
 
     def typed(self, turn: Dict[str, Any], channel: str) -> str:
         """What the patient types; "<REF>" is their latest booking reference."""
         typed = turn["patient"]
         assert isinstance(typed, str), f"quote {typed!r} in the flow file"
-        return typed.replace("<REF>", self.references[channel])
+        return typed.replace("<REF>", self.references[channel]).replace(
+            "<TAKEN>", self.taken
+        )
+
+    def before(self, step: str, channel: str) -> None:
+        """Sets the scene of a turn (the steps are in the module docstring)."""
+        if step == "scheduler down":
+            self.scheduler_down()
+        elif step == "the hour taken":
+            self.take_an_hour()
+        elif step == "two hours later":
+            self.two_hours_later(self.sender if channel == "web" else self.phone.number)
+        else:
+            raise AssertionError(f"unknown step 'before: {step}'")
+
+    def scheduler_down(self) -> None:
+        database = self.assistant.scheduler_db
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(f"{database}{suffix}")
+            if path.exists():
+                away = path.with_name(path.name + ".away")
+                path.rename(away)
+                self.scheduler_moved.append((away, path))
+        database.write_bytes(b"not a database " * 64)
+
+    def scheduler_back(self) -> None:
+        if self.scheduler_moved:
+            self.assistant.scheduler_db.unlink()
+        for away, path in self.scheduler_moved:
+            away.rename(path)
+        self.scheduler_moved = []
+
+    def take_an_hour(self) -> None:
+        config = scheduling_config()
+        scheduler = SqliteScheduler(self.assistant.scheduler_db, config)
+        now = datetime.now(timezone.utc)
+        start = next(
+            slot.start
+            for slot in scheduler.find_slots(
+                "dry_needling", now, now + timedelta(30), 100
+            )
+            if slot.start.astimezone(config.tz).minute == 0
+        )
+        while slots := scheduler.find_slots(
+            "dry_needling", start, start + timedelta(hours=1), 1
+        ):
+            scheduler.book(
+                slots[0],
+                BookingPatient("Someone Else", "+18175550100"),
+                uuid.uuid4().hex,
+            )
+        local = start.astimezone(config.tz)
+        hour = local.strftime("%I:%M %p").lstrip("0")
+        self.taken = f"{local:%A %B} {local.day} at {hour}"
+
+    def two_hours_later(self, sender: str) -> None:
+        with sqlite3.connect(self.assistant.tracker_db) as database:
+            rows = database.execute(
+                "SELECT sender_id, type_name, timestamp, intent_name, action_name,"
+                " data FROM events WHERE sender_id = ? ORDER BY id",
+                (sender,),
+            ).fetchall()
+            assert rows, "no conversation to come back to"
+            # Copies first, then the originals out: the copies get new, higher ids,
+            # which is how the server's cache sees that the conversation changed.
+            last = database.execute("SELECT max(id) FROM events").fetchone()[0]
+            for *columns, timestamp, intent, action, data in rows:
+                event = json.loads(data)
+                if event.get("timestamp") is not None:
+                    event["timestamp"] -= LATER_SECONDS
+                database.execute(
+                    "INSERT INTO events (sender_id, type_name, timestamp,"
+                    " intent_name, action_name, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        *columns,
+                        None if timestamp is None else timestamp - LATER_SECONDS,
+                        intent,
+                        action,
+                        json.dumps(event),
+                    ),
+                )
+            database.execute(
+                "DELETE FROM events WHERE sender_id = ? AND id <= ?", (sender, last)
+            )
 
     def remember_reference(self, channel: str, text: str) -> None:
         match = REFERENCE.search(text)
@@ -125,21 +232,33 @@ def play(
     """The flow's turns with what the assistant answers now."""
     patient = Patient(assistant, twilio)
     played: List[Dict[str, Any]] = [
-        {key: turn[key] for key in ("patient", "choose") if key in turn}
+        {key: turn[key] for key in ("before", "patient", "choose") if key in turn}
         for turn in flow["turns"]
     ]
     # The whole web conversation first, then the SMS one: interleaved, the two
     # would compete for the same open time.
     for channel, answer in (("web", patient.web), ("sms", patient.sms)):
-        for turn, record in zip(flow["turns"], played, strict=True):
-            try:
-                record[channel] = answer(turn)
-            except (KeyError, StopIteration) as error:
-                so_far = yaml.dump(played, Dumper=_Dumper, width=10_000)
-                raise AssertionError(
-                    f"cannot play {turn}; so far:\n{so_far}"
-                ) from error
+        with scene(patient):
+            for turn, record in zip(flow["turns"], played, strict=True):
+                if "before" in turn:
+                    patient.before(turn["before"], channel)
+                try:
+                    record[channel] = answer(turn)
+                except (KeyError, StopIteration) as error:
+                    so_far = yaml.dump(played, Dumper=_Dumper, width=10_000)
+                    raise AssertionError(
+                        f"cannot play {turn}; so far:\n{so_far}"
+                    ) from error
     return played
+
+
+@contextmanager
+def scene(patient: Patient) -> Iterator[None]:
+    """One channel's conversation; the scheduler is back at its end, always."""
+    try:
+        yield
+    finally:
+        patient.scheduler_back()
 
 
 class _Dumper(yaml.SafeDumper):
