@@ -41,6 +41,7 @@ from actions.booking_common import (
     settings,
     slot_from_entry,
     spacy_hints,
+    time_in_request,
     visit_type_in_message,
     visit_type_in_sentence,
 )
@@ -77,10 +78,19 @@ class ActionStartBooking(Action):
         await release_hold(tracker.get_slot("hold_id"))
         events = reset(*BOOKING_SLOTS, "found_booking", "scheduler_down")
         events.append(SlotSet("booking_task", "book"))
-        # A visit type named in the request itself ("book a dry needling") counts.
+        # A visit type or a time named in the request itself counts ("book dry
+        # needling as soon as possible", "any openings friday?"): the form checks
+        # them when it starts, as if they had been answers to its questions.
         visit = visit_type_in_message(tracker)
         if visit:
             events.append(SlotSet("visit_type", visit))
+        if time_in_request(latest_text(tracker)):
+            events.append(SlotSet("time_preference", latest_text(tracker)))
+        # The form comes next anyway (the rule). This event also ends the run of
+        # slot events above: the form's validation at its start takes every slot
+        # event at the end of the tracker as its own, and would drop the open
+        # times it finds for the time named here, as "offered_slots" was reset.
+        events.append(FollowupAction("booking_form"))
         return events
 
 
@@ -213,6 +223,16 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
                 | {name: None for name in CHANGE_CLEARS["time"]}
                 | {"booking_confirmed": None}
             )
+        waiting = tracker.get_slot("time_preference")
+        if (
+            waiting
+            and not tracker.get_slot("offered_slots")
+            and "time_preference" not in tracker.slots_to_validate()
+        ):
+            # The first message named a time but no visit type: search it now.
+            return {"visit_type": key} | await self._search(
+                key, str(waiting), dispatcher, tracker
+            )
         return {"visit_type": key}
 
     async def validate_time_preference(
@@ -222,10 +242,26 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         tracker: Tracker,
         domain: DomainDict,
     ) -> Dict[str, Any]:
-        """Parses the time and finds open slots near it, ready to offer."""
+        """Parses the time and finds open slots near it, ready to offer.
+
+        A time named before the visit type (only the first message can) waits for
+        it: ``validate_visit_type`` searches then.
+        """
         visit_type = tracker.get_slot("visit_type")
-        if not visit_type or value is None:
+        if value is None:
             return {"time_preference": None}
+        if not visit_type:
+            return {"time_preference": str(value)}
+        return await self._search(visit_type, str(value), dispatcher, tracker)
+
+    async def _search(
+        self,
+        visit_type: str,
+        value: str,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+    ) -> Dict[str, Any]:
+        """Open slots of the visit type near the preferred time, ready to offer."""
         try:
             offers = await find_offers(visit_type, str(value))
         except TimePreferenceError as error:

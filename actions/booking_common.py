@@ -281,6 +281,21 @@ def reads_as_time(text: str) -> bool:
     return True
 
 
+def time_in_request(text: str) -> bool:
+    """Whether a request to book names when ("any openings friday?", "asap").
+
+    A day in the past is the patient's story ("I hurt it yesterday, can I book"),
+    not a wish: it does not count. One too far ahead does, so the patient learns
+    how far ahead the clinic books.
+    """
+    config = settings()
+    try:
+        parse_time_preference(text, now(), config.tz, config.booking_horizon_days)
+    except TimePreferenceError as error:
+        return error.reason == "too_far"
+    return True
+
+
 async def release_hold(hold_id: Optional[str]) -> None:
     """Gives a held slot back; a scheduler that is down only loses a short hold."""
     if not hold_id:

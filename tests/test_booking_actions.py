@@ -614,7 +614,7 @@ async def test_a_new_booking_checks_no_cleared_answer(
     tracker.events = [{"event": "user", "text": text}, *start]
     events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
     assert said == []  # no "didn't catch which visit" for a visit not asked yet
-    assert slots_of(events)["visit_type"] is None
+    assert slots_of(events).get("visit_type") is None
 
 
 # --- booking, lookup, cancel ----------------------------------------------------------
@@ -1037,3 +1037,88 @@ async def test_never_mind_or_nothing_is_no_reason(
         CollectingDispatcher(), tracker, {}
     )
     assert extracted == {}
+
+
+# --- a day or time named in the request to book -------------------------------------
+
+
+async def started(
+    make_tracker: TrackerFactory, domain: Dict[str, Any], text: str
+) -> Tuple[Dict[str, Any], List[Optional[str]]]:
+    """The slots and responses after ``text`` starts a booking (form activation)."""
+    tracker = tracker_with(make_tracker, text, "book_appointment")
+    start = await booking.ActionStartBooking().run(CollectingDispatcher(), tracker, {})
+    tracker.slots.update(slots_of(start))
+    # As Rasa calls it: the slots set before the form starts, again at the end.
+    prefilled = [
+        SlotSet(name, value)
+        for name, value in slots_of(start).items()
+        if name in ("visit_type", "time_preference") and value is not None
+    ]
+    tracker.events = [{"event": "user", "text": text}, *start, *prefilled]
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    return slots_of(start) | slots_of(events), said
+
+
+@pytest.mark.usefixtures("scheduler")
+async def test_a_request_naming_visit_and_time_goes_straight_to_the_offers(
+    make_tracker: TrackerFactory, domain: Dict[str, Any]
+) -> None:
+    text = "book dry needling as soon as possible"
+    slots, said = await started(make_tracker, domain, text)
+    assert said == []
+    assert slots["visit_type"] == "dry_needling"
+    assert slots["time_preference"] == text
+    first = datetime.fromisoformat(slots["offered_slots"][0]["start"])
+    assert first.date() == date(2026, 12, 7)  # today: the soonest open time
+
+
+@pytest.mark.usefixtures("scheduler")
+async def test_a_closed_day_in_the_request_gets_the_nearest_open_times(
+    make_tracker: TrackerFactory, domain: Dict[str, Any]
+) -> None:
+    text = "I want to book a trigger point injection for next Sunday"
+    slots, said = await started(make_tracker, domain, text)
+    assert said == ["utter_nearest_times"]  # as when typed at the time question
+    first = datetime.fromisoformat(slots["offered_slots"][0]["start"])
+    assert first.date() == date(2026, 12, 21)  # the Monday after Sunday Dec 20
+
+
+@pytest.mark.usefixtures("scheduler")
+async def test_a_time_named_before_the_visit_type_is_searched_once_it_is_known(
+    make_tracker: TrackerFactory, domain: Dict[str, Any]
+) -> None:
+    slots, said = await started(make_tracker, domain, "any openings Friday?")
+    assert said == []
+    assert slots["time_preference"] == "any openings Friday?"
+    assert slots.get("offered_slots") is None
+
+    tracker = tracker_with(
+        make_tracker,
+        "Dry needling",
+        "faq",
+        requested_slot="visit_type",
+        time_preference="any openings Friday?",
+    )
+    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    assert said == []
+    after = slots_of(events)
+    assert after["visit_type"] == "dry_needling"
+    days = {datetime.fromisoformat(o["start"]).date() for o in after["offered_slots"]}
+    assert days == {date(2026, 12, 11)}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("can I get in tomorrow?", True),
+        ("when's your next available appointment", True),  # as soon as possible
+        ("book an appointment for next year", True),  # too far: the patient is told
+        ("I'd like to book an appointment", False),
+        ("book physical therapy", False),
+        ("I hurt my back yesterday, can I book", False),  # the story, not a wish
+    ],
+)
+@pytest.mark.usefixtures("scheduler")
+def test_time_in_request(text: str, expected: bool) -> None:
+    assert booking_common.time_in_request(text) is expected
