@@ -133,7 +133,7 @@ class Patient:
         start = next(
             slot.start
             for slot in scheduler.find_slots(
-                "dry_needling", now, now + timedelta(30), 100
+                "dry_needling", now, now + timedelta(days=30), 100
             )
             if slot.start.astimezone(config.tz).minute == 0
         )
