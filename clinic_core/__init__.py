@@ -1,20 +1,14 @@
 """Server-side extensions of Rasa Core for the clinic assistant.
 
-Loaded by the Rasa server through config.yml (``clinic_core.policy.SafetyPolicy``)
-and endpoints.yml (the tracker store). Importing the package installs, in every
-process that serves or tests the model:
+Every piece of this project that touches Rasa's internals lives here, and each is
+on because a configuration file names it; importing a module changes nothing:
 
-- ``action_replies``: the faster check of action-server replies;
-- ``session``: the session start with the clinic's facts and the introduction,
-  in the Rasa server;
-- ``action_guard``: a time limit and a safe answer when a custom action fails.
+- ``tracker_store``: the conversation store, named in endpoints.yml;
+- ``policy``: ``SafetyPolicy``, named in config.yml's policies;
+- ``session``, ``action_guard``, ``action_replies``: replacements of a piece of Rasa,
+  switched on by ``extensions.RasaExtensions`` in config.yml's policies.
 
 Each has a test that fails when the Rasa internal it relies on changes
-(tests/test_clinic_core.py, tests/test_action_replies.py).
+(tests/test_clinic_core.py, tests/test_action_replies.py, tests/test_session_start.py,
+tests/test_tracker_store.py).
 """
-
-from clinic_core import action_guard, action_replies, session
-
-action_replies.install()
-session.install()
-action_guard.install()

@@ -5,7 +5,8 @@ with the action server's reply (which repeats the whole tracker: names, phone
 numbers, every message) and carries on as if the action had returned nothing. The
 patient then gets silence, or "Sorry, I didn't understand that".
 
-``install()`` wraps ``RemoteAction.run`` so that instead:
+``install()`` (switched on in config.yml as ``action_guard``, see
+``clinic_core/extensions.py``) wraps ``RemoteAction.run`` so that instead:
 
 - a call gets ``ACTION_SERVER_TIMEOUT`` seconds (default 15);
 - a failure (no connection, a timeout, an error status, a malformed reply) is logged

@@ -8,8 +8,8 @@ replaces ``RemoteAction._validate_action_result`` with the same check, the same
 schema (read from Rasa on first use) and the same ``ValidationError`` message, with
 the schema checked once.
 
-It is installed when the server loads ``clinic_core`` (the tracker store in
-endpoints.yml). ``uninstall()`` restores Rasa's method (for tests).
+config.yml switches it on (``action_replies``, see ``clinic_core/extensions.py``).
+``uninstall()`` restores Rasa's method (for tests).
 """
 
 from __future__ import annotations

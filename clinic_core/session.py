@@ -6,8 +6,8 @@ as slots (for responses such as ``utter_faq/clinic_location``) and the introduct
 that says what the assistant is (``utter_intro``), so the disclosure and every answer
 that names the clinic never depend on the action server being up.
 
-``install()`` makes Rasa use it in place of its default session start; it is
-called when the Rasa server loads ``clinic_core`` (see ``clinic_core/__init__.py``).
+``install()`` makes Rasa use it in place of its default session start; config.yml
+switches it on (``session_start``, see ``clinic_core/extensions.py``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
 
-from clinic_core import action_replies
+from clinic_core import action_replies, extensions
 
 REPLIES = [
     {},
@@ -29,6 +29,16 @@ REPLIES = [
     [],
     "text",
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def replies_on() -> Iterator[None]:
+    """``action_replies`` on, as config.yml switches it on in the Rasa server."""
+    was_on = "action_replies" in extensions.switched_on()
+    extensions.switch_on(["action_replies"])
+    yield
+    if not was_on:
+        extensions.switch_off(["action_replies"])
 
 
 @pytest.fixture

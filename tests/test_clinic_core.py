@@ -11,14 +11,21 @@ import asyncio
 import inspect
 import json
 import logging
-from typing import Any, AsyncIterator, Dict, List, Optional
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional
 
 import pytest
+import yaml
 from aiohttp import web
 from rasa.core.actions.action import ActionExecutionRejection, RemoteAction
 from rasa.core.actions.forms import FormAction
 from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+from rasa.engine.graph import ExecutionContext, GraphNode, GraphSchema, SchemaNode
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.local_model_storage import LocalModelStorage
 from rasa.shared.core.constants import REQUESTED_SLOT
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
@@ -32,15 +39,15 @@ from rasa.shared.core.events import (
     UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.exceptions import InvalidConfigException
 from rasa.utils.endpoints import EndpointConfig
 from rasa_sdk import Action
 from rasa_sdk.executor import ActionExecutor
-from testkit import DOMAIN_FILES
+from testkit import DOMAIN_FILES, PROJECT_ROOT
 
-import clinic_core  # noqa: F401 - installs the extensions, as the server does
 from actions import failures
 from clinic_common.privacy import conversation_key
-from clinic_core import action_guard
+from clinic_core import action_guard, extensions
 from clinic_core.action_guard import FAILED_TURNS, guarded_run
 from clinic_core.policy import ANSWERED_FIRST, next_action
 
@@ -50,6 +57,16 @@ UNAVAILABLE = (
     "Sorry, this part of the assistant is unavailable right now. Please try again "
     "later, or contact Valliant Life Medical in Fort Worth, Texas."
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def guard_on() -> Iterator[None]:
+    """``action_guard`` on, as config.yml switches it on in the Rasa server."""
+    was_on = "action_guard" in extensions.switched_on()
+    extensions.switch_on(["action_guard"])
+    yield
+    if not was_on:
+        extensions.switch_off(["action_guard"])
 
 
 @pytest.fixture(scope="module")
@@ -354,3 +371,131 @@ def test_conversation_keys_are_stable_and_reveal_nothing() -> None:
     assert key == conversation_key(PHONE) != conversation_key("+18175550189")
     assert key.startswith("c-") and len(key) == 14
     assert "8175550188" not in key
+
+
+# --- the switch: config.yml, read by Rasa's own graph -------------------------------
+
+CONFIG = PROJECT_ROOT / "config.yml"
+
+
+@pytest.fixture
+def all_off() -> Iterator[None]:
+    """Every extension off for the test, then as it was."""
+    before = extensions.switched_on()
+    extensions.switch_off(list(extensions.EXTENSIONS))
+    yield
+    extensions.switch_off(list(extensions.EXTENSIONS))
+    if before:
+        extensions.switch_on(before)
+
+
+def predict_nodes(config: Dict[str, Any]) -> Dict[str, SchemaNode]:
+    """The RasaExtensions nodes of the graph Rasa loads a model of ``config`` as."""
+    graphs = DefaultV1Recipe().graph_config_for_recipe(config, {})
+    return {
+        name: node
+        for name, node in graphs.predict_schema.nodes.items()
+        if node.uses is extensions.RasaExtensions
+    }
+
+
+def built_as_rasa_loads_it(
+    tmp_path: Path, config: Dict[str, Any]
+) -> extensions.RasaExtensions:
+    """Rasa's GraphNode for the policy, built as at model load (eager)."""
+    (name, node), *others = predict_nodes(config).items()
+    assert not others
+    graph_node = GraphNode.from_schema_node(
+        name,
+        node,
+        LocalModelStorage(tmp_path),
+        ExecutionContext(GraphSchema({}), "test-model"),
+    )
+    component = graph_node._component  # built in __init__, since the node is eager
+    assert isinstance(component, extensions.RasaExtensions)
+    return component
+
+
+def test_importing_clinic_core_changes_nothing_in_rasa() -> None:
+    script = (
+        "import clinic_core, clinic_core.extensions, clinic_core.policy, "
+        "clinic_core.tracker_store, clinic_core.session\n"
+        "from rasa.core.actions import action\n"
+        "from clinic_core import extensions, action_guard, action_replies, session\n"
+        "assert action.RemoteAction.run is not action_guard.guarded_run\n"
+        "assert action.RemoteAction._validate_action_result is not "
+        "action_replies.validate_action_result\n"
+        "assert action.default_actions is not session._default_actions\n"
+        "print(extensions.switched_on())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr[-2000:]
+
+
+def test_config_yml_switches_every_extension_on() -> None:
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    entries = [
+        policy
+        for policy in config["policies"]
+        if policy["name"] == "clinic_core.extensions.RasaExtensions"
+    ]
+    assert len(entries) == 1
+    assert sorted(entries[0]["switch_on"]) == sorted(extensions.EXTENSIONS)
+
+
+def test_rasa_builds_the_switch_when_it_loads_the_model(
+    tmp_path: Path, all_off: None
+) -> None:
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    (node,) = predict_nodes(config).values()
+    assert node.eager and node.constructor_name == "load"
+
+    policy = built_as_rasa_loads_it(tmp_path, config)
+
+    assert extensions.switched_on() == list(extensions.EXTENSIONS)
+    assert RemoteAction.run is guarded_run
+    assert policy.priority == 0  # below every other policy: never wins a tie
+
+
+def test_the_switch_predicts_nothing(tmp_path: Path, domain: Domain) -> None:
+    config = {"policies": [{"name": "clinic_core.extensions.RasaExtensions"}]}
+    config["policies"][0]["switch_on"] = ["action_guard"]
+    policy = built_as_rasa_loads_it(tmp_path, config)
+    tracker = tracker_in_form(domain, "switch")
+
+    prediction = policy.predict_action_probabilities(tracker, domain)
+
+    assert prediction.max_confidence == 0.0
+    assert not prediction.is_no_user_prediction
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({}, "RasaExtensions needs 'switch_on', a list of the extensions"),
+        ({"switch_on": []}, "RasaExtensions needs 'switch_on', a list of the"),
+        ({"switch_on": "action_guard"}, "RasaExtensions needs 'switch_on', a list"),
+        (
+            {"switch_on": ["action_guard", "session_starts"]},
+            "cannot switch on ['session_starts']: no such extension (known: "
+            "session_start, action_guard, action_replies)",
+        ),
+    ],
+)
+def test_a_wrong_switch_stops_loading_with_a_clear_error(
+    tmp_path: Path, all_off: None, entry: Dict[str, Any], message: str
+) -> None:
+    config = {"policies": [{"name": "clinic_core.extensions.RasaExtensions", **entry}]}
+
+    with pytest.raises(InvalidConfigException) as raised:
+        built_as_rasa_loads_it(tmp_path, config)
+
+    assert message in str(raised.value)
+    assert extensions.switched_on() == []  # nothing half switched on

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 from rasa.core.actions.action import action_for_name_or_text
@@ -21,8 +21,8 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker
 from testkit import DOMAIN_FILES, FILLED_CONTACT, TEST_CLINIC, ClinicConfigFactory
 
-import clinic_core  # noqa: F401 - installs the session start, as the server does
 from actions.settings import clinic
+from clinic_core import extensions
 from clinic_core.session import ClinicSessionStart
 
 pytestmark = pytest.mark.usefixtures("clinic_config")
@@ -35,6 +35,16 @@ FACT_SLOTS = {
     "clinic_contact_sentence",
     "clinic_facts_loaded",
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def session_start_on() -> Iterator[None]:
+    """``session_start`` on, as config.yml switches it on in the Rasa server."""
+    was_on = "session_start" in extensions.switched_on()
+    extensions.switch_on(["session_start"])
+    yield
+    if not was_on:
+        extensions.switch_off(["session_start"])
 
 
 @pytest.fixture(scope="module")
