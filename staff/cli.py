@@ -373,6 +373,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except retrain.CheckFailed as failure:
         print(f"{_FAILED.get(args.command, 'Failed.')} {failure}", file=sys.stderr)
         return 1
+    except missed.TrackerStoreUnreadable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return code
 
 

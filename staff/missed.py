@@ -16,7 +16,14 @@ name / phone / reference", not questions.
 Messages are grouped by their masked, normalised text; a group's id is a hash of that
 text, so it stays the same as new messages arrive. Staff decisions (dismissed, added
 as an example) are kept in a small SQLite file under ``$STATE_DIR``, readable by its
-owner only. Reads Rasa's SQLTrackerStore table ``events`` from a SQLite file.
+owner only.
+
+Conversations are read from the store the Rasa server writes: the ``tracker_store``
+of endpoints.yml (Rasa's ``SQLTrackerStore`` or a subclass, on SQLite or
+PostgreSQL), its ``${VARIABLES}`` filled in from the environment as Rasa fills them,
+through SQLAlchemy from Rasa's ``events`` table. A store that cannot be read (another
+kind of store, a database that is down) is a :class:`TrackerStoreUnreadable` error
+with the reason, never an empty inbox.
 """
 
 from __future__ import annotations
@@ -29,9 +36,26 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+)
 
+import sqlalchemy as sa
 import yaml
+from rasa.core.tracker_store import (
+    SQLTrackerStore,
+    create_engine_kwargs,
+    validate_port,
+)
+from rasa.shared.utils.common import class_from_module_path
 
 from clinic_nlu.text import clean_text
 from staff import content_rules, faq_data
@@ -257,33 +281,177 @@ def _conversation_missed(
         yield pending
 
 
-def read_missed(
-    tracker_db: Path, since: float = 0.0, low_confidence: float = 0.85
-) -> List[Occurrence]:
-    """Every missed message since ``since`` (a Unix time) in a SQLite tracker store."""
-    if not tracker_db.is_file():
-        return []
-    connection = sqlite3.connect(f"file:{tracker_db}?mode=ro", uri=True)
+class TrackerStoreUnreadable(Exception):
+    """The conversations cannot be read: staff see this instead of an empty inbox."""
+
+
+ENDPOINTS_FILE = "endpoints.yml"
+_VARIABLE = re.compile(r"\$\{([^}]+)\}")
+# The columns of Rasa's ``events`` table that the inbox reads (SQLTrackerStore).
+EVENTS = sa.table(
+    "events",
+    sa.column("id"),
+    sa.column("sender_id"),
+    sa.column("type_name"),
+    sa.column("timestamp"),
+    sa.column("data"),
+)
+
+
+def _substituted(value: Any, environ: Mapping[str, str]) -> Any:
+    """``value`` with each ``${VAR}`` replaced as Rasa does when it reads endpoints."""
+    if isinstance(value, dict):
+        return {key: _substituted(item, environ) for key, item in value.items()}
+    if not isinstance(value, str):
+        return value
+
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise TrackerStoreUnreadable(
+                f"{ENDPOINTS_FILE} uses ${{{name}}} for the tracker store, and "
+                f"{name} is not set."
+            )
+        return environ[name]
+
+    return _VARIABLE.sub(variable, value)
+
+
+def tracker_store_config(endpoints: Path, environ: Mapping[str, str]) -> Dict[str, Any]:
+    """The ``tracker_store`` section of endpoints.yml, its variables filled in.
+
+    Raises:
+        TrackerStoreUnreadable: no such file, or a store the inbox cannot read (only
+            SQL stores keep conversations where it can read them).
+    """
     try:
-        cursor = connection.execute(
-            "SELECT sender_id, type_name, timestamp, data FROM events "
-            "WHERE sender_id IN (SELECT DISTINCT sender_id FROM events "
-            "WHERE type_name = 'user' AND timestamp >= ?) "
-            "ORDER BY sender_id, id",
-            (since,),
+        config = yaml.safe_load(endpoints.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise TrackerStoreUnreadable(
+            f"Cannot read the tracker store's settings in {endpoints}: {error}"
+        ) from error
+    section = config.get("tracker_store") if isinstance(config, dict) else None
+    if not isinstance(section, dict):
+        raise TrackerStoreUnreadable(
+            f"{endpoints} names no tracker store: Rasa keeps conversations in "
+            "memory only, so there are no missed messages to read."
         )
-        found: List[Occurrence] = []
-        rows: List[Row] = []
-        for sender, kind, timestamp, data in cursor:
+    kind = str(section.get("type") or "")
+    if not _is_sql_store(kind):
+        raise TrackerStoreUnreadable(
+            f"The tracker store in {endpoints} is {kind or 'in memory'!r}; the "
+            "missed-messages inbox reads SQL stores only (SQLite, PostgreSQL)."
+        )
+    return dict(_substituted(section, environ))
+
+
+def _is_sql_store(kind: str) -> bool:
+    if kind == "sql":
+        return True
+    if "." not in kind:
+        return False
+    try:
+        store = class_from_module_path(kind)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(store, type) and issubclass(store, SQLTrackerStore)
+
+
+def tracker_store_engine(
+    config: Dict[str, Any], root: Path
+) -> Optional[sa.engine.Engine]:
+    """An engine on the store Rasa's ``SQLTrackerStore`` would open with ``config``.
+
+    None when the store is a SQLite file that does not exist yet (no conversation so
+    far). A SQLite path is relative to ``root``, where the Rasa server runs.
+    """
+    dialect = str(config.get("dialect") or "sqlite")
+    db = str(config.get("db") or "rasa.db")
+    if dialect == "sqlite":
+        path = root / db
+        if not path.is_file():
+            return None
+        uri = f"file:{path}?mode=ro"  # read only: staff never change conversations
+        return sa.create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True)
+        )
+    url = SQLTrackerStore.get_db_url(
+        dialect,
+        config.get("host"),
+        validate_port(config.get("port")),
+        db,
+        config.get("username"),  # type: ignore[arg-type]
+        config.get("password"),  # type: ignore[arg-type]
+        None,  # login_db only serves to create ``db``, which the inbox reads
+        config.get("query"),
+    )
+    return sa.create_engine(url, **create_engine_kwargs(url))
+
+
+def _read_rows(
+    engine: sa.engine.Engine, since: float
+) -> Iterator[Tuple[str, str, float, str]]:
+    """The events of every conversation with a message since ``since``, in order."""
+    recent = (
+        sa.select(EVENTS.c.sender_id)
+        .where(EVENTS.c.type_name == "user", EVENTS.c.timestamp >= since)
+        .distinct()
+    )
+    query = (
+        sa.select(
+            EVENTS.c.sender_id, EVENTS.c.type_name, EVENTS.c.timestamp, EVENTS.c.data
+        )
+        .where(EVENTS.c.sender_id.in_(recent))
+        .order_by(EVENTS.c.sender_id, EVENTS.c.id)
+    )
+    with engine.connect() as connection:
+        if not sa.inspect(connection).has_table("events"):
+            return  # the Rasa server has not saved a conversation yet
+        for sender, kind, timestamp, data in connection.execute(query):
+            yield str(sender), str(kind), float(timestamp or 0.0), str(data)
+
+
+def read_missed(
+    engine: Optional[sa.engine.Engine], since: float = 0.0, low_confidence: float = 0.85
+) -> List[Occurrence]:
+    """Every missed message since ``since`` (a Unix time) in Rasa's SQL store.
+
+    Raises:
+        TrackerStoreUnreadable: the database cannot be reached or read.
+    """
+    if engine is None:
+        return []
+    found: List[Occurrence] = []
+    rows: List[Row] = []
+    try:
+        for sender, kind, timestamp, data in _read_rows(engine, since):
             if rows and rows[-1][0] != sender:
                 found.extend(_conversation_missed(rows, since, low_confidence))
                 rows = []
-            rows.append((sender, kind, float(timestamp or 0.0), json.loads(data)))
-        if rows:
-            found.extend(_conversation_missed(rows, since, low_confidence))
-        return found
+            rows.append((sender, kind, timestamp, json.loads(data)))
+    except sa.exc.SQLAlchemyError as error:
+        original = getattr(error, "orig", None) or error
+        reason = str(original).strip().splitlines()[0] if str(original) else ""
+        raise TrackerStoreUnreadable(
+            "Cannot read the conversations from the tracker store "
+            f"({type(original).__name__}: {reason})."
+        ) from error
     finally:
-        connection.close()
+        engine.dispose()
+    if rows:
+        found.extend(_conversation_missed(rows, since, low_confidence))
+    return found
+
+
+def conversations(settings: Settings) -> Optional[sa.engine.Engine]:
+    """The tracker store the Rasa server writes, from endpoints.yml and the environment.
+
+    ``TRACKER_DB`` is the settings' own (the environment's, or its default).
+    """
+    environ = {**os.environ, "TRACKER_DB": str(settings.tracker_db)}
+    root = settings.project.root
+    config = tracker_store_config(root / ENDPOINTS_FILE, environ)
+    return tracker_store_engine(config, root)
 
 
 def group(
@@ -373,7 +541,7 @@ def missed_messages(
     """The missed messages staff have not dealt with yet, newest first."""
     since = 0.0 if since_days is None else time.time() - since_days * 86400
     occurrences = read_missed(
-        settings.tracker_db, since, low_answer_confidence(settings.project)
+        conversations(settings), since, low_answer_confidence(settings.project)
     )
     known = set(faq_data.known_texts(settings.project))
     return group(occurrences, ReviewStore(settings.state_dir).hidden(), known)
@@ -382,7 +550,7 @@ def missed_messages(
 def find_group(settings: Settings, identifier: str) -> MissedGroup:
     """The group with this id (or unique id prefix), dealt with or not."""
     occurrences = read_missed(
-        settings.tracker_db, 0.0, low_answer_confidence(settings.project)
+        conversations(settings), 0.0, low_answer_confidence(settings.project)
     )
     if len(identifier) < 4:
         raise Refused(

@@ -596,7 +596,13 @@ class StaffWeb:
     # --- missed messages ---
 
     def _inbox_page(self, notice: str = "", status: int = 200) -> web.Response:
-        groups = missed.missed_messages(self.settings, since_days=30)
+        try:
+            groups = missed.missed_messages(self.settings, since_days=30)
+        except missed.TrackerStoreUnreadable as error:  # never an empty inbox
+            alert = (
+                f'<p class="refused" role="alert">{e(without_paths(str(error)))}</p>'
+            )
+            return _html(_page("Missed messages", alert, notice), 503)
         topics = faq_data.list_topics(self.settings.project)
         titles = {topic.name: topic.title or topic.name for topic in topics}
         rows = []

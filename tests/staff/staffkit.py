@@ -25,6 +25,7 @@ TOKEN = "test-token"
 
 DATA_PATHS = (
     "config.yml",
+    "endpoints.yml",
     "domain.yml",
     "data",
     "data_validation",

@@ -279,6 +279,66 @@ def test_no_tracker_store_yet_means_nothing_missed(tmp_path: Path) -> None:
     assert missed.missed_messages(settings) == []
 
 
+def test_the_store_is_the_one_endpoints_yml_names(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoints = settings.project.root / "endpoints.yml"
+    elsewhere = tmp_path / "elsewhere.db"
+    settings.tracker_db.rename(elsewhere)
+    text = endpoints.read_text(encoding="utf-8")
+    assert "db: ${TRACKER_DB}" in text  # the Rasa server's own setting
+    endpoints.write_text(text.replace("${TRACKER_DB}", "${OTHER_DB}"), "utf-8")
+    monkeypatch.setenv("OTHER_DB", str(elsewhere))
+
+    assert len(missed.missed_messages(settings, 30)) == 6
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "error"),
+    [
+        (
+            "tracker_store:\n  type: redis\n  url: localhost\n",
+            "The tracker store in ENDPOINTS is 'redis'; the missed-messages inbox "
+            "reads SQL stores only (SQLite, PostgreSQL).",
+        ),
+        (
+            "action_endpoint:\n  url: http://localhost:5055/webhook\n",
+            "ENDPOINTS names no tracker store: Rasa keeps conversations in memory "
+            "only, so there are no missed messages to read.",
+        ),
+        (
+            "tracker_store:\n  type: sql\n  dialect: sqlite\n  db: ${NO_SUCH_VAR}\n",
+            "endpoints.yml uses ${NO_SUCH_VAR} for the tracker store, and NO_SUCH_VAR "
+            "is not set.",
+        ),
+    ],
+)
+def test_a_store_the_inbox_cannot_read_is_an_error(
+    settings: Settings, endpoints: str, error: str
+) -> None:
+    path = settings.project.root / "endpoints.yml"
+    path.write_text(endpoints, encoding="utf-8")
+
+    with pytest.raises(missed.TrackerStoreUnreadable) as unreadable:
+        missed.missed_messages(settings)
+
+    assert str(unreadable.value) == error.replace("ENDPOINTS", str(path))
+
+
+def test_a_tracker_database_that_is_not_a_database_is_an_error(
+    settings: Settings,
+) -> None:
+    settings.tracker_db.write_bytes(b"not a database" * 100)
+
+    with pytest.raises(missed.TrackerStoreUnreadable) as unreadable:
+        missed.missed_messages(settings)
+
+    assert str(unreadable.value) == (
+        "Cannot read the conversations from the tracker store "
+        "(DatabaseError: file is not a database)."
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "names", "expected"),
     [
@@ -307,3 +367,26 @@ def test_person_hints_need_a_capital_letter() -> None:
         ]
     }
     assert missed._person_hints(parse) == ["Dana"]
+
+
+def test_staff_read_why_the_inbox_cannot_be_read(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from staff.cli import main
+
+    path = settings.project.root / "endpoints.yml"
+    path.write_text("tracker_store:\n  type: mongod\n", encoding="utf-8")
+    monkeypatch.setenv("PROJECT_ROOT", str(settings.project.root))
+    monkeypatch.setenv("STATE_DIR", str(settings.state_dir))
+    monkeypatch.setenv("TRACKER_DB", str(settings.tracker_db))
+
+    assert main(["missed"]) == 1
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: The tracker store in {path} is 'mongod'; the missed-messages "
+        "inbox reads SQL stores only (SQLite, PostgreSQL).\n"
+    )
