@@ -276,7 +276,6 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
             dispatcher.utter_message(
                 response="utter_no_slots",
                 visit_type_name=visit_type_in_sentence(visit_type),
-                time_preference=str(value),
             )
             return {"time_preference": None, "offered_slots": None} | cleared
         if not offers[0].get("in_window", True):
@@ -445,9 +444,11 @@ class ActionAskAppointmentSlot(Action):
             }
             for number, entry in enumerate(offered, start=1)
         ]
-        visit = visit_type_in_sentence(tracker.get_slot("visit_type"))
+        # Times outside the window asked for follow "Nothing is open at that time."
+        nearest = not offered[0].get("in_window", True)
         dispatcher.utter_message(
-            text=f"Here are the open times for {visit}. Which one suits you?",
+            response="utter_offer_nearest_times" if nearest else "utter_offer_times",
+            visit_type_name=visit_type_in_sentence(tracker.get_slot("visit_type")),
             buttons=buttons,
         )
         return []

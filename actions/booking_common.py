@@ -34,7 +34,7 @@ from actions.booking_parsing import (
     phone_numbers_in,
     written_as_name,
 )
-from actions.handoff import utter_contact
+from actions.handoff import utter_contact_details
 from actions.scheduling import get_scheduler
 from actions.scheduling.base import (
     BackendUnavailable,
@@ -465,8 +465,12 @@ def callback_store() -> CallbackStore:
 
 
 def offer_callback(dispatcher: CollectingDispatcher) -> List[EventType]:
-    """Says the scheduler is down, gives the contact, offers a call back."""
+    """Says the scheduler is down, gives any contact details, offers a call back.
+
+    Without a phone, address or website in clinic.yml the call back is the way to
+    staff ("contact our office" with nothing to contact it by would be a dead end).
+    """
     dispatcher.utter_message(response="utter_scheduler_down")
-    utter_contact(dispatcher)
+    utter_contact_details(dispatcher)
     dispatcher.utter_message(response="utter_offer_callback")
     return [SlotSet("callback_offered", True)]

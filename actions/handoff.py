@@ -27,13 +27,8 @@ def utter_contact(dispatcher: CollectingDispatcher) -> None:
         )
 
 
-def offer_staff(dispatcher: CollectingDispatcher) -> List[EventType]:
-    """Gives what the clinic has for reaching a person, outside any form.
-
-    Its phone number (and other details) when configured. Without a number to
-    call, any address or website, and a call back: staff see the request, with
-    the reason in the patient's words, in ``staff callbacks``.
-    """
+def utter_contact_details(dispatcher: CollectingDispatcher) -> None:
+    """Gives the clinic's contact details (phone, address, website), if it has any."""
     info = clinic()
     details = info.contact_details()
     if details:
@@ -42,7 +37,17 @@ def offer_staff(dispatcher: CollectingDispatcher) -> List[EventType]:
             contact_details=details,
             **info.template_values(),
         )
-    if info.phone:
+
+
+def offer_staff(dispatcher: CollectingDispatcher) -> List[EventType]:
+    """Gives what the clinic has for reaching a person, outside any form.
+
+    Its phone number (and other details) when configured. Without a number to
+    call, any address or website, and a call back: staff see the request, with
+    the reason in the patient's words, in ``staff callbacks``.
+    """
+    utter_contact_details(dispatcher)
+    if clinic().phone:
         return []
     dispatcher.utter_message(response="utter_offer_handoff_callback")
     return [SlotSet("callback_offered", True), SlotSet("handoff_callback", True)]

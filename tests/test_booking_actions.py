@@ -16,7 +16,7 @@ import pytest
 from rasa_sdk import FormValidationAction, Tracker
 from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
-from testkit import PROJECT_ROOT, TrackerFactory
+from testkit import PROJECT_ROOT, TrackerFactory, render
 
 from actions import booking, booking_common, booking_lookup, callback
 from actions.scheduling.base import Patient
@@ -931,18 +931,39 @@ async def test_changing_the_name_at_the_read_back_only_clears_it(
     ],
 )
 async def test_offered_times_name_the_visit_type_in_plain_english(
-    make_tracker: TrackerFactory, scheduler: SqliteScheduler, key: str, expected: str
+    make_tracker: TrackerFactory,
+    scheduler: SqliteScheduler,
+    domain: Dict[str, Any],
+    key: str,
+    expected: str,
 ) -> None:
     offers = await offers_for(make_tracker)
     tracker = tracker_with(make_tracker, "", visit_type=key, offered_slots=offers)
     dispatcher = CollectingDispatcher()
     await booking.ActionAskAppointmentSlot().run(dispatcher, tracker, {})
-    assert [message["text"] for message in dispatcher.messages] == [
+    assert [render(message, domain) for message in dispatcher.messages] == [
         f"Here are the open times for {expected}. Which one suits you?"
+        + "".join(
+            f'\n{offer["label"]} /inform{{"appointment_option": "{number}"}}'
+            for number, offer in enumerate(offers, start=1)
+        )
     ]
-    assert [b["title"] for b in dispatcher.messages[0]["buttons"]] == [
-        offer["label"] for offer in offers
-    ]
+
+
+async def test_times_after_the_window_asked_for_are_called_the_nearest(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler, domain: Dict[str, Any]
+) -> None:
+    # After "Nothing is open at that time." (one sentence each, no "here are" twice).
+    offers = [dict(offer, in_window=False) for offer in await offers_for(make_tracker)]
+    tracker = tracker_with(
+        make_tracker, "", visit_type="dry_needling", offered_slots=offers
+    )
+    dispatcher = CollectingDispatcher()
+    await booking.ActionAskAppointmentSlot().run(dispatcher, tracker, {})
+    assert render(dispatcher.messages[0], domain).splitlines()[0] == (
+        "Here are the nearest open times for dry needling after that. "
+        "Which one suits you?"
+    )
 
 
 async def test_read_back_shows_the_phone_as_people_write_it(
