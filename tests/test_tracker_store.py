@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sqlite3
 import time
@@ -121,6 +122,42 @@ async def next_turn(
     )
     await store.save(tracker)
     return tracker
+
+
+def test_the_rasa_internals_the_store_relies_on_are_there() -> None:
+    # CachedSQLTrackerStore passes these to Rasa's constructor by position.
+    assert list(inspect.signature(SQLTrackerStore.__init__).parameters)[:11] == [
+        "self",
+        "domain",
+        "dialect",
+        "host",
+        "port",
+        "db",
+        "username",
+        "password",
+        "event_broker",
+        "login_db",
+        "query",
+    ]
+    # It writes rows of this table itself, and counts them with Rasa's query.
+    columns = set(SQLTrackerStore.SQLEvent.__table__.columns.keys())
+    assert columns == {
+        "id",
+        "sender_id",
+        "type_name",
+        "timestamp",
+        "intent_name",
+        "action_name",
+        "data",
+    }
+    assert list(inspect.signature(SQLTrackerStore._event_query).parameters) == [
+        "self",
+        "session",
+        "sender_id",
+        "fetch_events_from_all_sessions",
+    ]
+    assert inspect.iscoroutinefunction(SQLTrackerStore._stream_new_events)
+    assert callable(SQLTrackerStore.session_scope)
 
 
 async def test_writes_the_same_rows_as_rasas_store(tmp_path: Path) -> None:
