@@ -52,14 +52,14 @@ from actions.booking_parsing import (
     pick_offered,
     written_as_name,
 )
-from actions.scheduling.base import (
+from scheduling.base import (
     BackendUnavailable,
     Booking,
     BookingNotFound,
     Patient,
     SlotUnavailable,
 )
-from actions.scheduling.timeparse import TimePreferenceError
+from scheduling.timeparse import TimePreferenceError
 
 logger = logging.getLogger(__name__)
 

@@ -35,19 +35,19 @@ from actions.booking_parsing import (
     written_as_name,
 )
 from actions.handoff import utter_contact_details
-from actions.scheduling import get_scheduler
-from actions.scheduling.base import (
+from scheduling import get_scheduler
+from scheduling.base import (
     BackendUnavailable,
     Booking,
     Scheduler,
     Slot,
 )
-from actions.scheduling.callbacks import CallbackStore
-from actions.scheduling.config import (
+from scheduling.callbacks import CallbackStore
+from scheduling.config import (
     SchedulingConfig,
     scheduling_config,
 )
-from actions.scheduling.timeparse import TimePreferenceError, parse_time_preference
+from scheduling.timeparse import TimePreferenceError, parse_time_preference
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from actions.booking_common import (
     scheduler,
 )
 from actions.handoff import utter_contact
-from actions.scheduling.base import (
+from scheduling.base import (
     BackendUnavailable,
     BookingNotFound,
 )

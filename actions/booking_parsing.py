@@ -1,7 +1,7 @@
 """Reading a patient's booking answers: visit type, name, phone number, choice.
 
 Pure functions, no Rasa and no I/O, so each rule is unit-tested on its own. Dates and
-times are read by ``actions.scheduling.timeparse``.
+times are read by ``scheduling.timeparse``.
 """
 
 from __future__ import annotations

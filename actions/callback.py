@@ -22,8 +22,8 @@ from actions.booking_common import (
     visit_type_name,
 )
 from actions.booking_parsing import display_phone
-from actions.scheduling.base import BackendUnavailable
 from clinic_nlu.text import has_words
+from scheduling.base import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 

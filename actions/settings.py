@@ -18,8 +18,8 @@ from typing import Dict, List
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CLINIC_CONFIG = PROJECT_ROOT / "clinic.yml"
+from clinic_common.clinic_config import DEFAULT_CLINIC_CONFIG
+from clinic_common.clinic_config import ClinicConfigError as ClinicConfigError
 
 # "Did you mean" suggests a topic only if its confidence reaches this share. Chosen on
 # data_validation/*.yml (625 messages): all 416 right suggestions score 0.134 or more;
@@ -27,12 +27,8 @@ DEFAULT_CLINIC_CONFIG = PROJECT_ROOT / "clinic.yml"
 SUGGESTION_MIN_CONFIDENCE = 0.12
 
 # Sections of clinic.yml that other modules parse and this one ignores:
-# ``scheduling`` belongs to actions/scheduling/config.py.
+# ``scheduling`` belongs to scheduling/config.py.
 OTHER_SECTIONS = frozenset({"scheduling"})
-
-
-class ClinicConfigError(ValueError):
-    """The clinic facts file is missing, unreadable or malformed."""
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from actions.scheduling.base import (  # noqa: E402
+from scheduling.base import (  # noqa: E402
     BackendUnavailable,
     Patient,
     Slot,
     SlotUnavailable,
 )
-from actions.scheduling.config import (  # noqa: E402
+from scheduling.config import (  # noqa: E402
     WEEKDAYS,
     SchedulingConfig,
     parse_scheduling_config,
 )
-from actions.scheduling.sqlite_backend import (  # noqa: E402
+from scheduling.sqlite_backend import (  # noqa: E402
     BUSY_TIMEOUT_SECONDS,
     SqliteScheduler,
     slot_times,

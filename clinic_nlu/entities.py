@@ -6,7 +6,7 @@ by the path of its installed data folder (``clinic_nlu.spacy_model``), so this
 component loads it itself, with only the pipes NER needs.
 
 The entities are hints, never decisions: the booking actions parse the time
-(``actions/scheduling/timeparse.py``) and validate names and phone numbers themselves.
+(``scheduling/timeparse.py``) and validate names and phone numbers themselves.
 So they go into the parse data under their own key, ``spacy_entities``, not into
 Rasa's ``entities``: spaCy's general-purpose NER also fires on FAQ questions ("two days
 ago", a town taken for a PERSON), and Rasa's entities are conversation content that

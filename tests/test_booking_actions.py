@@ -19,10 +19,10 @@ from rasa_sdk.executor import CollectingDispatcher
 from testkit import PROJECT_ROOT, TrackerFactory, render
 
 from actions import booking, booking_common, booking_lookup, callback
-from actions.scheduling.base import Patient
-from actions.scheduling.callbacks import CallbackStore
-from actions.scheduling.config import SchedulingConfig, load_scheduling_config
-from actions.scheduling.sqlite_backend import SqliteScheduler
+from scheduling.base import Patient
+from scheduling.callbacks import CallbackStore
+from scheduling.config import SchedulingConfig, load_scheduling_config
+from scheduling.sqlite_backend import SqliteScheduler
 
 CHICAGO = ZoneInfo("America/Chicago")
 NOW = datetime(2026, 12, 7, 8, 0, tzinfo=CHICAGO)

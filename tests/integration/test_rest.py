@@ -9,7 +9,7 @@ from typing import List, Tuple
 import pytest
 from testkit import domain_text, first_faq_answers
 
-from actions.scheduling.callbacks import CallbackStore
+from scheduling.callbacks import CallbackStore
 from tests.integration.conftest import Assistant
 
 pytestmark = pytest.mark.integration

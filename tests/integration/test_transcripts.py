@@ -47,9 +47,9 @@ import pytest
 import yaml
 from transcript_lint import problems
 
-from actions.scheduling.base import Patient as BookingPatient
-from actions.scheduling.config import scheduling_config
-from actions.scheduling.sqlite_backend import SqliteScheduler
+from scheduling.base import Patient as BookingPatient
+from scheduling.config import scheduling_config
+from scheduling.sqlite_backend import SqliteScheduler
 from tests.fakes.twilio_api import FakeTwilioApi
 from tests.integration.conftest import Assistant
 from tests.integration.test_sms import Phone

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from actions.scheduling.base import BackendUnavailable
-from actions.scheduling.callbacks import DONE, OPEN, CallbackRequest, CallbackStore
-from actions.scheduling.config import parse_scheduling_config
-from actions.scheduling.sqlite_backend import SqliteScheduler
+from scheduling.base import BackendUnavailable
+from scheduling.callbacks import DONE, OPEN, CallbackRequest, CallbackStore
+from scheduling.config import parse_scheduling_config
+from scheduling.sqlite_backend import SqliteScheduler
 
 START = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 

@@ -15,7 +15,7 @@ import yaml
 from testkit import PROJECT_ROOT, TEST_CLINIC
 
 from actions import settings
-from actions.scheduling.config import (
+from scheduling.config import (
     OpeningInterval,
     SchedulingConfig,
     SchedulingConfigError,
@@ -324,7 +324,7 @@ def test_nothing_is_read_or_created_at_import_time(tmp_path: Path) -> None:
     }
     modules = "config, sqlite_backend, callbacks, staff"
     subprocess.run(
-        [sys.executable, "-c", f"from actions.scheduling import {modules}"],
+        [sys.executable, "-c", f"from scheduling import {modules}"],
         cwd=PROJECT_ROOT,
         env=env,
         check=True,

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Union
 
 import pytest
 
-from actions.scheduling.base import (
+from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
@@ -25,7 +25,7 @@ from actions.scheduling.base import (
     Slot,
     SlotUnavailable,
 )
-from actions.scheduling.fhir_backend import (
+from scheduling.fhir_backend import (
     BOOKING_REFERENCE_SYSTEM,
     IDEMPOTENCY_KEY_SYSTEM,
     REFERENCE_ALPHABET,

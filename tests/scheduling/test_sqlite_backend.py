@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from actions.scheduling import sqlite_backend
-from actions.scheduling.base import (
+from scheduling import sqlite_backend
+from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
@@ -25,8 +25,8 @@ from actions.scheduling.base import (
     Slot,
     SlotUnavailable,
 )
-from actions.scheduling.config import SchedulingConfig, parse_scheduling_config
-from actions.scheduling.sqlite_backend import (
+from scheduling.config import SchedulingConfig, parse_scheduling_config
+from scheduling.sqlite_backend import (
     REFERENCE_ALPHABET,
     SqliteScheduler,
     normalize_reference,

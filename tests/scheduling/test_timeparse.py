@@ -1,4 +1,4 @@
-"""Tests of actions/scheduling/timeparse.py: a patient's words -> a time window.
+"""Tests of scheduling/timeparse.py: a patient's words -> a time window.
 
 Every case asserts exact, aware start and end datetimes, compared in UTC so that
 the fold of a repeated hour counts.
@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from actions.scheduling.timeparse import (
+from scheduling.timeparse import (
     TimePreferenceError,
     TimeWindow,
     parse_time_preference,

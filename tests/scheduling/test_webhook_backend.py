@@ -16,7 +16,7 @@ import pytest
 import requests
 from fakes.webhook_server import FakeWebhookServer
 
-from actions.scheduling.base import (
+from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
@@ -26,7 +26,7 @@ from actions.scheduling.base import (
     Slot,
     SlotUnavailable,
 )
-from actions.scheduling.webhook_backend import WebhookConfigError, WebhookScheduler
+from scheduling.webhook_backend import WebhookConfigError, WebhookScheduler
 
 SECRET = "s3cret-for-tests-only-0123456789"
 PATIENT = Patient(name="Dolores Haze-Testperson", phone="+18175550123")

@@ -48,7 +48,7 @@ from pathlib import Path
 from time import monotonic, sleep
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from actions.scheduling.base import (
+from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
@@ -60,7 +60,7 @@ from actions.scheduling.base import (
     SlotUnavailable,
     require_aware,
 )
-from actions.scheduling.config import SchedulingConfig, VisitType
+from scheduling.config import SchedulingConfig, VisitType
 
 logger = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ class Block:
 
 
 class SqliteScheduler:
-    """The embedded :class:`~actions.scheduling.base.Scheduler`.
+    """The embedded :class:`~scheduling.base.Scheduler`.
 
     Args:
         path: the SQLite file; created (mode 0600) on first use.

@@ -1,6 +1,6 @@
 """Scheduler backend for a clinic's FHIR R4 server (Slot, Appointment, Schedule).
 
-How the :class:`~actions.scheduling.base.Scheduler` contract maps onto FHIR R4
+How the :class:`~scheduling.base.Scheduler` contract maps onto FHIR R4
 (v4.0.1, https://hl7.org/fhir/R4/):
 
 - Open times are ``Slot`` resources (slot.html) with status ``free``, found with the
@@ -57,7 +57,7 @@ from urllib.parse import quote
 
 import requests
 
-from actions.scheduling.base import (
+from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
@@ -108,7 +108,7 @@ _INSTANT = re.compile(
 
 
 class FhirScheduler:
-    """A :class:`~actions.scheduling.base.Scheduler` backed by a FHIR R4 server.
+    """A :class:`~scheduling.base.Scheduler` backed by a FHIR R4 server.
 
     Thread-safe: each thread gets its own ``requests.Session`` (unless one is
     passed in), and the local holds are guarded by a lock.

@@ -24,7 +24,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from actions.settings import DEFAULT_CLINIC_CONFIG, PROJECT_ROOT, ClinicConfigError
+from clinic_common.clinic_config import (
+    DEFAULT_CLINIC_CONFIG,
+    PROJECT_ROOT,
+    ClinicConfigError,
+)
 
 SECTION = "scheduling"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # date.weekday() order

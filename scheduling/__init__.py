@@ -1,4 +1,4 @@
-"""Scheduling backends behind one interface (``actions.scheduling.base.Scheduler``).
+"""Scheduling backends behind one interface (``scheduling.base.Scheduler``).
 
 The backend is chosen by the environment, read when it is first needed:
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from actions.scheduling.base import Scheduler
+from scheduling.base import Scheduler
 
 BACKENDS = ("sqlite", "fhir", "webhook")
 
@@ -30,18 +30,18 @@ def get_scheduler() -> Scheduler:
     """The configured scheduler, built once per process."""
     backend = (os.environ.get("SCHEDULER_BACKEND") or "sqlite").strip().lower()
     if backend == "sqlite":
-        from actions.scheduling.config import default_db_path, scheduling_config
-        from actions.scheduling.sqlite_backend import SqliteScheduler
+        from scheduling.config import default_db_path, scheduling_config
+        from scheduling.sqlite_backend import SqliteScheduler
 
         path = os.environ.get("SCHEDULER_DB") or str(default_db_path())
         return SqliteScheduler(path, scheduling_config())
     if backend == "fhir":
-        from actions.scheduling.fhir_backend import FhirScheduler
+        from scheduling.fhir_backend import FhirScheduler
 
         fhir: Scheduler = FhirScheduler.from_env(os.environ)
         return fhir
     if backend == "webhook":
-        from actions.scheduling.webhook_backend import WebhookScheduler
+        from scheduling.webhook_backend import WebhookScheduler
 
         webhook: Scheduler = WebhookScheduler.from_env(os.environ)
         return webhook

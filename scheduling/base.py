@@ -1,9 +1,9 @@
 """The scheduler interface every backend implements, and its typed outcomes.
 
-Backends: ``sqlite`` (embedded default, ``actions/scheduling/sqlite_backend.py``),
+Backends: ``sqlite`` (embedded default, ``scheduling/sqlite_backend.py``),
 ``fhir`` (a FHIR R4 server, ``fhir_backend.py``) and ``webhook`` (any other system
 behind a signed JSON webhook, ``webhook_backend.py``).
-``actions/scheduling/__init__.py`` picks one from the environment.
+``scheduling/__init__.py`` picks one from the environment.
 
 Rules every backend follows:
 

@@ -2,7 +2,7 @@
 
 When the scheduler is down the assistant still takes the patient's name, phone,
 preferred time and note, stores them here, and staff call back (``python -m
-actions.scheduling.staff callbacks``). Everything the patient typed is stored as
+scheduling.staff callbacks``). Everything the patient typed is stored as
 typed: nothing is validated away or shortened.
 
 The requests live in a SQLite file of their own (``$CALLBACK_DB``, else
@@ -27,9 +27,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from actions.scheduling.base import BackendUnavailable
-from actions.scheduling.config import default_callback_db_path
-from actions.scheduling.sqlite_backend import (
+from scheduling.base import BackendUnavailable
+from scheduling.config import default_callback_db_path
+from scheduling.sqlite_backend import (
     Clock,
     SqliteDatabase,
     StrPath,
@@ -85,7 +85,7 @@ class CallbackStore:
 
     Args:
         path: the SQLite file (default:
-            :func:`~actions.scheduling.config.default_callback_db_path`).
+            :func:`~scheduling.config.default_callback_db_path`).
         clock: returns the current aware time; injectable for tests.
     """
 

@@ -2,13 +2,13 @@
 
 Usage (from the project root, with the venv's Python)::
 
-    python -m actions.scheduling.staff bookings [--date 2026-03-09]
-    python -m actions.scheduling.staff block --start "2026-03-09 12:00"
+    python -m scheduling.staff bookings [--date 2026-03-09]
+    python -m scheduling.staff block --start "2026-03-09 12:00"
         --end "2026-03-09 13:00" [--provider provider-1] [--reason "Staff meeting"]
-    python -m actions.scheduling.staff blocks
-    python -m actions.scheduling.staff unblock 3
-    python -m actions.scheduling.staff callbacks
-    python -m actions.scheduling.staff callback-done 7
+    python -m scheduling.staff blocks
+    python -m scheduling.staff unblock 3
+    python -m scheduling.staff callbacks
+    python -m scheduling.staff callback-done 7
 
 Dates and times are the clinic's local time (``scheduling.timezone`` of
 ``clinic.yml``). The database is ``$SCHEDULER_DB`` (default
@@ -25,15 +25,15 @@ import sys
 from datetime import date, datetime, timezone, tzinfo
 from typing import Callable, List, Optional, Sequence
 
-from actions.scheduling.base import BackendUnavailable, Booking
-from actions.scheduling.callbacks import CallbackStore
-from actions.scheduling.config import (
+from clinic_common.clinic_config import ClinicConfigError
+from scheduling.base import BackendUnavailable, Booking
+from scheduling.callbacks import CallbackStore
+from scheduling.config import (
     SchedulingConfig,
     default_db_path,
     scheduling_config,
 )
-from actions.scheduling.sqlite_backend import Clock, SqliteScheduler, utc_now
-from actions.settings import ClinicConfigError
+from scheduling.sqlite_backend import Clock, SqliteScheduler, utc_now
 
 _INPUT_FORMAT = "%Y-%m-%d %H:%M"
 _TIME = "%I:%M %p"
@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) ->
 def _parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per staff task."""
     parser = argparse.ArgumentParser(
-        prog="python -m actions.scheduling.staff",
+        prog="python -m scheduling.staff",
         description="Bookings, blocked times and callback requests of the "
         "embedded scheduler. Times are the clinic's local time.",
     )

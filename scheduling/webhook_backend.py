@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from actions.scheduling.base import (
+from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
@@ -153,7 +153,7 @@ def parse_rfc3339(text: str) -> datetime:
 
 
 class WebhookScheduler:
-    """The :class:`~actions.scheduling.base.Scheduler` of a signed JSON webhook.
+    """The :class:`~scheduling.base.Scheduler` of a signed JSON webhook.
 
     Safe to share between threads: without an injected ``session`` each thread
     uses its own ``requests.Session`` (a session is not documented thread-safe).
