@@ -11,7 +11,8 @@ never holds it. The ``=`` form keeps any token from being read as an option.
 Each start (supervisord's restart after a crash included) serves the model staff
 last published (``clinicbot retrain --publish`` or ``rollback``) when it is still
 valid, as scripts/run.sh does, instead of the ``--model`` the command was written
-with: a restart never brings an older model back.
+with: a restart never brings an older model back. Only a ``--model`` of the project's
+models directory is replaced: a benchmark's or a test's own model is served as given.
 """
 
 from __future__ import annotations
@@ -49,16 +50,26 @@ def argv_with_model(argv: List[str], published: Optional[Path]) -> List[str]:
     return [*argv[:at], str(published), *argv[at + 1 :]]
 
 
+def in_models_dir(argv: List[str], models_dir: Path) -> bool:
+    """Whether the ``--model`` of ``argv`` is a file of ``models_dir``."""
+    if "--model" not in argv[:-1]:
+        return False
+    model = Path(argv[argv.index("--model") + 1])
+    return model.resolve().parent == models_dir.resolve()
+
+
 def main() -> None:
     """Runs ``rasa`` with the token and the published model."""
     from staff.project import Settings
     from staff.retrain import restart_model
 
-    try:
-        published = restart_model(Settings.from_env())
-    except (OSError, ValueError) as error:  # an unreadable models/history.json
-        print(f"note: serving --model; the published model is unknown: {error}")
-        published = None
+    settings = Settings.from_env()
+    published = None
+    if in_models_dir(sys.argv, settings.project.models_dir):
+        try:
+            published = restart_model(settings)
+        except (OSError, ValueError) as error:  # an unreadable models/history.json
+            print(f"note: serving --model; the published model is unknown: {error}")
     sys.argv = argv_with_model(argv_with_token(sys.argv, os.environ), published)
     sys.argv[0] = "rasa"
     from rasa.__main__ import main as rasa_main  # after the check: a slow import

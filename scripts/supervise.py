@@ -27,6 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
 
+from scripts.launcher import (
+    ACTION_PROBE,
+    ACTION_SERVER,
+    RASA_PROBE,
+    RASA_SERVER,
+    expand,
+)
 from scripts.wait_ready import is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,21 +73,13 @@ class Part:
 
 
 PARTS: Tuple[Part, ...] = (
-    Part(
-        "action_server",
-        "action server",
-        ("{VENV}/bin/rasa", "run", "actions", "--port", "{ACTION_PORT}")
-        + ("--actions", "actions"),
-        "http://127.0.0.1:{ACTION_PORT}/health",
-    ),
+    # The two servers' commands are scripts/launcher.py's, shared with the tests.
+    Part("action_server", "action server", ACTION_SERVER, ACTION_PROBE),
     Part(
         "rasa_server",
         "Rasa server",
-        ("{VENV}/bin/python", "-m", "scripts.rasa_server", "run")
-        + ("--interface", "127.0.0.1", "--port", "{RASA_PORT}")
-        + ("--model", "{MODEL_PATH}", "--credentials", "credentials.yml")
-        + ("--endpoints", "endpoints.yml", "--enable-api"),
-        "http://127.0.0.1:{RASA_PORT}/",
+        RASA_SERVER,
+        RASA_PROBE,
         # Rasa finishes the conversations it is answering and closes its stores.
         stopwaitsecs=30,
     ),
@@ -115,15 +114,6 @@ OPTIONAL_VARIABLES = (
     "CALLBACK_DB",
     "WIDGET_ALLOWED_ORIGINS",
 )
-
-
-def expand(template: str, environ: Mapping[str, str]) -> str:
-    """``template`` with each ``{NAME}`` replaced by the variable's value.
-
-    Raises:
-        KeyError: a variable is not set (scripts/env.sh sets them all).
-    """
-    return re.sub(r"\{([A-Z_]+)\}", lambda match: environ[match.group(1)], template)
 
 
 def enabled_parts(environ: Mapping[str, str]) -> List[Part]:

@@ -506,3 +506,39 @@ def test_a_part_that_keeps_crashing_backs_off_and_is_retried(tmp_path: Path) -> 
     pauses = [(b - a).total_seconds() for a, b in pairwise(spawned)]
     assert pauses == sorted(pauses) and pauses[-1] - pauses[0] >= 1.5, pauses
     assert "gave up: action_server" not in log
+
+
+def test_launcher_serves_a_model_of_elsewhere_as_given(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    assert rasa_server.in_models_dir(
+        ["rasa", "run", "--model", str(models / "clinic.tar.gz")], models
+    )
+    assert not rasa_server.in_models_dir(
+        ["rasa", "run", "--model", str(tmp_path / "bench" / "stock.tar.gz")], models
+    )
+    assert not rasa_server.in_models_dir(["rasa", "run", "--model"], models)
+
+
+def test_tests_and_benchmarks_run_make_runs_commands(tmp_path: Path) -> None:
+    from scripts.launcher import Servers
+
+    model = tmp_path / "clinic.tar.gz"
+    model.write_bytes(b"")
+    servers = Servers(tmp_path, model, {"VENV": "/opt/venv"})
+    env = servers.env
+    parts = {part.name: part for part in PARTS}
+    assert servers.rasa.argv == parts["rasa_server"].argv(env)
+    assert servers.actions.argv == parts["action_server"].argv(env)
+    assert servers.rasa.argv == [
+        "/opt/venv/bin/python", "-m", "scripts.rasa_server", "run",
+        "--interface", "127.0.0.1", "--port", str(servers.rasa_port),
+        "--model", str(model), "--credentials", "credentials.yml",
+        "--endpoints", "endpoints.yml", "--enable-api",
+    ]  # fmt: skip
+    # The token is in the environment only: a command line is visible in ps.
+    assert api_token.token_problem(env["RASA_API_TOKEN"]) is None
+    assert not any(env["RASA_API_TOKEN"] in arg for arg in servers.rasa.argv)
+    assert env["ACTION_SERVER_URL"] == (
+        f"http://127.0.0.1:{servers.action_port}/webhook"
+    )
+    assert servers.rasa_port != servers.action_port
