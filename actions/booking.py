@@ -56,6 +56,7 @@ from scheduling.base import (
     BackendUnavailable,
     Booking,
     BookingNotFound,
+    InvalidRequest,
     Patient,
     SlotUnavailable,
 )
@@ -515,9 +516,10 @@ class ActionBookAppointment(Action):
         except SlotUnavailable:
             dispatcher.utter_message(response="utter_slot_taken")
             return await self._offer_next(tracker)
-        except (BackendUnavailable, ValueError) as error:
-            # ValueError: the backend refused the request itself (e.g. a reused
-            # idempotency key); the patient gets the same way out as in an outage.
+        except (BackendUnavailable, InvalidRequest) as error:
+            # InvalidRequest: the scheduler refused the request itself (e.g. a
+            # reused idempotency key); the patient gets the same way out as in an
+            # outage. Any other error is a bug and fails the action loudly.
             logger.warning("Booking failed: %s.", type(error).__name__)
             return [SlotSet("scheduler_down", True), *offer_callback(dispatcher)]
         logger.info("Booked %s (slot %s).", booking.reference, chosen["id"])

@@ -13,6 +13,10 @@ Rules every backend follows:
   backend never blocks the action server's event loop.
 - ``book`` and ``cancel`` take an idempotency key: the same key again returns the
   first result and changes nothing, so a retried request never books twice.
+- Requests are checked here, once, for every backend: :func:`checked_patient`
+  (a name and an E.164 phone), :func:`checked_idempotency_key`; references are made
+  by :func:`new_reference` and compared by :func:`normalize_reference`. A request
+  these refuse raises ``InvalidRequest`` before anything is sent anywhere.
 - Failures are one of the exceptions below, never a raw library error.
 - A booking is only ever returned to a caller that gives both its reference code and
   the phone number it was booked with.
@@ -20,12 +24,25 @@ Rules every backend follows:
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import List, Optional, Protocol, runtime_checkable
 
 BOOKED = "booked"
 CANCELLED = "cancelled"
+
+# E.164: a "+", a country code not starting with 0, at most 15 digits in all. At
+# least 7 digits: shorter is no dialable number in any country.
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Idempotency keys travel as an HTTP header (webhook), a FHIR identifier in a search
+# URL and a SQLite key: visible ASCII without spaces, at most 128 characters, which
+# every one of them takes. The action server's keys are 40 hex characters.
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Reference codes are read out over the phone: no 0/O, 1/I/L look-alikes.
+REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+REFERENCE_LENGTH = 6
 
 
 class SchedulerError(Exception):
@@ -44,11 +61,39 @@ class BackendUnavailable(SchedulerError):
     """The scheduling system cannot be reached, timed out or answered with an error."""
 
 
+class InvalidRequest(SchedulerError, ValueError):
+    """The caller's request is unusable; the scheduling system is not at fault.
+
+    No name, a phone that is not E.164, a malformed or reused idempotency key. The
+    message never quotes the values (callers may log it). Also a ``ValueError``,
+    which is what backends raised before it existed.
+    """
+
+
 def require_aware(value: datetime, name: str = "datetime") -> datetime:
     """Returns ``value`` if it carries a time zone, else raises ``ValueError``."""
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValueError(f"{name} must be time-zone aware, got {value!r}")
     return value
+
+
+def checked_idempotency_key(key: object) -> str:
+    """``key`` if it is 1 to 128 visible ASCII characters, else ``InvalidRequest``."""
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest(
+            "idempotency_key must be 1 to 128 visible ASCII characters, no spaces"
+        )
+    return key
+
+
+def new_reference() -> str:
+    """A random reference code, e.g. ``K7M3QX``; backends check it is unused."""
+    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
+
+
+def normalize_reference(text: str) -> str:
+    """A reference as typed or dictated (``k7m-3qx``) in its stored form."""
+    return re.sub(r"[\s-]", "", text).upper()
 
 
 @dataclass(frozen=True)
@@ -86,6 +131,21 @@ class Patient:
 
     name: str
     phone: str
+
+
+def checked_patient(patient: Patient) -> Patient:
+    """The patient with blanks trimmed; ``InvalidRequest`` if unusable.
+
+    A booking needs a name and an E.164 phone number (``+18175550100``).
+    """
+    name, phone = patient.name.strip(), patient.phone.strip()
+    if not name:
+        raise InvalidRequest("the patient's name is empty")
+    if not E164.match(phone):
+        raise InvalidRequest(
+            "the patient's phone must be in E.164 form, e.g. +18175550100"
+        )
+    return Patient(name=name, phone=phone)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -67,6 +66,10 @@ from scheduling.base import (
     Patient,
     Slot,
     SlotUnavailable,
+    checked_idempotency_key,
+    checked_patient,
+    new_reference,
+    normalize_reference,
     require_aware,
 )
 
@@ -94,13 +97,8 @@ ACTIVE_STATUSES = ("pending", "booked", "arrived", "checked-in")
 
 # Our statuses for FHIR's; any other FHIR status (e.g. "fulfilled") is kept as is.
 _STATUSES = {"booked": BOOKED, "cancelled": CANCELLED}
-# Reference codes avoid 0/O and 1/I so that they can be read out over the phone.
-REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-REFERENCE_LENGTH = 6
 _REFERENCE_ATTEMPTS = 5
 _CANCEL_ATTEMPTS = 3
-_MAX_KEY_LENGTH = 128
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _INSTANT = re.compile(
     r"^(?P<head>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d+))?"
     r"(?P<zone>Z|[+-]\d{2}:\d{2})$"
@@ -286,14 +284,14 @@ class FhirScheduler:
         calling again with the same key returns it if it was.
 
         Raises:
-            ValueError: No key, a phone number that is not E.164, or no name.
+            InvalidRequest: No key, a phone number that is not E.164, or no name.
             SlotUnavailable: The slot is gone, taken, held by another hold, or
                 changed while booking (409/412/422 from the server).
             BackendUnavailable: The server cannot be reached, timed out, answered
                 an error, or does not version Slots.
         """
-        _check_key(idempotency_key)
-        _check_patient(patient)
+        checked_idempotency_key(idempotency_key)
+        patient = checked_patient(patient)
         existing = self._find_by_key(idempotency_key)
         if existing is not None:
             return self._booking_from(existing)
@@ -336,11 +334,11 @@ class FhirScheduler:
         cancelling (412), the cancel is retried on the new versions.
 
         Raises:
-            ValueError: No idempotency key.
+            InvalidRequest: No idempotency key.
             BookingNotFound: No booking has this reference and phone.
             BackendUnavailable: The server cannot be reached or answered an error.
         """
-        _check_key(idempotency_key)
+        checked_idempotency_key(idempotency_key)
         for _ in range(_CANCEL_ATTEMPTS):
             appointment = self._find_booking_resource(reference, phone)
             if appointment.get("status") not in CANCELLABLE_STATUSES:
@@ -427,9 +425,7 @@ class FhirScheduler:
     def _new_reference(self) -> str:
         """A random reference code that no Appointment has yet."""
         for _ in range(_REFERENCE_ATTEMPTS):
-            reference = "".join(
-                secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH)
-            )
+            reference = new_reference()
             if not self._search(
                 "Appointment",
                 [("identifier", _token(BOOKING_REFERENCE_SYSTEM, reference))],
@@ -472,7 +468,7 @@ class FhirScheduler:
 
     def _find_booking_resource(self, reference: str, phone: str) -> Resource:
         """The Appointment with this reference code whose patient has this phone."""
-        code = reference.strip().upper()
+        code = normalize_reference(reference)
         wanted = _normalize_phone(phone)
         if not code or not wanted:
             raise BookingNotFound("no booking has this reference and phone number")
@@ -710,22 +706,6 @@ def _parse_visit_types(raw: str) -> Optional[Dict[str, str]]:
             )
         pairs[key.strip()] = code.strip()
     return pairs
-
-
-def _check_key(idempotency_key: str) -> None:
-    """An idempotency key must be a short non-empty string."""
-    if not idempotency_key or not idempotency_key.strip():
-        raise ValueError("an idempotency key is required")
-    if len(idempotency_key) > _MAX_KEY_LENGTH:
-        raise ValueError(f"idempotency keys are at most {_MAX_KEY_LENGTH} characters")
-
-
-def _check_patient(patient: Patient) -> None:
-    """A booking needs a name and an E.164 phone number (base.Patient)."""
-    if not patient.name.strip():
-        raise ValueError("the patient's name is required")
-    if not _E164.match(patient.phone):
-        raise ValueError("the patient's phone number must be E.164, e.g. +18175550100")
 
 
 def _normalize_phone(phone: str) -> str:

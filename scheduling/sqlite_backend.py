@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import stat
@@ -55,9 +54,14 @@ from scheduling.base import (
     Booking,
     BookingNotFound,
     Hold,
+    InvalidRequest,
     Patient,
     Slot,
     SlotUnavailable,
+    checked_idempotency_key,
+    checked_patient,
+    new_reference,
+    normalize_reference,
     require_aware,
 )
 from scheduling.config import SchedulingConfig, VisitType
@@ -68,13 +72,8 @@ Clock = Callable[[], datetime]
 StrPath = Union[str, "os.PathLike[str]"]
 
 BUSY_TIMEOUT_SECONDS = 5.0
-# Reference codes are read out over the phone: no 0/O, 1/I/L look-alikes.
-REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
-REFERENCE_LENGTH = 6
 _REFERENCE_ATTEMPTS = 20
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_MAX_KEY_LENGTH = 200
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bookings (
@@ -350,39 +349,9 @@ def slot_times(
     return times
 
 
-def new_reference() -> str:
-    """A random reference code, e.g. ``K7M3QX``."""
-    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
-
-
-def normalize_reference(text: str) -> str:
-    """A reference as typed or dictated (``k7m-3qx``) in its stored form."""
-    return re.sub(r"[\s-]", "", text).upper()
-
-
 def _fingerprint(*parts: str) -> str:
     """A hash identifying a request, to tell a replay from a reused key."""
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
-
-
-def _checked_key(key: str) -> str:
-    """The idempotency key, refused if empty or absurdly long."""
-    if not isinstance(key, str) or not key.strip() or len(key) > _MAX_KEY_LENGTH:
-        raise ValueError("idempotency_key must be a non-empty string")
-    return key
-
-
-def _checked_patient(patient: Patient) -> Patient:
-    """The patient with blanks trimmed; the phone must be E.164 (``+18175550100``).
-
-    The error never quotes the values: callers may log it.
-    """
-    name, phone = patient.name.strip(), patient.phone.strip()
-    if not name:
-        raise ValueError("the patient's name is empty")
-    if not _E164.match(phone):
-        raise ValueError("the patient's phone must be in E.164 form, e.g. +18175550100")
-    return Patient(name=name, phone=phone)
 
 
 class BusyTimes:
@@ -540,8 +509,8 @@ class SqliteScheduler:
             ValueError: the key was used for a different slot or patient, or the
                 patient's name or phone is unusable.
         """
-        key = _checked_key(idempotency_key)
-        patient = _checked_patient(patient)
+        key = checked_idempotency_key(idempotency_key)
+        patient = checked_patient(patient)
         fingerprint = _fingerprint("book", slot.slot_id, patient.name, patient.phone)
         now = self._now()
         with self._db.write() as connection:
@@ -572,7 +541,7 @@ class SqliteScheduler:
             BookingNotFound: reference and phone do not match one booking.
             ValueError: the key was used for a different request.
         """
-        key = _checked_key(idempotency_key)
+        key = checked_idempotency_key(idempotency_key)
         code, phone = normalize_reference(reference), phone.strip()
         fingerprint = _fingerprint("cancel", code, phone)
         now = self._now()
@@ -872,7 +841,9 @@ class SqliteScheduler:
         if row is None:
             return None
         if (row["operation"], row["fingerprint"]) != (operation, fingerprint):
-            raise ValueError("this idempotency key was used for a different request")
+            raise InvalidRequest(
+                "this idempotency key was used for a different request"
+            )
         return self._bookings(
             "SELECT * FROM bookings WHERE reference = ?",
             (row["reference"],),

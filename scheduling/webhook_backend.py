@@ -46,9 +46,13 @@ from scheduling.base import (
     Booking,
     BookingNotFound,
     Hold,
+    InvalidRequest,
     Patient,
     Slot,
     SlotUnavailable,
+    checked_idempotency_key,
+    checked_patient,
+    normalize_reference,
     require_aware,
 )
 
@@ -68,8 +72,6 @@ SIGNATURE_VERSION = "v1"
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _SUCCESS = frozenset({200, 201})
 # Visible ASCII only: anything else cannot travel in an HTTP header unchanged.
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _ERROR_CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
@@ -280,10 +282,10 @@ class WebhookScheduler:
         Raises:
             SlotUnavailable: someone else booked or holds the slot.
             BackendUnavailable: the receiver could not be reached or answered badly.
-            ValueError: the patient's name or phone is unusable, or the key was
-                used for a different request.
+            InvalidRequest: the patient's name or phone is unusable, or the key
+                was used for a different request.
         """
-        patient = _checked_patient(patient)
+        patient = checked_patient(patient)
         payload = {
             "slot_id": slot.slot_id,
             "patient": {"name": patient.name, "phone": patient.phone},
@@ -323,7 +325,7 @@ class WebhookScheduler:
         as stale.
         """
         if operation.keyed:
-            _check_idempotency_key(idempotency_key)
+            checked_idempotency_key(idempotency_key)
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         attempts = 1 + self._retries if operation.retry_safe else 1
         reason = ""
@@ -450,14 +452,6 @@ def _timeout_from(environ: Mapping[str, str]) -> float:
     return timeout
 
 
-def _check_idempotency_key(key: Optional[str]) -> None:
-    """Refuses a key that could not travel in a header or could collide by accident."""
-    if key is None or not _IDEMPOTENCY_KEY.match(key):
-        raise ValueError(
-            "idempotency_key must be 1 to 255 visible ASCII characters, no spaces"
-        )
-
-
 def _json_object(operation: _Operation, content: bytes) -> Dict[str, Any]:
     """The response body as a JSON object, else ``BackendUnavailable``."""
     try:
@@ -500,7 +494,7 @@ def _refusal(operation: _Operation, status: int, content: bytes) -> Exception:
     if status == 409:
         return SlotUnavailable("the slot is no longer available")
     if status == 422 and code == "idempotency_key_reused":
-        return ValueError("this idempotency key was used for a different request")
+        return InvalidRequest("this idempotency key was used for a different request")
     if status == 404 and code == "booking_not_found":
         return BookingNotFound("no booking has this reference with this phone")
     if status == 404:
@@ -537,34 +531,13 @@ def _owned(
     References are compared as the contract matches them: case, spaces and hyphens
     aside.
     """
-    asked, answered = _reference_key(reference), _reference_key(booking.reference)
+    asked = normalize_reference(reference)
+    answered = normalize_reference(booking.reference)
     if asked != answered or booking.patient.phone.strip() != phone:
         raise BackendUnavailable(
             f"scheduling webhook {operation.path} answered about another booking"
         )
     return booking
-
-
-def _reference_key(reference: str) -> str:
-    """A reference as the contract compares it: ``vlm-3qx 7k`` is ``VLM3QX7K``."""
-    return re.sub(r"[\s-]", "", reference).upper()
-
-
-def _checked_patient(patient: Patient) -> Patient:
-    """The patient with blanks trimmed, refused before sending if unusable.
-
-    The receiver would answer 400, which reads as "system down"; this is the
-    caller's mistake, told as the other backends tell it. Values are never quoted.
-    """
-    name, phone = patient.name.strip(), patient.phone.strip()
-    if not name:
-        raise ValueError("the patient's name is empty")
-    if not _E164.match(phone):
-        raise ValueError("the patient's phone must be in E.164 form, e.g. +18175550100")
-    return Patient(name=name, phone=phone)
-
-
-# Reading response bodies. Messages name the field, never its value.
 
 
 def _field(obj: Any, name: str) -> Any:

@@ -669,6 +669,18 @@ async def test_book_of_a_lost_slot_goes_back_to_the_form(
     assert slots_of(events)["appointment_slot"] is None
 
 
+async def test_a_request_the_scheduler_refuses_offers_a_call_back(
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+) -> None:
+    tracker = await confirmed_tracker(make_tracker)
+    tracker.slots["patient_phone"] = "817-555-0100"  # not E.164: InvalidRequest
+    dispatcher = CollectingDispatcher()
+    events = await booking.ActionBookAppointment().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_scheduler_down", "utter_offer_callback"]
+    assert slots_of(events) == {"scheduler_down": True, "callback_offered": True}
+    assert scheduler.bookings_on(date(2026, 12, 8)) == []
+
+
 async def test_scheduler_down_offers_a_call_back_that_is_stored(
     make_tracker: TrackerFactory, tmp_path: Path, scheduler: SqliteScheduler
 ) -> None:

@@ -17,6 +17,7 @@ import pytest
 from scheduling.base import (
     BOOKED,
     CANCELLED,
+    REFERENCE_ALPHABET,
     BackendUnavailable,
     Booking,
     BookingNotFound,
@@ -28,7 +29,6 @@ from scheduling.base import (
 from scheduling.fhir_backend import (
     BOOKING_REFERENCE_SYSTEM,
     IDEMPOTENCY_KEY_SYSTEM,
-    REFERENCE_ALPHABET,
     VISIT_TYPE_SYSTEM,
     FhirScheduler,
 )
