@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -60,7 +58,6 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
-    Type,
 )
 
 import aiohttp
@@ -70,21 +67,19 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 # One definition of the held-out metric, shared with make test and the tuning.
 from scripts.evaluate_nlu import HELDOUT, load_examples, predicted_label  # noqa: E402
+from scripts.launcher import LOOPBACK, Process, Servers, session_pids  # noqa: E402
 
 if TYPE_CHECKING:  # importing it for real loads TensorFlow; see write_predictions
     from rasa.core.agent import Agent
 
 ENV_SCRIPT = PROJECT_ROOT / "scripts" / "env.sh"
-LOOPBACK = "127.0.0.1"
 
 FALLBACK_INTENT = "nlu_fallback"
 
 TRAIN_TIMEOUT_S = 1800.0
 EVALUATION_TIMEOUT_S = 900.0
-ACTION_SERVER_TIMEOUT_S = 120.0
 FIRST_ANSWER_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 30.0
-STOP_GRACE_S = 20.0
 MEMORY_POLL_S = 0.2
 ANSWER_POLL_S = 0.25
 FIRST_MESSAGE = "hello"
@@ -270,31 +265,6 @@ class MemorySample:
         )
 
 
-def _session_id(proc_dir: Path) -> int:
-    """The session id of a process, from ``/proc/<pid>/stat``."""
-    stat = (proc_dir / "stat").read_text()
-    # After "pid (comm) ": state, ppid, pgrp, session, ...; comm may contain spaces.
-    return int(stat[stat.rindex(")") + 2 :].split()[3])
-
-
-def session_pids(leader: int) -> List[int]:
-    """The processes of the session led by ``leader`` (it and all its descendants).
-
-    Every benchmarked process is started in a new session, which its children inherit,
-    so this is its whole process tree, including children re-parented to init.
-    """
-    pids = []
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
-        try:
-            if _session_id(proc_dir) == leader:
-                pids.append(int(proc_dir.name))
-        except (OSError, ValueError):  # the process exited while being read
-            continue
-    return pids
-
-
 def _status_kb(pid: int, key: str) -> int:
     """A ``kB`` field (e.g. ``VmRSS``) of ``/proc/<pid>/status``; 0 if unavailable."""
     try:
@@ -315,104 +285,9 @@ def sample_memory(leader: int) -> MemorySample:
     return MemorySample(rss_kb / 1024, hwm_kb / 1024)
 
 
-def log_tail(path: Path, lines: int = 25) -> str:
-    """The last lines of a log file, to explain a failure."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class ManagedProcess:
-    """A subprocess in its own session; on exit its whole process tree is stopped.
-
-    Output goes to ``log_path``. ``started`` is the monotonic time just before spawning.
-    """
-
-    def __init__(self, cmd: Sequence[str], env: Dict[str, str], log_path: Path) -> None:
-        """Prepares (but does not start) the process."""
-        self.cmd = list(cmd)
-        self.env = env
-        self.log_path = log_path
-        self.started = 0.0
-        self._popen: Optional[subprocess.Popen[bytes]] = None
-
-    def __enter__(self) -> ManagedProcess:
-        """Starts the process."""
-        with self.log_path.open("ab") as log:
-            self.started = time.monotonic()
-            self._popen = subprocess.Popen(
-                self.cmd,
-                cwd=PROJECT_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        """Stops the process tree."""
-        self.stop()
-
-    @property
-    def popen(self) -> subprocess.Popen[bytes]:
-        """The running process (only inside the ``with`` block)."""
-        if self._popen is None:
-            raise RuntimeError("the process has not been started")
-        return self._popen
-
-    @property
-    def pid(self) -> int:
-        """Process id of the session leader."""
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        """Whether the session leader is still running."""
-        return self.popen.poll() is None
-
-    def wait(self, timeout: float) -> int:
-        """Waits for the process to exit; raises ``subprocess.TimeoutExpired``."""
-        return self.popen.wait(timeout=timeout)
-
-    def failure(self, what: str) -> BenchmarkError:
-        """An error describing the failure, with the end of the process log."""
-        return BenchmarkError(
-            f"{what} (log {self.log_path}):\n{log_tail(self.log_path)}"
-        )
-
-    def stop(self) -> None:
-        """Terminates the process group, waits, and kills whatever is left."""
-        if self._popen is None:
-            return
-        if self._popen.poll() is None:
-            _signal_group(self._popen.pid, signal.SIGTERM)
-            try:
-                self._popen.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(self._popen.pid, signal.SIGKILL)
-                self._popen.wait()
-        for pid in session_pids(self._popen.pid):  # children that outlived the leader
-            _kill(pid, signal.SIGKILL)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    """Sends ``sig`` to a process group that may already be gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _kill(pid: int, sig: signal.Signals) -> None:
-    """Sends ``sig`` to a process that may already be gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+def failure(proc: Process, what: str) -> BenchmarkError:
+    """An error describing the failure, with the end of the process log."""
+    return BenchmarkError(f"{what} (log {proc.log}):\n{proc.log_tail()}")
 
 
 def project_environment() -> Dict[str, str]:
@@ -432,22 +307,6 @@ def project_environment() -> Dict[str, str]:
 def rasa_executable(env: Dict[str, str]) -> str:
     """Path of the ``rasa`` command of the project's venv."""
     return str(Path(env["VENV"]) / "bin" / "rasa")
-
-
-def free_port(preferred: int, taken: Sequence[int] = ()) -> int:
-    """``preferred`` if it can be bound on loopback, else a port the OS picks."""
-    for candidate in (preferred, 0):
-        if candidate in taken:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((LOOPBACK, candidate))
-            except OSError:
-                continue
-            port = int(probe.getsockname()[1])
-            if port not in taken:
-                return port
-    raise BenchmarkError(f"no free port near {preferred}")
 
 
 # ------------------------------------------------------------------------- training
@@ -471,7 +330,7 @@ def train_model(
     ]  # fmt: skip
     train_env = {**env, "RASA_CACHE_DIRECTORY": str(cache_dir)}
     peak = MemorySample()
-    with ManagedProcess(cmd, train_env, workdir / "train.log") as proc:
+    with Process(cmd, train_env, workdir / "train.log") as proc:
         while True:
             peak = peak.peak(sample_memory(proc.pid))
             try:
@@ -479,13 +338,13 @@ def train_model(
                 break
             except subprocess.TimeoutExpired:
                 if time.monotonic() - proc.started > TRAIN_TIMEOUT_S:
-                    raise proc.failure(
-                        f"training took over {TRAIN_TIMEOUT_S:.0f} s"
+                    raise failure(
+                        proc, f"training took over {TRAIN_TIMEOUT_S:.0f} s"
                     ) from None
         seconds = time.monotonic() - proc.started
         model_path = out_dir / f"{spec.name}.tar.gz"
         if exit_code != 0 or not model_path.is_file():
-            raise proc.failure(f"training failed with exit code {exit_code}")
+            raise failure(proc, f"training failed with exit code {exit_code}")
     # The tree's summed RSS is sampled; no process can have peaked above its own VmHWM.
     return TrainResult(seconds, max(peak.rss_mb, peak.hwm_mb)), model_path
 
@@ -549,15 +408,15 @@ def evaluate_model(model_path: Path, env: Dict[str, str], workdir: Path) -> Accu
         "--evaluate-model", str(model_path),
         "--evaluate-out", str(out_path),
     ]  # fmt: skip
-    with ManagedProcess(cmd, env, workdir / "evaluate.log") as proc:
+    with Process(cmd, env, workdir / "evaluate.log") as proc:
         try:
             exit_code = proc.wait(timeout=EVALUATION_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise proc.failure(
-                f"evaluation took over {EVALUATION_TIMEOUT_S:.0f} s"
+            raise failure(
+                proc, f"evaluation took over {EVALUATION_TIMEOUT_S:.0f} s"
             ) from None
         if exit_code != 0 or not out_path.is_file():
-            raise proc.failure(f"evaluation failed with exit code {exit_code}")
+            raise failure(proc, f"evaluation failed with exit code {exit_code}")
     return score([Prediction(**item) for item in json.loads(out_path.read_text())])
 
 
@@ -578,29 +437,12 @@ def _http(url: str, payload: Optional[Dict[str, str]] = None) -> Tuple[int, Any]
         return response.status, json.loads(body) if body else None
 
 
-def wait_for_action_server(proc: ManagedProcess, port: int) -> None:
-    """Blocks until the action server answers ``/health``."""
-    url = f"http://{LOOPBACK}:{port}/health"
-    while time.monotonic() - proc.started < ACTION_SERVER_TIMEOUT_S:
-        if not proc.alive():
-            raise proc.failure("the action server exited")
-        try:
-            if _http(url)[0] == 200:
-                return
-        except (OSError, ValueError, http.client.HTTPException):
-            pass
-        time.sleep(ANSWER_POLL_S)
-    raise proc.failure(
-        f"the action server was not up within {ACTION_SERVER_TIMEOUT_S} s"
-    )
-
-
-def wait_for_first_answer(proc: ManagedProcess, url: str) -> float:
+def wait_for_first_answer(proc: Process, url: str) -> float:
     """Seconds from spawning the Rasa server until a REST message gets a reply."""
     payload = {"sender": "bench-first-answer", "message": FIRST_MESSAGE}
     while time.monotonic() - proc.started < FIRST_ANSWER_TIMEOUT_S:
         if not proc.alive():
-            raise proc.failure("the Rasa server exited")
+            raise failure(proc, "the Rasa server exited")
         try:
             status, replies = _http(url, payload)
             if status == 200 and replies:
@@ -608,7 +450,7 @@ def wait_for_first_answer(proc: ManagedProcess, url: str) -> float:
         except (OSError, ValueError, http.client.HTTPException):
             pass  # not listening yet, or the model is still loading
         time.sleep(ANSWER_POLL_S)
-    raise proc.failure(f"no answer within {FIRST_ANSWER_TIMEOUT_S:.0f} s")
+    raise failure(proc, f"no answer within {FIRST_ANSWER_TIMEOUT_S:.0f} s")
 
 
 async def post_message(
@@ -780,34 +622,28 @@ def measure_serving(
     workdir: Path,
 ) -> ServeResult:
     """Starts both servers, measures start-up, memory and load; always stops them."""
-    action_port = free_port(spec.action_port)
-    rasa_port = free_port(spec.rasa_port, taken=(action_port,))
-    serve_env = {
-        **env,
-        "TRACKER_DB": str(workdir / "tracker.db"),
-        "ACTION_SERVER_URL": f"http://{LOOPBACK}:{action_port}/webhook",
-    }
-    rasa = rasa_executable(env)
-    action_cmd = [rasa, "run", "actions", "--port", str(action_port)]
-    server_cmd = [
-        rasa, "run",
-        "-i", LOOPBACK,
-        "--port", str(rasa_port),
-        "-m", str(model_path),
-        "--credentials", "credentials.yml",
-        "--endpoints", "endpoints.yml",
-    ]  # fmt: skip
-    url = f"http://{LOOPBACK}:{rasa_port}/webhooks/rest/webhook"
-    with ManagedProcess(action_cmd, serve_env, workdir / "actions.log") as actions:
-        wait_for_action_server(actions, action_port)
-        with ManagedProcess(server_cmd, serve_env, workdir / "rasa.log") as server:
-            first_answer_s = wait_for_first_answer(server, url)
-            figures = asyncio.run(
-                exercise_server(url, texts, plan, server.pid, f"bench-{spec.name}")
+    servers = Servers(
+        workdir, model_path, env, ports=(spec.rasa_port, spec.action_port)
+    )
+    try:
+        servers.start_actions()
+        servers.start_rasa(wait=False)  # the wait for the first answer is measured
+        server = servers.rasa
+        first_answer_s = wait_for_first_answer(server, servers.rest_url)
+        figures = asyncio.run(
+            exercise_server(
+                servers.rest_url, texts, plan, server.pid, f"bench-{spec.name}"
             )
-            if not server.alive():
-                raise server.failure("the Rasa server died during the load tests")
-        action_rss = sample_memory(actions.pid).rss_mb
+        )
+        if not server.alive():
+            raise failure(server, "the Rasa server died during the load tests")
+        server.stop()
+        action_rss = sample_memory(servers.actions.pid).rss_mb
+    except RuntimeError as error:  # a server did not start (with its log's end)
+        raise BenchmarkError(str(error)) from None
+    finally:
+        servers.close()
+    rasa_port, action_port = servers.rasa_port, servers.action_port
     return ServeResult(
         rasa_port=rasa_port,
         action_port=action_port,

@@ -32,15 +32,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.bench import (  # noqa: E402
-    LOOPBACK,
-    ManagedProcess,
-    free_port,
     percentile,
     project_environment,
-    rasa_executable,
-    wait_for_action_server,
     wait_for_first_answer,
 )
+from scripts.launcher import Servers  # noqa: E402
 
 REFERENCE = re.compile(r"Your reference is ([A-Z0-9]+)")
 MAX_PICKS = 6
@@ -163,46 +159,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"No model at {model}: run 'make train' first.", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="bench-booking-") as state:
-        rasa_port, action_port = free_port(5105), free_port(5155)
-        env.update(
-            STATE_DIR=state,
-            TRACKER_DB=f"{state}/tracker.db",
-            SCHEDULER_BACKEND="sqlite",
-            SCHEDULER_DB=f"{state}/scheduler.db",
-            ACTION_SERVER_URL=f"http://{LOOPBACK}:{action_port}/webhook",
-        )
-        rasa = rasa_executable(env)
-        actions_cmd = [rasa, "run", "actions", "--port", str(action_port)]
-        server_cmd = [
-            rasa,
-            "run",
-            "--interface",
-            LOOPBACK,
-            "--port",
-            str(rasa_port),
-            "--model",
-            str(model),
-            "--credentials",
-            "credentials.yml",
-            "--endpoints",
-            "endpoints.yml",
-        ]
-        log_dir = Path(state)
-        with ManagedProcess(
-            [*actions_cmd, "--actions", "actions"], env, log_dir / "actions.log"
-        ) as actions:
-            wait_for_action_server(actions, action_port)
-            with ManagedProcess(server_cmd, env, log_dir / "rasa.log") as server:
-                url = f"http://{LOOPBACK}:{rasa_port}/webhooks/rest/webhook"
-                wait_for_first_answer(server, url)
-                print(
-                    "conc  convs  conv p50  conv p95  turn p50 turn p95"
-                    "  booked/s  no booking"
-                    "\n                   (ms)      (ms)      (ms)     (ms)"
-                )
-                for concurrency, tag in ((1, "single"), (args.concurrency, "many")):
-                    count = args.conversations if concurrency > 1 else 10
-                    print(asyncio.run(run_level(url, count, concurrency, tag)))
+        env.update(SCHEDULER_BACKEND="sqlite", SCHEDULER_DB=f"{state}/scheduler.db")
+        with Servers(Path(state), model, env, ports=(5105, 5155)) as servers:
+            url = servers.rest_url
+            wait_for_first_answer(servers.rasa, url)
+            print(
+                "conc  convs  conv p50  conv p95  turn p50 turn p95"
+                "  booked/s  no booking"
+                "\n                   (ms)      (ms)      (ms)     (ms)"
+            )
+            for concurrency, tag in ((1, "single"), (args.concurrency, "many")):
+                count = args.conversations if concurrency > 1 else 10
+                print(asyncio.run(run_level(url, count, concurrency, tag)))
     return 0
 
 

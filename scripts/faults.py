@@ -26,7 +26,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twilio.request_validator import RequestValidator
 
+from scripts.launcher import Process, free_port
 from tests.fakes.twilio_api import FakeTwilioApi
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,13 +74,6 @@ NOT_INHERITED = (
 GUIDANCE = {"emergency": "911", "crisis": "988"}
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Check:
     """One line of the report."""
@@ -99,7 +92,7 @@ class Drill:
     state: Path
     ports: Dict[str, int]
     twilio: FakeTwilioApi
-    process: Optional[subprocess.Popen[bytes]] = None
+    process: Optional[Process] = None
     checks: List[Check] = field(default_factory=list)
     secrets: List[str] = field(default_factory=list)
 
@@ -135,26 +128,18 @@ class Drill:
         self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.state / "rasa_api_token").write_text("-Xq3" + "a" * 39 + "\n")
         began = time.monotonic()
-        log = open(self.state / "make-run.out", "wb")  # noqa: SIM115 - closed by stop
-        self.process = subprocess.Popen(
+        self.process = Process(
             ["bash", str(ROOT / "scripts" / "run.sh")],
-            cwd=ROOT,
-            env=self.environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+            self.environment(),
+            self.state / "make-run.out",
+        ).start()
         self.wait_healthy(600)
         return time.monotonic() - began
 
     def stop(self) -> None:
         """Ctrl-C to the whole stack, as a person would."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.stop(signal.SIGINT, grace=90)
 
     def health(self) -> Tuple[int, Dict[str, object]]:
         """The health endpoint's status and report."""
@@ -171,7 +156,7 @@ class Drill:
         """Seconds until the health endpoint says every part is up."""
         began = time.monotonic()
         while time.monotonic() - began < timeout:
-            if self.process is not None and self.process.poll() is not None:
+            if self.process is not None and not self.process.alive():
                 raise RuntimeError("make run ended; see make-run.out")
             if self.health()[0] == 200:
                 return time.monotonic() - began

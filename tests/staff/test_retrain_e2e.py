@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +34,7 @@ import pytest
 import yaml
 from staffkit import copy_project
 
-from scripts.wait_ready import is_ready
+from scripts.launcher import Servers
 from staff.history import History, model_id_of
 from staff.missed import group_id
 from staff.project import CODE_ROOT, Project
@@ -45,7 +42,6 @@ from staff.rasa_api import RasaApi
 
 pytestmark = pytest.mark.integration
 
-VENV_BIN = Path(sys.executable).parent
 # Phrasings the model of 2026-11-26 does not answer ("Did you mean" instead), with
 # the topic they ask about; the first one the live model gets wrong is used. They
 # belong to topics with no held-out question near the confidence thresholds: with
@@ -70,22 +66,6 @@ BAD_EDIT = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 class Served:
     """The assistant on a copy of the project, and the staff command for it."""
 
@@ -102,72 +82,27 @@ class Served:
         # Rasa's own REST channel: this test is about the model, not the channels.
         (self.project.root / "credentials.yml").write_text("rest:\n")
         shutil.copy2(CODE_ROOT / "endpoints.yml", self.project.root / "endpoints.yml")
-        self.token = secrets.token_hex(24)  # never starts with "-"
-        self.rasa_port, self.action_port = free_port(), free_port()
-        self.env = {
-            **os.environ,
-            "RASA_TELEMETRY_ENABLED": "false",
-            "SANIC_HOST": "127.0.0.1",
-            "PYTHONPATH": str(CODE_ROOT),
-            "PROJECT_ROOT": str(self.project.root),
-            "STATE_DIR": str(self.state),
-            "TRACKER_DB": str(self.state / "tracker.db"),
-            "MODEL_PATH": str(self.model),
-            "SCHEDULER_BACKEND": "sqlite",
-            "SCHEDULER_DB": str(self.state / "scheduler.db"),
-            "ACTION_SERVER_URL": f"http://127.0.0.1:{self.action_port}/webhook",
-            "RASA_PORT": str(self.rasa_port),
-            "RASA_API_TOKEN": self.token,
-            "MIN_HELDOUT_ACCURACY": "0.90",
-        }
-        self.api = RasaApi(f"http://127.0.0.1:{self.rasa_port}", self.token)
-        self.processes: List[subprocess.Popen[bytes]] = []
         started = time.monotonic()
-        self._spawn(
-            "actions.log",
-            ["run", "actions", "--port", str(self.action_port), "--actions", "actions"],
-            CODE_ROOT,
-            f"http://127.0.0.1:{self.action_port}/health",
-        )
-        self._spawn(
-            "rasa.log",
-            [
-                "run",
-                "--interface",
-                "127.0.0.1",
-                "--port",
-                str(self.rasa_port),
-                "--model",
-                str(self.model),
-                "--credentials",
-                "credentials.yml",
-                "--endpoints",
-                "endpoints.yml",
-                "--enable-api",
-                "--auth-token",
-                self.token,
-            ],
-            self.project.root,
-            f"http://127.0.0.1:{self.rasa_port}/",
-        )
+        # The Rasa server runs in the copy (its credentials.yml and endpoints.yml),
+        # with the token in its environment (scripts/launcher.py).
+        self.servers = Servers(
+            self.state,
+            self.model,
+            {
+                **os.environ,
+                "PROJECT_ROOT": str(self.project.root),
+                "SCHEDULER_BACKEND": "sqlite",
+                "SCHEDULER_DB": str(self.state / "scheduler.db"),
+                "MIN_HELDOUT_ACCURACY": "0.90",
+            },
+            rasa_cwd=self.project.root,
+            log_dir=self.project.root,
+        ).start()
+        self.env = self.servers.env
+        self.token = self.servers.token
+        self.rasa_port = self.servers.rasa_port
+        self.api = RasaApi(self.servers.url, self.token)
         print(f"\nservers ready in {time.monotonic() - started:.1f} s")
-
-    def _spawn(self, log: str, args: List[str], cwd: Path, ready: str) -> None:
-        output = open(self.project.root / log, "ab")  # noqa: SIM115 - closed by the OS
-        process = subprocess.Popen(
-            [str(VENV_BIN / "rasa"), *args],
-            cwd=cwd,
-            env=self.env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes.append(process)
-        deadline = time.monotonic() + 240
-        while not is_ready(ready):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{args[:2]} did not start: see {output.name}")
-            time.sleep(0.25)
 
     def clinicbot(self, *args: str, timeout: float = 60) -> Tuple[int, str, str]:
         """Runs the staff command as staff do; returns (exit code, stdout, stderr)."""
@@ -205,8 +140,7 @@ class Served:
         return {name.split("/", 1)[1]: v[-1]["text"] for name, v in responses.items()}
 
     def close(self) -> None:
-        for process in reversed(self.processes):
-            stop(process)
+        self.servers.close()
 
 
 class Patients(threading.Thread):
