@@ -470,7 +470,7 @@ def tracker_locked(drill: Drill) -> None:
 def callbacks(drill: Drill) -> int:
     """How many call-back requests staff can see."""
     result = subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "scheduling.staff", "callbacks"],
+        [str(VENV / "bin" / "python"), "-m", "staff", "callbacks"],
         cwd=ROOT,
         env=drill.environment(),
         capture_output=True,
