@@ -42,7 +42,7 @@ bench-scheduler: setup  ## benchmark: SQLite scheduler bookings/s under contenti
 	@$(ENV) $$VENV/bin/python benchmarks/bench_scheduler.py
 
 staff: setup      ## staff command, e.g. make staff ARGS="bookings --date 2026-12-01"
-	@$(ENV) $$VENV/bin/python -m scheduling.staff $(ARGS)
+	@$(ENV) scripts/clinicbot $(ARGS)
 
 faq: setup        ## FAQ: make faq ARGS="show dry_needling" (or scripts/clinicbot faq ...)
 	@$(ENV) scripts/clinicbot faq $(ARGS)

@@ -28,7 +28,7 @@ import time
 from typing import List, Optional, Sequence
 
 from channels import store as channel_store
-from staff import faq_data, missed, retrain
+from staff import faq_data, missed, retrain, scheduling_cli
 from staff.faq_data import EditResult, Refused
 from staff.project import Settings
 
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clinicbot",
         description="Staff tools of the clinic assistant: FAQ, missed messages, "
-        "retraining, failed texts.",
+        "retraining, failed texts, bookings, blocked times and call-backs.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -358,12 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "live-model", help="print the model a restart should serve (for run.sh)"
     ).set_defaults(run=_live_model)
+
+    scheduling_cli.add_commands(commands)  # bookings, block, callbacks, ...
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one command; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if "task" in args:  # a scheduling command: it reads its own settings
+        return scheduling_cli.run(args)
     settings = Settings.from_env()
     try:
         code: int = args.run(settings, args)

@@ -1,14 +1,16 @@
-"""Staff command for the embedded scheduler: the day's bookings, blocks, callbacks.
+"""clinicbot's scheduling commands: the day's bookings, blocks, callbacks.
 
-Usage (from the project root, with the venv's Python)::
+Usage (``make staff ARGS="..."`` runs the same)::
 
-    python -m scheduling.staff bookings [--date 2026-03-09]
-    python -m scheduling.staff block --start "2026-03-09 12:00"
+    scripts/clinicbot bookings [--date 2026-03-09]
+    scripts/clinicbot block --start "2026-03-09 12:00"
         --end "2026-03-09 13:00" [--provider provider-1] [--reason "Staff meeting"]
-    python -m scheduling.staff blocks
-    python -m scheduling.staff unblock 3
-    python -m scheduling.staff callbacks
-    python -m scheduling.staff callback-done 7
+    scripts/clinicbot blocks
+    scripts/clinicbot unblock 3
+    scripts/clinicbot callbacks
+    scripts/clinicbot callback-done 7
+
+``staff/cli.py`` adds these to clinicbot's parser with :func:`add_commands`.
 
 Dates and times are the clinic's local time (``scheduling.timezone`` of
 ``clinic.yml``). The database is ``$SCHEDULER_DB`` (default
@@ -45,14 +47,21 @@ class BadInputError(Exception):
 
 
 def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) -> int:
-    """Runs one staff command and returns the exit code."""
+    """Runs one scheduling command alone (tests pass a clock); returns the exit code."""
+    parser = argparse.ArgumentParser(prog="clinicbot")
+    add_commands(parser.add_subparsers(metavar="command", required=True))
     try:
-        args = _parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse reports bad input with exit code 2
         return int(exit_.code or 0)
-    command: Callable[[argparse.Namespace, Clock], None] = args.command
+    return run(args, clock)
+
+
+def run(args: argparse.Namespace, clock: Optional[Clock] = None) -> int:
+    """Runs the parsed scheduling command ``args.task``; returns the exit code."""
+    task: Callable[[argparse.Namespace, Clock], None] = args.task
     try:
-        command(args, clock or utc_now)
+        task(args, clock or utc_now)
     except BadInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -65,42 +74,34 @@ def main(argv: Optional[Sequence[str]] = None, clock: Optional[Clock] = None) ->
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    """The command line: one subcommand per staff task."""
-    parser = argparse.ArgumentParser(
-        prog="python -m scheduling.staff",
-        description="Bookings, blocked times and callback requests of the "
-        "embedded scheduler. Times are the clinic's local time.",
-    )
-    commands = parser.add_subparsers(metavar="command", required=True)
-
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds one subcommand per scheduling task; each sets ``task``."""
     bookings = commands.add_parser("bookings", help="list one day's bookings")
     bookings.add_argument(
         "--date", type=_day, help="YYYY-MM-DD (default: today at the clinic)"
     )
-    bookings.set_defaults(command=_bookings)
+    bookings.set_defaults(task=_bookings)
 
     block = commands.add_parser("block", help="take a time off the schedule")
     block.add_argument("--start", required=True, help='"YYYY-MM-DD HH:MM"')
     block.add_argument("--end", required=True, help='"YYYY-MM-DD HH:MM"')
     block.add_argument("--provider", help="one provider's id (default: everyone)")
     block.add_argument("--reason", default="", help="shown in the list of blocks")
-    block.set_defaults(command=_block)
+    block.set_defaults(task=_block)
 
     blocks = commands.add_parser("blocks", help="list blocks not yet over")
-    blocks.set_defaults(command=_blocks)
+    blocks.set_defaults(task=_blocks)
 
     unblock = commands.add_parser("unblock", help="remove a block")
     unblock.add_argument("block_id", type=int, metavar="ID")
-    unblock.set_defaults(command=_unblock)
+    unblock.set_defaults(task=_unblock)
 
     callbacks = commands.add_parser("callbacks", help="list open callback requests")
-    callbacks.set_defaults(command=_callbacks)
+    callbacks.set_defaults(task=_callbacks)
 
     done = commands.add_parser("callback-done", help="mark a callback request done")
     done.add_argument("callback_id", type=int, metavar="ID")
-    done.set_defaults(command=_callback_done)
-    return parser
+    done.set_defaults(task=_callback_done)
 
 
 def _day(text: str) -> date:
@@ -303,7 +304,3 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
                 cell.ljust(width) for cell, width in zip(row, widths, strict=True)
             ).rstrip()
         )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The staff command: day list, blocks and callback requests, on a real SQLite file."""
+"""clinicbot's scheduling commands (bookings, blocks, call-backs) on real SQLite."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from scheduling.base import Patient, Slot, SlotUnavailable
 from scheduling.callbacks import CallbackStore
 from scheduling.config import scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
-from scheduling.staff import main
+from staff.scheduling_cli import main
 
 SCHEDULING: Dict[str, Any] = {
     "timezone": "America/Chicago",
@@ -404,7 +404,7 @@ def test_callbacks_are_listed_even_when_scheduling_settings_are_broken(
 
 def test_runs_as_a_module(db_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "scheduling.staff", "blocks"],
+        [sys.executable, "-m", "staff", "blocks"],
         cwd=PROJECT_ROOT,
         env={**os.environ, "RASA_TELEMETRY_ENABLED": "false"},
         capture_output=True,
@@ -416,7 +416,7 @@ def test_runs_as_a_module(db_path: Path) -> None:
     assert db_path.exists()
 
     bad = subprocess.run(
-        [sys.executable, "-m", "scheduling.staff", "unblock", "1"],
+        [sys.executable, "-m", "staff", "unblock", "1"],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
