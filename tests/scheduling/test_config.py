@@ -322,7 +322,7 @@ def test_nothing_is_read_or_created_at_import_time(tmp_path: Path) -> None:
         "CLINIC_CONFIG": str(tmp_path / "missing.yml"),
         "STATE_DIR": str(state),
     }
-    modules = "config, sqlite_backend, callbacks, staff"
+    modules = "config, sqlite_backend, callbacks, timeparse"
     subprocess.run(
         [sys.executable, "-c", f"from scheduling import {modules}"],
         cwd=PROJECT_ROOT,
