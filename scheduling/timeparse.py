@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from calendar import monthrange
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import (
@@ -362,14 +363,12 @@ _NUM = r"(?P<n>\d{1,3}|an?|(?:a\s+)?couple(?:\s+of)?|(?:a\s+)?few)"
 _UNIT = r"(?P<u>day|week|fortnight|month|year)s?"
 
 
-def _hm(prefix: str, meridiem: bool = True) -> str:
-    """An hour, optional minutes and (optionally) am/pm, as named groups."""
-    pattern = (
+def _hm(prefix: str) -> str:
+    """An hour, optional minutes and optional am/pm, as named groups."""
+    return (
         rf"(?<![\d/:.])(?P<{prefix}_h>\d{{1,2}})(?!\d)(?::(?P<{prefix}_m>\d{{2}}))?"
+        rf"(?P<{prefix}_ap>\s*(?:am|pm)\b|[ap]\b)?"
     )
-    if meridiem:
-        pattern += rf"(?P<{prefix}_ap>\s*(?:am|pm)\b|[ap]\b)?"
-    return pattern
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -393,13 +392,10 @@ def _safe_date(year: int, month: int, day: int) -> Optional[date]:
 
 def _add_months(day: date, months: int) -> Optional[date]:
     """The same day ``months`` later, clamped to the month's end (Jan 31 -> Feb 28)."""
-    index = day.year * 12 + day.month - 1 + months
-    year, month = divmod(index, 12)
-    for candidate in range(day.day, 27, -1):
-        found = _safe_date(year, month + 1, candidate)
-        if found:
-            return found
-    return _safe_date(year, month + 1, min(day.day, 28))
+    year, month = divmod(day.year * 12 + day.month - 1 + months, 12)
+    if not 1 <= year < 9999:
+        return None
+    return date(year, month + 1, min(day.day, monthrange(year, month + 1)[1]))
 
 
 def _plus_days(day: date, days: int) -> Optional[date]:

@@ -76,11 +76,18 @@ DAY = [
     ("3/10", WED, at(2026, 3, 10), at(2026, 3, 11), "Tue Mar 10"),
     ("3/10/26", WED, at(2026, 3, 10), at(2026, 3, 11), None),
     ("2026-03-10", WED, at(2026, 3, 10), at(2026, 3, 11), None),
+    # Today's date is today (dateparser's future dates make it next year).
+    ("March 4", WED, WED, at(2026, 3, 5), "Wed Mar 4"),
+    ("3/4", WED, WED, at(2026, 3, 5), None),
     ("tuesday the 10th", WED, at(2026, 3, 10), at(2026, 3, 11), None),
     ("12/3", at(2026, 11, 20, 9), at(2026, 12, 3), at(2026, 12, 4), "Thu Dec 3"),
     ("Dec 3rd", at(2026, 11, 20, 9), at(2026, 12, 3), at(2026, 12, 4), None),
     ("in 2 days", WED, at(2026, 3, 6), at(2026, 3, 7), "Fri Mar 6"),
     ("in a week", WED, at(2026, 3, 11), at(2026, 3, 12), None),
+    ("in a couple of days", WED, at(2026, 3, 6), at(2026, 3, 7), None),
+    # A month later is clamped to the month's end.
+    ("in a month", at(2026, 1, 31, 9), at(2026, 2, 28), at(2026, 3, 1), None),
+    ("in a month", at(2026, 3, 31, 9), at(2026, 4, 30), at(2026, 5, 1), None),
     ("a week from today", WED, at(2026, 3, 11), at(2026, 3, 12), None),
     ("2 weeks from tomorrow", WED, at(2026, 3, 19), at(2026, 3, 20), None),
     ("the day after tomorrow", WED, at(2026, 3, 6), at(2026, 3, 7), None),
@@ -117,6 +124,7 @@ TIME_OF_DAY = [
     ("friday lunchtime", WED, at(2026, 3, 6, 11, 30), at(2026, 3, 6, 13, 30), None),
     ("tonight", WED, at(2026, 3, 4, 17), at(2026, 3, 4, 20), "Wed Mar 4, evening"),
     ("tonight at 7", WED, at(2026, 3, 4, 19), at(2026, 3, 4, 20), None),
+    ("at 3 in the morning", WED, at(2026, 3, 5, 3), at(2026, 3, 5, 4), None),
     ("tomorrow night", WED, at(2026, 3, 5, 17), at(2026, 3, 5, 20), None),
     ("tomorrow after 4", WED, at(2026, 3, 5, 16), at(2026, 3, 6), None),
     ("before 10 on friday", WED, at(2026, 3, 6), at(2026, 3, 6, 10), None),
@@ -316,24 +324,24 @@ def test_dst_days_are_23_and_25_hours_long() -> None:
     assert real_length(parse("tomorrow", WED)) == timedelta(hours=24)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "asap",
-        "ASAP please",
-        "a.s.a.p.",
-        "as soon as possible",
-        "soonest",
-        "earliest",
-        "whatever is the first available",
-        "1st available",
-        "any time",
-        "anytime really",
-        "whenever",
-        "today or tomorrow",
-        "tmrw or today",
-    ],
-)
+ASAP = [
+    "asap",
+    "ASAP please",
+    "a.s.a.p.",
+    "as soon as possible",
+    "soonest",
+    "earliest",
+    "whatever is the first available",
+    "1st available",
+    "any time",
+    "anytime really",
+    "whenever",
+    "today or tomorrow",
+    "tmrw or today",
+]
+
+
+@pytest.mark.parametrize("text", ASAP)
 def test_asap_is_the_next_seven_days(text: str) -> None:
     window = parse(text, SAT_BEFORE_SPRING)
     # a week later on the local clock, across the DST change
@@ -345,34 +353,24 @@ def test_a_named_day_is_not_asap() -> None:
     assert not parse("tomorrow").asap
 
 
-@pytest.mark.parametrize(
-    "text, now",
-    [
-        ("yesterday", WED),
-        ("last monday", WED),
-        ("last week", WED),
-        ("3 days ago", WED),
-        ("today at 9", WED),
-        ("3/1/2026", WED),
-    ],
-)
-def test_past(text: str, now: datetime) -> None:
+PAST = ["yesterday", "last monday", "last week", "3 days ago", "today at 9", "3/1/2026"]
+
+
+@pytest.mark.parametrize("text", PAST)
+def test_past(text: str) -> None:
     with pytest.raises(TimePreferenceError) as caught:
-        parse(text, now)
+        parse(text, WED)
     assert caught.value.reason == "past"
+
+
+# Beyond the default 60-day horizon from Wed Mar 4 (the next Feb 29 is in 2028).
+TOO_FAR = ["next year", "in 6 months", "in 2 months", "12/3", "feb 29"]
 
 
 @pytest.mark.parametrize(
     "text, kwargs",
-    [
-        ("next year", {}),
-        ("in 6 months", {}),
-        ("in 2 months", {}),
-        ("12/3", {}),
-        ("feb 29", {}),  # the next Feb 29 is in 2028
-        ("tomorrow", {"horizon_days": 0}),
-        ("in 2 days", {"horizon_days": 1}),
-    ],
+    [(text, {}) for text in TOO_FAR]
+    + [("tomorrow", {"horizon_days": 0}), ("in 2 days", {"horizon_days": 1})],
 )
 def test_too_far(text: str, kwargs: Dict[str, Any]) -> None:
     with pytest.raises(TimePreferenceError) as caught:
@@ -389,24 +387,25 @@ def test_a_window_partly_past_starts_now() -> None:
     assert_window(parse("today"), WED, at(2026, 3, 5), None)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "   ",
-        "blue",
-        "idk",
-        "yes",
-        "🙂",
-        "99/99",
-        "32nd",
-        "25:00",
-        "at 0",
-        "2/30 at 3",  # a date that does not exist is not "3 PM today"
-        "march",
-        "13pm",
-    ],
-)
+UNPARSED = [
+    "",
+    "   ",
+    "blue",
+    "idk",
+    "yes",
+    "🙂",
+    "99/99",
+    "32nd",
+    "25:00",
+    "at 0",
+    "2/30 at 3",  # a date that does not exist is not "3 PM today"
+    "march",
+    "13pm",
+    "31/31",  # dateparser: March 31, 2031
+]
+
+
+@pytest.mark.parametrize("text", UNPARSED)
 def test_unparsed(text: str) -> None:
     with pytest.raises(TimePreferenceError) as caught:
         parse(text)
