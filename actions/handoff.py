@@ -80,8 +80,8 @@ class ActionContactStaff(Action):
         if form == "callback_form":
             dispatcher.utter_message(response="utter_callback_is_the_way")
             return []
-        # Imported here: actions.booking imports this module.
-        from actions.booking import ActionStopBooking
+        # Imported here: actions.booking.common imports this module.
+        from actions.booking.form import ActionStopBooking
 
         stopped = await ActionStopBooking().run(dispatcher, tracker, domain)
         dispatcher.utter_message(response="utter_stopped_for_staff")

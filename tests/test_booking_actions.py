@@ -18,8 +18,12 @@ from rasa_sdk.events import FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from testkit import PROJECT_ROOT, TrackerFactory, render
 
-from actions import booking, booking_common, booking_lookup, callback
-from scheduling.base import Patient
+from actions.booking import callback
+from actions.booking import common as booking_common
+from actions.booking import form as booking_form
+from actions.booking import lookup as booking_lookup
+from actions.booking.offers import slot_from_entry
+from scheduling.base import BackendUnavailable, Patient
 from scheduling.callbacks import CallbackStore
 from scheduling.config import SchedulingConfig, load_scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
@@ -72,7 +76,7 @@ def tracker_with(
 async def offers_for(
     make_tracker: TrackerFactory, text: str = "tomorrow afternoon"
 ) -> List[Dict[str, Any]]:
-    result = await booking.ValidateBookingForm().validate_time_preference(
+    result = await booking_form.ValidateBookingForm().validate_time_preference(
         text,
         CollectingDispatcher(),
         tracker_with(make_tracker, text, visit_type="dry_needling"),
@@ -100,7 +104,7 @@ async def test_extract_visit_type_when_asked(
     make_tracker: TrackerFactory, text: str, intent: str, expected: Optional[str]
 ) -> None:
     tracker = tracker_with(make_tracker, text, intent, requested_slot="visit_type")
-    extracted = await booking.ValidateBookingForm().extract_visit_type(
+    extracted = await booking_form.ValidateBookingForm().extract_visit_type(
         CollectingDispatcher(), tracker, {}
     )
     assert extracted.get("visit_type") == expected
@@ -117,7 +121,7 @@ async def test_a_new_date_later_in_the_form_is_a_new_time_preference(
         requested_slot="patient_name",
         time_preference="tomorrow",
     )
-    extracted = await booking.ValidateBookingForm().extract_time_preference(
+    extracted = await booking_form.ValidateBookingForm().extract_time_preference(
         CollectingDispatcher(), tracker, {}
     )
     assert extracted == {"time_preference": "actually make it friday morning"}
@@ -125,7 +129,7 @@ async def test_a_new_date_later_in_the_form_is_a_new_time_preference(
 
 @pytest.mark.usefixtures("scheduler")
 async def test_questions_are_not_answers(make_tracker: TrackerFactory) -> None:
-    form = booking.ValidateBookingForm()
+    form = booking_form.ValidateBookingForm()
     for requested, extract in [
         ("time_preference", form.extract_time_preference),
         ("patient_name", form.extract_patient_name),
@@ -144,7 +148,7 @@ async def test_questions_are_not_answers(make_tracker: TrackerFactory) -> None:
 @pytest.mark.usefixtures("scheduler")
 async def test_unknown_visit_type_is_asked_again(make_tracker: TrackerFactory) -> None:
     dispatcher = CollectingDispatcher()
-    result = await booking.ValidateBookingForm().validate_visit_type(
+    result = await booking_form.ValidateBookingForm().validate_visit_type(
         "something blue", dispatcher, tracker_with(make_tracker, "something blue"), {}
     )
     assert result == {"visit_type": None}
@@ -169,7 +173,7 @@ async def test_a_closed_time_gets_the_nearest_open_times(
 ) -> None:
     dispatcher = CollectingDispatcher()
     text = "saturday at 3"  # the clinic's example hours have no weekend
-    result = await booking.ValidateBookingForm().validate_time_preference(
+    result = await booking_form.ValidateBookingForm().validate_time_preference(
         text, dispatcher, tracker_with(make_tracker, text, visit_type="evaluation"), {}
     )
     assert responses(dispatcher) == ["utter_nearest_times"]
@@ -183,7 +187,7 @@ async def test_times_in_the_window_are_offered_without_a_note(
 ) -> None:
     dispatcher = CollectingDispatcher()
     text = "wednesday at 10"
-    result = await booking.ValidateBookingForm().validate_time_preference(
+    result = await booking_form.ValidateBookingForm().validate_time_preference(
         text, dispatcher, tracker_with(make_tracker, text, visit_type="evaluation"), {}
     )
     assert responses(dispatcher) == []
@@ -204,7 +208,7 @@ async def test_unusable_times_are_explained(
     make_tracker: TrackerFactory, text: str, response: str
 ) -> None:
     dispatcher = CollectingDispatcher()
-    result = await booking.ValidateBookingForm().validate_time_preference(
+    result = await booking_form.ValidateBookingForm().validate_time_preference(
         text, dispatcher, tracker_with(make_tracker, text, visit_type="evaluation"), {}
     )
     assert result == {"time_preference": None}
@@ -224,12 +228,12 @@ async def test_scheduler_down_while_searching_ends_the_form(
     monkeypatch.setattr(booking_common, "scheduling_config", lambda: config)
     monkeypatch.setattr(booking_common, "now", lambda: NOW)
     tracker = tracker_with(make_tracker, "asap", visit_type="dry_needling")
-    result = await booking.ValidateBookingForm().validate_time_preference(
+    result = await booking_form.ValidateBookingForm().validate_time_preference(
         "asap", CollectingDispatcher(), tracker, {}
     )
     assert result == {"time_preference": "asap", "scheduler_down": True}
     assert (
-        await booking.ValidateBookingForm().required_slots(
+        await booking_form.ValidateBookingForm().required_slots(
             ["visit_type"],
             CollectingDispatcher(),
             tracker_with(make_tracker, "asap", scheduler_down=True),
@@ -246,7 +250,7 @@ async def test_picking_an_offer_holds_it(
     tracker = tracker_with(
         make_tracker, "", visit_type="dry_needling", offered_slots=offers
     )
-    result = await booking.ValidateBookingForm().validate_appointment_slot(
+    result = await booking_form.ValidateBookingForm().validate_appointment_slot(
         "option:2", CollectingDispatcher(), tracker, {}
     )
     assert result["appointment_slot"] == offers[1]["id"]
@@ -260,7 +264,7 @@ async def test_a_slot_taken_meanwhile_gets_fresh_offers(
     make_tracker: TrackerFactory, scheduler: SqliteScheduler
 ) -> None:
     offers = await offers_for(make_tracker)
-    taken = booking_common.slot_from_entry(offers[0])
+    taken = slot_from_entry(offers[0])
     scheduler.book(taken, Patient("Sam Rival", "+12145550147"), "rival-key")
     dispatcher = CollectingDispatcher()
     tracker = tracker_with(
@@ -270,7 +274,7 @@ async def test_a_slot_taken_meanwhile_gets_fresh_offers(
         time_preference="tomorrow afternoon",
         offered_slots=offers,
     )
-    result = await booking.ValidateBookingForm().validate_appointment_slot(
+    result = await booking_form.ValidateBookingForm().validate_appointment_slot(
         "text", dispatcher, tracker, {}
     )
     assert responses(dispatcher) == ["utter_slot_taken"]
@@ -287,7 +291,7 @@ async def test_validate_patient_name(
     make_tracker: TrackerFactory, value: str, expected: Optional[str]
 ) -> None:
     dispatcher = CollectingDispatcher()
-    result = await booking.ValidateBookingForm().validate_patient_name(
+    result = await booking_form.ValidateBookingForm().validate_patient_name(
         value, dispatcher, tracker_with(make_tracker, value), {}
     )
     assert result == {"patient_name": expected}
@@ -303,7 +307,7 @@ async def test_validate_patient_phone(
     make_tracker: TrackerFactory, value: str, expected: Optional[str]
 ) -> None:
     dispatcher = CollectingDispatcher()
-    result = await booking.ValidateBookingForm().validate_patient_phone(
+    result = await booking_form.ValidateBookingForm().validate_patient_phone(
         value, dispatcher, tracker_with(make_tracker, value), {}
     )
     assert result == {"patient_phone": expected}
@@ -344,7 +348,7 @@ async def test_confirmation_answers(
         slots={"requested_slot": "booking_confirmed", "visit_type": "dry_needling"},
     )
     dispatcher = CollectingDispatcher()
-    result = await booking.ValidateBookingForm().extract_booking_confirmed(
+    result = await booking_form.ValidateBookingForm().extract_booking_confirmed(
         dispatcher, tracker, {}
     )
     assert result == expected
@@ -458,7 +462,7 @@ async def test_names_are_accepted_whatever_their_intent(
     expected: Optional[str],
 ) -> None:
     tracker = await at_name_question(make_tracker, text, intent, hints)
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     assert events == [SlotSet("patient_name", expected or text)]
     assert said == []
 
@@ -492,7 +496,7 @@ async def test_what_is_no_name_is_not_taken_for_one(
     hints: List[Dict[str, str]],
 ) -> None:
     tracker = await at_name_question(make_tracker, text, intent, hints)
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     assert "patient_name" not in slots_of(events)
     assert said == []
 
@@ -516,7 +520,7 @@ async def test_an_answer_that_is_no_name_is_asked_again(
     hints: List[Dict[str, str]],
 ) -> None:
     tracker = await at_name_question(make_tracker, text, intent, hints)
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     assert events == [SlotSet("patient_name", None)]
     assert said == ["utter_invalid_name"]
 
@@ -543,7 +547,7 @@ async def test_a_phone_number_in_any_format_keeps_the_chosen_time(
 ) -> None:
     tracker = await at_name_question(make_tracker, text, "inform", hints)
     tracker.slots |= {"requested_slot": "patient_phone", "patient_name": "Ana Ruiz"}
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     assert events == [SlotSet("patient_phone", "+18175550188")]
     assert said == []
 
@@ -587,7 +591,7 @@ async def test_a_time_at_the_phone_question_is_no_phone_number(
     hints = spacy(("TIME", "3pm tomorrow"))
     tracker = await at_name_question(make_tracker, "at 3pm tomorrow", "inform", hints)
     tracker.slots |= {"requested_slot": "patient_phone", "patient_name": "Ana Ruiz"}
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     assert events == [SlotSet("patient_phone", None)]
     assert said == ["utter_invalid_phone"]
 
@@ -599,7 +603,7 @@ async def test_a_phone_number_at_the_read_back_is_no_new_time(
         make_tracker, "8175550188", "inform", spacy(("DATE", "8175550188"))
     )
     tracker.slots["requested_slot"] = "booking_confirmed"
-    form = booking.ValidateBookingForm()
+    form = booking_form.ValidateBookingForm()
     extracted = await form.extract_time_preference(CollectingDispatcher(), tracker, {})
     assert extracted == {}
 
@@ -610,9 +614,11 @@ async def test_a_new_booking_checks_no_cleared_answer(
 ) -> None:
     text = "I'd like to book an appointment"
     tracker = tracker_with(make_tracker, text, "book_appointment")
-    start = await booking.ActionStartBooking().run(CollectingDispatcher(), tracker, {})
+    start = await booking_form.ActionStartBooking().run(
+        CollectingDispatcher(), tracker, {}
+    )
     tracker.events = [{"event": "user", "text": text}, *start]
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     assert said == []  # no "didn't catch which visit" for a visit not asked yet
     assert slots_of(events).get("visit_type") is None
 
@@ -645,8 +651,8 @@ async def test_book_gives_a_reference_and_a_retry_books_once(
 ) -> None:
     tracker = await confirmed_tracker(make_tracker)
     first, second = CollectingDispatcher(), CollectingDispatcher()
-    await booking.ActionBookAppointment().run(first, tracker, {})
-    await booking.ActionBookAppointment().run(second, tracker, {})
+    await booking_form.ActionBookAppointment().run(first, tracker, {})
+    await booking_form.ActionBookAppointment().run(second, tracker, {})
     assert responses(first) == responses(second) == ["utter_booked"]
     assert first.messages[0]["reference"] == second.messages[0]["reference"]
     # The read-back label: the clinic closes for lunch 12-1, so 1:00 PM comes first.
@@ -660,10 +666,10 @@ async def test_book_of_a_lost_slot_goes_back_to_the_form(
     make_tracker: TrackerFactory, scheduler: SqliteScheduler
 ) -> None:
     tracker = await confirmed_tracker(make_tracker)
-    chosen = booking_common.slot_from_entry(tracker.get_slot("offered_slots")[0])
+    chosen = slot_from_entry(tracker.get_slot("offered_slots")[0])
     scheduler.book(chosen, Patient("Sam Rival", "+12145550147"), "rival")
     dispatcher = CollectingDispatcher()
-    events = await booking.ActionBookAppointment().run(dispatcher, tracker, {})
+    events = await booking_form.ActionBookAppointment().run(dispatcher, tracker, {})
     assert responses(dispatcher) == ["utter_slot_taken"]
     assert events[-1] == FollowupAction("booking_form")
     assert slots_of(events)["appointment_slot"] is None
@@ -675,7 +681,7 @@ async def test_a_request_the_scheduler_refuses_offers_a_call_back(
     tracker = await confirmed_tracker(make_tracker)
     tracker.slots["patient_phone"] = "817-555-0100"  # not E.164: InvalidRequest
     dispatcher = CollectingDispatcher()
-    events = await booking.ActionBookAppointment().run(dispatcher, tracker, {})
+    events = await booking_form.ActionBookAppointment().run(dispatcher, tracker, {})
     assert responses(dispatcher) == ["utter_scheduler_down", "utter_offer_callback"]
     assert slots_of(events) == {"scheduler_down": True, "callback_offered": True}
     assert scheduler.bookings_on(date(2026, 12, 8)) == []
@@ -686,7 +692,7 @@ async def test_scheduler_down_offers_a_call_back_that_is_stored(
 ) -> None:
     tracker = tracker_with(make_tracker, "", scheduler_down=True)
     dispatcher = CollectingDispatcher()
-    events = await booking.ActionBookAppointment().run(dispatcher, tracker, {})
+    events = await booking_form.ActionBookAppointment().run(dispatcher, tracker, {})
     assert responses(dispatcher)[0] == "utter_scheduler_down"
     assert responses(dispatcher)[-1] == "utter_offer_callback"
     assert SlotSet("callback_offered", True) in events
@@ -731,7 +737,7 @@ async def test_a_call_back_that_cannot_be_stored_is_never_said_to_be_taken(
 async def booked_reference(make_tracker: TrackerFactory) -> str:
     dispatcher = CollectingDispatcher()
     tracker = await confirmed_tracker(make_tracker)
-    await booking.ActionBookAppointment().run(dispatcher, tracker, {})
+    await booking_form.ActionBookAppointment().run(dispatcher, tracker, {})
     return str(dispatcher.messages[0]["reference"])
 
 
@@ -820,11 +826,11 @@ async def test_never_mind_releases_the_hold(
     make_tracker: TrackerFactory, scheduler: SqliteScheduler
 ) -> None:
     offers = await offers_for(make_tracker)
-    hold = scheduler.hold(
-        booking_common.slot_from_entry(offers[0]), timedelta(minutes=10)
-    )
+    hold = scheduler.hold(slot_from_entry(offers[0]), timedelta(minutes=10))
     tracker = tracker_with(make_tracker, "never mind", "stop", hold_id=hold.hold_id)
-    events = await booking.ActionStopBooking().run(CollectingDispatcher(), tracker, {})
+    events = await booking_form.ActionStopBooking().run(
+        CollectingDispatcher(), tracker, {}
+    )
     assert slots_of(events)["hold_id"] is None
     assert offers[0]["id"] in [offer["id"] for offer in await offers_for(make_tracker)]
 
@@ -924,7 +930,7 @@ async def test_changing_the_name_at_the_read_back_only_clears_it(
         "patient_name": "Dawn Price",
         "patient_phone": "+18175550142",
     }
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     assert said == []  # no "doesn't look like a name": the name question comes next
     assert slots_of(events) == {"patient_name": None, "booking_confirmed": None}
 
@@ -952,7 +958,7 @@ async def test_offered_times_name_the_visit_type_in_plain_english(
     offers = await offers_for(make_tracker)
     tracker = tracker_with(make_tracker, "", visit_type=key, offered_slots=offers)
     dispatcher = CollectingDispatcher()
-    await booking.ActionAskAppointmentSlot().run(dispatcher, tracker, {})
+    await booking_form.ActionAskAppointmentSlot().run(dispatcher, tracker, {})
     assert [render(message, domain) for message in dispatcher.messages] == [
         f"Here are the open times for {expected}. Which one suits you?"
         + "".join(
@@ -971,7 +977,7 @@ async def test_times_after_the_window_asked_for_are_called_the_nearest(
         make_tracker, "", visit_type="dry_needling", offered_slots=offers
     )
     dispatcher = CollectingDispatcher()
-    await booking.ActionAskAppointmentSlot().run(dispatcher, tracker, {})
+    await booking_form.ActionAskAppointmentSlot().run(dispatcher, tracker, {})
     assert render(dispatcher.messages[0], domain).splitlines()[0] == (
         "Here are the nearest open times for dry needling after that. "
         "Which one suits you?"
@@ -979,7 +985,7 @@ async def test_times_after_the_window_asked_for_are_called_the_nearest(
 
 
 async def test_read_back_shows_the_phone_as_people_write_it(
-    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+    make_tracker: TrackerFactory, scheduler: SqliteScheduler, domain: Dict[str, Any]
 ) -> None:
     tracker = await at_name_question(make_tracker, "8175550142", "inform")
     tracker.slots |= {
@@ -989,26 +995,16 @@ async def test_read_back_shows_the_phone_as_people_write_it(
         "patient_phone": "+18175550142",
     }
     dispatcher = CollectingDispatcher()
-    await booking.ActionAskBookingConfirmed().run(dispatcher, tracker, {})
+    await booking_form.ActionAskBookingConfirmed().run(dispatcher, tracker, {})
     label = tracker.slots["offered_slots"][0]["label"]
-    assert dispatcher.messages == [
-        {
-            "text": (
-                f"Please check: evaluation / consultation on {label}, for Dawn Price, "
-                "mobile (817) 555-0142. Shall I book it?"
-            ),
-            "buttons": [
-                {"title": "Yes, book it", "payload": "/affirm"},
-                {"title": "Change something", "payload": "/deny"},
-                {"title": "Stop", "payload": "/stop"},
-            ],
-            "elements": [],
-            "custom": {},
-            "template": None,
-            "response": None,
-            "image": None,
-            "attachment": None,
-        }
+    assert [render(message, domain) for message in dispatcher.messages] == [
+        f"Please check: evaluation / consultation on {label}, for Dawn Price, "
+        "mobile (817) 555-0142. Shall I book it?"
+    ]
+    assert domain["responses"]["utter_check_booking"][0]["buttons"] == [
+        {"title": "Yes, book it", "payload": "/affirm"},
+        {"title": "Change something", "payload": "/deny"},
+        {"title": "Stop", "payload": "/stop"},
     ]
 
 
@@ -1080,7 +1076,9 @@ async def started(
 ) -> Tuple[Dict[str, Any], List[Optional[str]]]:
     """The slots and responses after ``text`` starts a booking (form activation)."""
     tracker = tracker_with(make_tracker, text, "book_appointment")
-    start = await booking.ActionStartBooking().run(CollectingDispatcher(), tracker, {})
+    start = await booking_form.ActionStartBooking().run(
+        CollectingDispatcher(), tracker, {}
+    )
     tracker.slots.update(slots_of(start))
     # As Rasa calls it: the slots set before the form starts, again at the end.
     prefilled = [
@@ -1089,7 +1087,7 @@ async def started(
         if name in ("visit_type", "time_preference") and value is not None
     ]
     tracker.events = [{"event": "user", "text": text}, *start, *prefilled]
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     return slots_of(start) | slots_of(events), said
 
 
@@ -1133,7 +1131,7 @@ async def test_a_time_named_before_the_visit_type_is_searched_once_it_is_known(
         requested_slot="visit_type",
         time_preference="any openings Friday?",
     )
-    events, said = await run_form(booking.ValidateBookingForm(), domain, tracker)
+    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
     assert said == []
     after = slots_of(events)
     assert after["visit_type"] == "dry_needling"
@@ -1155,3 +1153,52 @@ async def test_a_time_named_before_the_visit_type_is_searched_once_it_is_known(
 @pytest.mark.usefixtures("scheduler")
 def test_time_in_request(text: str, expected: bool) -> None:
     assert booking_common.time_in_request(text) is expected
+
+
+# --- prompts written in the domain ---------------------------------------------------
+
+
+async def test_the_visit_type_question_offers_the_clinics_visit_types(
+    make_tracker: TrackerFactory,
+    scheduler: SqliteScheduler,
+    config: SchedulingConfig,
+    domain: Dict[str, Any],
+) -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = tracker_with(make_tracker, "book please", "book_appointment")
+    await booking_form.ActionAskVisitType().run(dispatcher, tracker, {})
+    assert [render(message, domain) for message in dispatcher.messages] == [
+        "What kind of visit would you like to book?"
+        + "".join(
+            f'\n{visit.name} /inform{{"visit_type": "{visit.key}"}}'
+            for visit in config.visit_types
+        )
+    ]
+
+
+async def test_a_reschedule_whose_old_booking_stays_says_so(
+    make_tracker: TrackerFactory,
+    scheduler: SqliteScheduler,
+    domain: Dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old = await booked_reference(make_tracker)
+
+    def cancel_fails(*args: Any) -> None:
+        raise BackendUnavailable("down")
+
+    monkeypatch.setattr(scheduler, "cancel", cancel_fails)
+    tracker = await confirmed_tracker(make_tracker, sender="rescheduling-patient")
+    offers = tracker.get_slot("offered_slots")
+    tracker.slots |= {
+        "appointment_slot": offers[1]["id"],
+        "booking_task": "reschedule",
+        "found_booking": old,
+    }
+    dispatcher = CollectingDispatcher()
+    await booking_form.ActionBookAppointment().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_booked", "utter_old_booking_not_cancelled"]
+    assert render(dispatcher.messages[1], domain) == (
+        f"I could not cancel your earlier booking {old}. "
+        "Please contact our office to cancel it."
+    )

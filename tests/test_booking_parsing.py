@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from actions.booking_parsing import (
+from actions.booking.parsing import (
     clean_name,
     describe_time,
     display_phone,

@@ -5,9 +5,9 @@ rule, the name and phone questions (``ContactAnswers``), and the scheduler calls
 which run in a worker thread (``asyncio.to_thread``) so a slow backend never blocks
 the action server. Names and phone numbers are never logged.
 
-Tests replace ``get_scheduler``, ``scheduling_config``, ``default_db_path`` and
-``now`` here: every other module reaches them through ``scheduler()``,
-``settings()``, ``callback_store()`` and ``now()``.
+Tests replace ``get_scheduler``, ``scheduling_config`` and ``now`` here: every
+other module reaches them through ``scheduler()``, ``settings()``, ``now()`` and
+``offer_finder()``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from rasa_sdk import Tracker
@@ -24,7 +24,8 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.booking_parsing import (
+from actions.booking.offers import OfferFinder
+from actions.booking.parsing import (
     NAME_PARTICLES,
     clean_name,
     describe_time,
@@ -34,14 +35,10 @@ from actions.booking_parsing import (
     phone_numbers_in,
     written_as_name,
 )
+from actions.booking.refused import NOT_AN_ANSWER
 from actions.handoff import utter_contact_details
 from scheduling import get_scheduler
-from scheduling.base import (
-    BackendUnavailable,
-    Booking,
-    Scheduler,
-    Slot,
-)
+from scheduling.base import BackendUnavailable, Booking, Scheduler
 from scheduling.callbacks import CallbackStore
 from scheduling.config import (
     SchedulingConfig,
@@ -52,62 +49,6 @@ from scheduling.timeparse import TimePreferenceError, parse_time_preference
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-MAX_OFFERS = 5
-# When nothing is open in the window the patient asked for, look this far beyond it.
-WIDEN_SEARCH = timedelta(days=14)
-MAX_LOOKUP_ATTEMPTS = 3
-# Intents that are never an answer to a form question: the form lets the rules
-# handle them (FAQ in the middle, "never mind", red flags, ...).
-NOT_AN_ANSWER = {
-    "faq",
-    "stop",
-    "emergency",
-    "crisis",
-    "greet",
-    "goodbye",
-    "thank",
-    "bot_challenge",
-    "ask_capabilities",
-    "request_human",
-    "ask_insurance",
-    "ask_cost",
-    "ask_hours",
-    "ask_other_condition",
-    "ask_medication_advice",
-    "other_language",
-    "out_of_scope",
-    "book_appointment",
-    "reschedule_appointment",
-    "cancel_appointment",
-    "check_appointment",
-}
-BOOKING_SLOTS = (
-    "visit_type",
-    "time_preference",
-    "appointment_slot",
-    "offered_slots",
-    "hold_id",
-    "booking_confirmed",
-)
-CHANGE_CLEARS = {
-    "time": ("time_preference", "appointment_slot", "offered_slots", "hold_id"),
-    "visit_type": (
-        "visit_type",
-        "time_preference",
-        "appointment_slot",
-        "offered_slots",
-        "hold_id",
-    ),
-    "name": ("patient_name",),
-    "phone": ("patient_phone",),
-}
-CHANGE_WORDS = {
-    "time": ("time", "day", "date", "slot", "when", "other times", "none of those"),
-    "visit_type": ("type", "visit", "treatment", "service"),
-    "name": ("name",),
-    "phone": ("phone", "number", "cell", "mobile"),
-}
 
 
 async def call_scheduler(function: Callable[..., T], *args: Any) -> T:
@@ -215,60 +156,9 @@ def visit_type_in_sentence(key: Optional[str]) -> str:
     return name[:1].lower() + name[1:]
 
 
-def slot_entry(slot: Slot) -> Dict[str, Any]:
-    """How an offered slot is kept in the tracker (no patient data)."""
-    local = slot.start.astimezone(settings().tz)
-    return {
-        "id": slot.slot_id,
-        "start": local.isoformat(),
-        "end": slot.end.astimezone(settings().tz).isoformat(),
-        "visit_type": slot.visit_type,
-        "provider": slot.provider,
-        "label": describe_time(local),
-    }
-
-
-def slot_from_entry(entry: Dict[str, Any]) -> Slot:
-    """The scheduler's ``Slot`` back from a tracker entry."""
-    return Slot(
-        slot_id=str(entry["id"]),
-        start=datetime.fromisoformat(entry["start"]),
-        end=datetime.fromisoformat(entry["end"]),
-        visit_type=str(entry["visit_type"]),
-        provider=str(entry.get("provider") or ""),
-    )
-
-
 def idempotency_key(*parts: Any) -> str:
     """A stable key for one request of one conversation: a retry gets the same."""
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]
-
-
-async def find_offers(visit_type: str, time_text: str) -> List[Dict[str, Any]]:
-    """Up to five open slots in the preferred window, else the nearest after it.
-
-    Each entry says whether it is ``in_window``: a time the clinic is closed, or
-    fully booked, gets the nearest open times, and the patient is told so.
-    Raises ``TimePreferenceError`` or ``BackendUnavailable``.
-    """
-    config = settings()
-    window = parse_time_preference(
-        time_text, now(), config.tz, config.booking_horizon_days
-    )
-    backend = scheduler()
-    slots = await call_scheduler(
-        backend.find_slots, visit_type, window.start, window.end, MAX_OFFERS
-    )
-    in_window = bool(slots)
-    if not slots:
-        slots = await call_scheduler(
-            backend.find_slots,
-            visit_type,
-            window.end,
-            window.end + WIDEN_SEARCH,
-            MAX_OFFERS,
-        )
-    return [slot_entry(slot) | {"in_window": in_window} for slot in slots]
 
 
 def reads_as_time(text: str) -> bool:
@@ -314,11 +204,6 @@ def booking_values(booking: Booking) -> Dict[str, str]:
         "when": describe_time(local),
         "reference": booking.reference,
     }
-
-
-def reset(*names: str) -> List[EventType]:
-    """Clears the given slots."""
-    return [SlotSet(name, None) for name in names]
 
 
 # Never read as an answer, whatever it looks like.
@@ -457,6 +342,11 @@ def scheduler() -> Scheduler:
 def settings() -> SchedulingConfig:
     """The scheduling section of clinic.yml."""
     return scheduling_config()
+
+
+def offer_finder() -> OfferFinder:
+    """Finds open times with the configured scheduler, clock and settings."""
+    return OfferFinder(scheduler(), now, settings())
 
 
 def callback_store() -> CallbackStore:

@@ -2,9 +2,9 @@
 
 Visit type, preferred time, one of up to five open slots near it, full name, mobile
 number, then a read-back to confirm; ``action_book_appointment`` books it. Any answer
-can be changed before confirming. Shared helpers: ``actions/booking_common.py``;
-rescheduling, cancelling and look-ups: ``actions/booking_lookup.py``; call-backs when
-the scheduler is down: ``actions/callback.py``.
+can be changed before confirming. Shared helpers: ``common.py``; the open times:
+``offers.py``; rescheduling, cancelling and look-ups: ``lookup.py``; call-backs when
+the scheduler is down: ``callback.py``.
 """
 
 from __future__ import annotations
@@ -18,15 +18,11 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.booking_common import (
-    BOOKING_SLOTS,
-    CHANGE_CLEARS,
-    CHANGE_WORDS,
+from actions.booking.common import (
     ContactAnswers,
     booking_values,
     call_scheduler,
     entity_values,
-    find_offers,
     has_time_hint,
     idempotency_key,
     is_answer,
@@ -34,23 +30,32 @@ from actions.booking_common import (
     latest_intent,
     latest_text,
     offer_callback,
+    offer_finder,
     reads_as_time,
     release_hold,
-    reset,
     scheduler,
     settings,
-    slot_from_entry,
     spacy_hints,
     time_in_request,
     visit_type_in_message,
     visit_type_in_sentence,
 )
-from actions.booking_parsing import (
+from actions.booking.offers import slot_from_entry
+from actions.booking.parsing import (
     display_phone,
     match_visit_type,
     name_as_written,
     pick_offered,
     written_as_name,
+)
+from actions.booking.slots import (
+    BOOKING,
+    CALLBACK,
+    CONTACT,
+    LOOKUP,
+    OFFER,
+    PICK,
+    TASK,
 )
 from scheduling.base import (
     BackendUnavailable,
@@ -61,6 +66,20 @@ from scheduling.base import (
     SlotUnavailable,
 )
 from scheduling.timeparse import TimePreferenceError
+
+# What each answer the patient can change at the read-back makes stale.
+CHANGE_CLEARS = {
+    "time": OFFER,
+    "visit_type": BOOKING,
+    "name": CONTACT.only("patient_name"),
+    "phone": CONTACT.only("patient_phone"),
+}
+CHANGE_WORDS = {
+    "time": ("time", "day", "date", "slot", "when", "other times", "none of those"),
+    "visit_type": ("type", "visit", "treatment", "service"),
+    "name": ("name",),
+    "phone": ("phone", "number", "cell", "mobile"),
+}
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +96,11 @@ class ActionStartBooking(Action):
     ) -> List[EventType]:
         """Clears booking slots and notes that this is a new booking."""
         await release_hold(tracker.get_slot("hold_id"))
-        events = reset(*BOOKING_SLOTS, "found_booking", "scheduler_down")
+        # found_booking: a reschedule's old booking, not to be cancelled by this one.
+        # The scheduler is tried again; found_booking (a reschedule's old booking)
+        # is not this booking's to cancel.
+        events = BOOKING.reset() + LOOKUP.only("found_booking").reset()
+        events += TASK.only("scheduler_down").reset()
         events.append(SlotSet("booking_task", "book"))
         # A visit type or a time named in the request itself counts ("book dry
         # needling as soon as possible", "any openings friday?"): the form checks
@@ -191,7 +214,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         if intent in ("change_answer", "inform"):
             field = _field_to_change(tracker)
             if field:
-                return {name: None for name in CHANGE_CLEARS[field]} | {
+                return CHANGE_CLEARS[field].cleared_values() | {
                     "booking_confirmed": None
                 }
             if intent == "change_answer":
@@ -219,11 +242,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         previous = tracker.get_slot("visit_type")
         if tracker.get_slot("appointment_slot") and key != previous:
             await release_hold(tracker.get_slot("hold_id"))
-            return (
-                {"visit_type": key}
-                | {name: None for name in CHANGE_CLEARS["time"]}
-                | {"booking_confirmed": None}
-            )
+            return {"visit_type": key} | OFFER.cleared_values()
         waiting = tracker.get_slot("time_preference")
         if (
             waiting
@@ -264,7 +283,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
     ) -> Dict[str, Any]:
         """Open slots of the visit type near the preferred time, ready to offer."""
         try:
-            offers = await find_offers(visit_type, str(value))
+            offers = await offer_finder().find(visit_type, str(value))
         except TimePreferenceError as error:
             _utter_time_problem(dispatcher, error.reason)
             return {"time_preference": None}
@@ -272,16 +291,18 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
             logger.warning("Scheduler unavailable while searching slots.")
             return {"time_preference": str(value), "scheduler_down": True}
         await release_hold(tracker.get_slot("hold_id"))
-        cleared = {"appointment_slot": None, "hold_id": None, "booking_confirmed": None}
         if not offers:
             dispatcher.utter_message(
                 response="utter_no_slots",
                 visit_type_name=visit_type_in_sentence(visit_type),
             )
-            return {"time_preference": None, "offered_slots": None} | cleared
+            return OFFER.cleared_values()
         if not offers[0].get("in_window", True):
             dispatcher.utter_message(response="utter_nearest_times")
-        return {"time_preference": str(value), "offered_slots": offers} | cleared
+        return {
+            "time_preference": str(value),
+            "offered_slots": offers,
+        } | PICK.cleared_values()
 
     async def validate_appointment_slot(
         self,
@@ -322,7 +343,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
 
     async def _fresh_offers(self, tracker: Tracker) -> Dict[str, Any]:
         try:
-            offers = await find_offers(
+            offers = await offer_finder().find(
                 str(tracker.get_slot("visit_type")),
                 str(tracker.get_slot("time_preference")),
             )
@@ -417,9 +438,7 @@ class ActionAskVisitType(Action):
             }
             for visit in settings().visit_types
         ]
-        dispatcher.utter_message(
-            text="What kind of visit would you like to book?", buttons=buttons
-        )
+        dispatcher.utter_message(response="utter_which_visit_type", buttons=buttons)
         return []
 
 
@@ -473,15 +492,11 @@ class ActionAskBookingConfirmed(Action):
         visit = visit_type_in_sentence(tracker.get_slot("visit_type"))
         phone = display_phone(str(tracker.get_slot("patient_phone") or ""))
         dispatcher.utter_message(
-            text=(
-                f"Please check: {visit} on {when}, for "
-                f"{tracker.get_slot('patient_name')}, mobile {phone}. Shall I book it?"
-            ),
-            buttons=[
-                {"title": "Yes, book it", "payload": "/affirm"},
-                {"title": "Change something", "payload": "/deny"},
-                {"title": "Stop", "payload": "/stop"},
-            ],
+            response="utter_check_booking",
+            visit_type_name=visit,
+            when=when,
+            patient_name=tracker.get_slot("patient_name"),
+            phone=phone,
         )
         return []
 
@@ -524,11 +539,12 @@ class ActionBookAppointment(Action):
             return [SlotSet("scheduler_down", True), *offer_callback(dispatcher)]
         logger.info("Booked %s (slot %s).", booking.reference, chosen["id"])
         events = await self._finish(dispatcher, tracker, booking)
-        return events + reset(*BOOKING_SLOTS, "found_booking")
+        # found_booking: the rescheduled booking, now cancelled.
+        return events + BOOKING.reset() + LOOKUP.only("found_booking").reset()
 
     async def _offer_next(self, tracker: Tracker) -> List[EventType]:
         try:
-            offers = await find_offers(
+            offers = await offer_finder().find(
                 str(tracker.get_slot("visit_type")),
                 str(tracker.get_slot("time_preference")),
             )
@@ -536,8 +552,8 @@ class ActionBookAppointment(Action):
             offers = []
         return [
             SlotSet("offered_slots", offers or None),
-            *reset("appointment_slot", "hold_id", "booking_confirmed"),
-            *([] if offers else reset("time_preference")),
+            *PICK.reset(),
+            *([] if offers else OFFER.only("time_preference").reset()),
             FollowupAction("booking_form"),
         ]
 
@@ -561,10 +577,8 @@ class ActionBookAppointment(Action):
             )
             dispatcher.utter_message(response="utter_booked", **booking_values(booking))
             dispatcher.utter_message(
-                text=(
-                    f"I could not cancel your earlier booking {old_reference}. "
-                    "Please contact our office to cancel it."
-                )
+                response="utter_old_booking_not_cancelled",
+                old_reference=old_reference,
             )
             return []
         dispatcher.utter_message(
@@ -585,15 +599,4 @@ class ActionStopBooking(Action):
     ) -> List[EventType]:
         """Releases a held slot and clears every booking slot."""
         await release_hold(tracker.get_slot("hold_id"))
-        return reset(
-            *BOOKING_SLOTS,
-            "booking_reference",
-            "found_booking",
-            "booking_task",
-            "scheduler_down",
-            "callback_reason",
-        ) + [
-            SlotSet("cancel_pending", False),
-            SlotSet("callback_offered", False),
-            SlotSet("handoff_callback", False),
-        ]
+        return BOOKING.reset() + LOOKUP.reset() + TASK.reset() + CALLBACK.reset()

@@ -14,8 +14,7 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.booking_common import (
-    MAX_LOOKUP_ATTEMPTS,
+from actions.booking.common import (
     ContactAnswers,
     answer_when_asked,
     booking_values,
@@ -24,9 +23,9 @@ from actions.booking_common import (
     latest_intent,
     looks_like_phone,
     looks_like_reference,
-    reset,
     scheduler,
 )
+from actions.booking.slots import CONTACT, LOOKUP, OFFER, TASK
 from actions.handoff import utter_contact
 from scheduling.base import (
     BackendUnavailable,
@@ -34,6 +33,8 @@ from scheduling.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+MAX_LOOKUP_ATTEMPTS = 3
 
 
 class ActionStartLookup(Action):
@@ -51,11 +52,7 @@ class ActionStartLookup(Action):
             "reschedule_appointment": "reschedule",
             "cancel_appointment": "cancel",
         }.get(latest_intent(tracker) or "", "check")
-        return [
-            SlotSet("booking_task", task),
-            SlotSet("lookup_attempts", 0),
-            *reset("booking_reference", "found_booking", "cancel_pending"),
-        ]
+        return [*LOOKUP.reset(), SlotSet("booking_task", task)]
 
 
 # --- lookup_form: reference and phone --------------------------------------------
@@ -121,14 +118,14 @@ class ActionLookupBooking(Action):
             logger.warning("Scheduler unavailable while looking up a booking.")
             dispatcher.utter_message(response="utter_scheduler_down")
             utter_contact(dispatcher)
-            return reset("booking_reference", "booking_task")
+            return lookup_over()
         task = tracker.get_slot("booking_task")
         values = booking_values(booking)
         if booking.status != "booked":
             dispatcher.utter_message(
                 response="utter_booking_already_cancelled", **values
             )
-            return reset("booking_reference", "booking_task")
+            return lookup_over()
         if task == "cancel":
             dispatcher.utter_message(response="utter_confirm_cancel", **values)
             return [
@@ -141,18 +138,13 @@ class ActionLookupBooking(Action):
                 SlotSet("found_booking", booking.reference),
                 SlotSet("visit_type", booking.slot.visit_type),
                 SlotSet("patient_name", booking.patient.name),
-                *reset(
-                    "time_preference",
-                    "appointment_slot",
-                    "offered_slots",
-                    "hold_id",
-                    "booking_confirmed",
-                    "scheduler_down",
-                ),
+                *OFFER.reset(),
+                # The scheduler is tried again for the new time.
+                *TASK.only("scheduler_down").reset(),
                 FollowupAction("booking_form"),
             ]
         dispatcher.utter_message(response="utter_booking_details", **values)
-        return reset("booking_reference", "booking_task")
+        return lookup_over()
 
     def _not_found(
         self, dispatcher: CollectingDispatcher, tracker: Tracker
@@ -161,14 +153,14 @@ class ActionLookupBooking(Action):
         if attempts >= MAX_LOOKUP_ATTEMPTS:
             dispatcher.utter_message(response="utter_booking_not_found_final")
             utter_contact(dispatcher)
-            return [
-                SlotSet("lookup_attempts", 0),
-                *reset("booking_reference", "patient_phone", "booking_task"),
-            ]
+            # The number that did not match is not kept for a later form.
+            return lookup_over() + CONTACT.only("patient_phone").reset()
         dispatcher.utter_message(response="utter_booking_not_found")
         return [
             SlotSet("lookup_attempts", attempts),
-            *reset("booking_reference", "patient_phone"),
+            # Both are asked again: either may be the wrong one.
+            *LOOKUP.only("booking_reference").reset(),
+            *CONTACT.only("patient_phone").reset(),
             FollowupAction("lookup_form"),
         ]
 
@@ -187,10 +179,7 @@ class ActionCancelBooking(Action):
         reference = str(tracker.get_slot("found_booking") or "")
         phone = str(tracker.get_slot("patient_phone") or "")
         key = idempotency_key(tracker.sender_id, reference, "cancel")
-        done = [
-            SlotSet("cancel_pending", False),
-            *reset("found_booking", "booking_task"),
-        ]
+        done = lookup_over()
         try:
             booking = await call_scheduler(scheduler().cancel, reference, phone, key)
         except BookingNotFound:
@@ -203,3 +192,8 @@ class ActionCancelBooking(Action):
         logger.info("Cancelled %s.", booking.reference)
         dispatcher.utter_message(response="utter_cancelled", **booking_values(booking))
         return done
+
+
+def lookup_over() -> List[EventType]:
+    """Clears the lookup and its task once it is done, or cannot go on."""
+    return LOOKUP.reset() + TASK.reset()

@@ -10,18 +10,17 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from actions.booking_common import (
-    BOOKING_SLOTS,
+from actions.booking.common import (
     SAFETY_AND_STOP,
     ContactAnswers,
     call_scheduler,
     callback_store,
     latest_intent,
     latest_text,
-    reset,
     visit_type_name,
 )
-from actions.booking_parsing import display_phone
+from actions.booking.parsing import display_phone
+from actions.booking.slots import BOOKING, CALLBACK, TASK
 from clinic_nlu.text import has_words
 from scheduling.base import BackendUnavailable
 
@@ -109,8 +108,4 @@ class ActionRequestCallback(Action):
             else "utter_callback_stored",
             phone=display_phone(phone),
         )
-        return [
-            SlotSet("callback_offered", False),
-            SlotSet("handoff_callback", False),
-            *reset(*BOOKING_SLOTS, "scheduler_down", "booking_task", "callback_reason"),
-        ]
+        return BOOKING.reset() + TASK.reset() + CALLBACK.reset()
