@@ -9,7 +9,9 @@ Our own deterministic rules read almost everything. dateparser is imported
 lazily (the import takes ~0.3 s) and asked only about leftovers that look like a
 date the rules do not know ("03.10.2026", "2026/03/10"): on its own it reads
 "next tuesday" as nothing, "the 2nd" as a day in February and a bare "3" as March
-next year, so its answer counts only if it names a single day.
+next year, so its answer counts only if it names a single day. Why the rules
+are ours and not a library's: docs/time_parsing.md (measured with
+benchmarks/timeparse_compare.py).
 
 All times below are wall-clock times in the clinic's time zone (default
 America/Chicago). "Today" is the clinic's today, whatever zone ``now`` is in.
