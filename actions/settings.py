@@ -1,24 +1,19 @@
-"""Settings of the action server: clinic facts from ``clinic.yml`` and the environment.
+"""Settings of the action server: the clinic facts of ``clinic.yml``.
 
-Every setting is read here and nowhere else. Nothing is read at import time: the
-action server imports every module of this package when it starts.
-
-Environment variables:
-    CLINIC_CONFIG: path of the clinic facts file (default: ``clinic.yml`` at the
-        project root).
+The environment is read by ``clinic_common.settings`` (``CLINIC_CONFIG`` names the
+file) and the file by ``clinic_common.clinic_config``; this module parses the facts.
+Nothing is read at import time: the action server imports every module of this
+package when it starts.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from pathlib import Path
 from typing import Dict, List
 
-import yaml
-
-from clinic_common.clinic_config import DEFAULT_CLINIC_CONFIG
+from clinic_common import settings
+from clinic_common.clinic_config import SECTIONS, read_clinic_file
 from clinic_common.clinic_config import ClinicConfigError as ClinicConfigError
 
 # "Did you mean" suggests a topic only if its confidence reaches this share. Chosen on
@@ -28,7 +23,7 @@ SUGGESTION_MIN_CONFIDENCE = 0.12
 
 # Sections of clinic.yml that other modules parse and this one ignores:
 # ``scheduling`` belongs to scheduling/config.py.
-OTHER_SECTIONS = frozenset({"scheduling"})
+OTHER_SECTIONS = SECTIONS
 
 
 @dataclass(frozen=True)
@@ -102,11 +97,5 @@ def parse_clinic_config(raw: object, source: str) -> ClinicInfo:
 @lru_cache(maxsize=1)
 def clinic() -> ClinicInfo:
     """The clinic facts, read once from ``$CLINIC_CONFIG`` or ``clinic.yml``."""
-    path = Path(os.environ.get("CLINIC_CONFIG") or DEFAULT_CLINIC_CONFIG)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ClinicConfigError(f"Cannot read clinic config {path}: {error}") from error
-    except yaml.YAMLError as error:
-        raise ClinicConfigError(f"{path} is not valid YAML: {error}") from error
-    return parse_clinic_config(raw, str(path))
+    path = settings.load().clinic_config
+    return parse_clinic_config(read_clinic_file(path), str(path))

@@ -28,18 +28,18 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Dict, Optional
 
 from channels.store import ChannelStore, OutgoingSms
+from clinic_common import settings
 
 logger = logging.getLogger(__name__)
 
-RETRY_WINDOW_VARIABLE = "SMS_RETRY_WINDOW_SECONDS"
-DEFAULT_RETRY_WINDOW = 3600.0  # seconds from when a reply was written
+# Seconds from when a reply was written (``SMS_RETRY_WINDOW_SECONDS`` changes it).
+DEFAULT_RETRY_WINDOW = settings.DEFAULT_SMS_RETRY_WINDOW
 FIRST_RETRY_DELAY = 1.0  # seconds; doubled after each failed attempt
 MAX_RETRY_DELAY = 60.0
 SEND_TIMEOUT = 10.0  # seconds for one call to Twilio's API
@@ -76,26 +76,13 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls) -> RetryPolicy:
-        """The policy with ``$SMS_RETRY_WINDOW_SECONDS`` as its window, if set.
+        """The policy with ``$SMS_RETRY_WINDOW_SECONDS`` as its window.
 
-        A value that is not a positive number is logged and the default is used:
-        a mistake in an SMS setting must not stop the rest of the assistant.
+        A value that is not a positive number is logged and the default used
+        (``clinic_common.settings``): a mistake in an SMS setting must not stop the
+        rest of the assistant.
         """
-        text = os.environ.get(RETRY_WINDOW_VARIABLE, "").strip()
-        if not text:
-            return cls()
-        try:
-            window = float(text)
-        except ValueError:
-            window = -1.0
-        if not 0 < window < float("inf"):
-            logger.error(
-                "%s must be a positive number of seconds; using %g.",
-                RETRY_WINDOW_VARIABLE,
-                DEFAULT_RETRY_WINDOW,
-            )
-            return cls()
-        return cls(window=window)
+        return cls(window=settings.load().sms_retry_window_seconds)
 
     def delay(self, failed_attempts: int) -> float:
         """Seconds to wait after ``failed_attempts`` failed tries, with jitter."""

@@ -21,7 +21,6 @@ answers. This channel keeps its name, events and protocol and:
 from __future__ import annotations
 
 import logging
-import os
 import re
 import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
@@ -41,6 +40,7 @@ from socketio import AsyncServer
 
 from channels.guard import guard_text, remember_buttons
 from channels.store import ChannelStore, OpensStoreLazily
+from clinic_common import settings
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +57,7 @@ TURN_FAILED = "The assistant could not answer. Please try again."
 
 def allowed_origins() -> List[str]:
     """``$WIDGET_ALLOWED_ORIGINS`` (comma-separated), else the demo page's origin."""
-    configured = os.environ.get("WIDGET_ALLOWED_ORIGINS", "")
-    origins = [origin.strip() for origin in configured.split(",") if origin.strip()]
-    if origins:
-        return origins
-    port = os.environ.get("WEB_PORT") or "8080"
-    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    return list(settings.load().widget_allowed_origins)
 
 
 def message_problem(data: Any, metadata_key: str = "metadata") -> Optional[str]:

@@ -18,7 +18,6 @@ owner only.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -26,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
+
+from clinic_common import settings, sqlite
 
 # A conversation keeps at most this many offered payloads (the newest).
 MAX_REMEMBERED_OFFERS = 100
@@ -110,14 +111,8 @@ class FailedSms:
 
 
 def default_path() -> Path:
-    """``$CHANNEL_DB``, else ``$STATE_DIR/channels.db``, else ``var/channels.db``."""
-    explicit = os.environ.get("CHANNEL_DB")
-    if explicit:
-        return Path(explicit)
-    state = os.environ.get("STATE_DIR") or str(
-        Path(__file__).resolve().parents[1] / "var"
-    )
-    return Path(state) / "channels.db"
+    """``$CHANNEL_DB``, else ``$STATE_DIR/channels.db`` (``clinic_common.settings``)."""
+    return settings.load().channel_db
 
 
 class ChannelStore:
@@ -133,13 +128,11 @@ class ChannelStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if not self._ready:
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                if not self.path.exists():
-                    self.path.touch(mode=0o600)
-            connection = sqlite3.connect(self.path, timeout=5.0)
+                sqlite.prepare_file(self.path)
+            connection = sqlite.connect(self.path)
             try:
                 if not self._ready:
-                    connection.execute("PRAGMA journal_mode=WAL")
+                    sqlite.enable_wal(connection, sqlite.BUSY_TIMEOUT_SECONDS)
                     connection.executescript(_SCHEMA)
                     self._ready = True
                 with connection:

@@ -14,20 +14,16 @@ import hmac
 import os
 import secrets
 from functools import lru_cache
-from pathlib import Path
+
+from clinic_common import settings
 
 KEY_FILE_NAME = "log_key"
-
-
-def _state_dir() -> Path:
-    default = Path(__file__).resolve().parent.parent / "var"
-    return Path(os.environ.get("STATE_DIR") or default)
 
 
 @lru_cache(maxsize=1)
 def _key() -> bytes:
     """The install's secret; made once, atomically, by whichever process is first."""
-    path = _state_dir() / KEY_FILE_NAME
+    path = settings.load().state_dir / KEY_FILE_NAME
     try:
         key = path.read_bytes().strip()
         if len(key) >= 32:

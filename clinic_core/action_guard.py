@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import OrderedDict
 from typing import Any, Callable, Coroutine, List, Optional, Tuple
 
@@ -55,6 +54,7 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import ClientResponseError  # its text is the reply's body
 
+from clinic_common import settings
 from clinic_common.privacy import conversation_key
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,6 @@ logger = logging.getLogger(__name__)
 UNAVAILABLE_RESPONSE = "utter_action_unavailable"
 # Guidance that already tells the patient what to do: no "unavailable" after it.
 RED_FLAG_RESPONSES = frozenset({"utter_emergency", "utter_crisis"})
-DEFAULT_TIMEOUT_SECONDS = 15.0
 VALIDATION_PREFIX = "validate_"
 
 RunMethod = Callable[
@@ -117,11 +116,7 @@ FAILED_TURNS = FailedTurns()
 
 def timeout_seconds() -> float:
     """``ACTION_SERVER_TIMEOUT`` (seconds), or the default when unset or invalid."""
-    try:
-        value = float(os.environ.get("ACTION_SERVER_TIMEOUT", ""))
-    except ValueError:
-        return DEFAULT_TIMEOUT_SECONDS
-    return value if value > 0 else DEFAULT_TIMEOUT_SECONDS
+    return settings.load().action_server_timeout
 
 
 def failure_reason(error: BaseException) -> str:

@@ -1,6 +1,7 @@
 """Scheduling backends behind one interface (``scheduling.base.Scheduler``).
 
-The backend is chosen by the environment, read when it is first needed:
+The backend is chosen by the environment, read when it is first needed
+(``clinic_common.settings``; the remote backends read their own variables):
 
 - ``SCHEDULER_BACKEND``: ``sqlite`` (default; no other setting needed),
   ``fhir`` or ``webhook``.
@@ -13,12 +14,17 @@ The backend is chosen by the environment, read when it is first needed:
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
+from pathlib import Path
 
-from scheduling.base import Scheduler
+from clinic_common import settings
+from scheduling.base import BackendUnavailable, Scheduler
 
 BACKENDS = ("sqlite", "fhir", "webhook")
+
+logger = logging.getLogger(__name__)
 
 
 class SchedulerConfigError(ValueError):
@@ -28,13 +34,12 @@ class SchedulerConfigError(ValueError):
 @lru_cache(maxsize=1)
 def get_scheduler() -> Scheduler:
     """The configured scheduler, built once per process."""
-    backend = (os.environ.get("SCHEDULER_BACKEND") or "sqlite").strip().lower()
+    backend = settings.load().scheduler_backend
     if backend == "sqlite":
         from scheduling.config import default_db_path, scheduling_config
         from scheduling.sqlite_backend import SqliteScheduler
 
-        path = os.environ.get("SCHEDULER_DB") or str(default_db_path())
-        return SqliteScheduler(path, scheduling_config())
+        return SqliteScheduler(default_db_path(), scheduling_config())
     if backend == "fhir":
         from scheduling.fhir_backend import FhirScheduler
 
@@ -48,3 +53,13 @@ def get_scheduler() -> Scheduler:
     raise SchedulerConfigError(
         f"SCHEDULER_BACKEND is '{backend}'; it must be one of {', '.join(BACKENDS)}."
     )
+
+
+def database_unavailable(path: Path, error: BaseException) -> BackendUnavailable:
+    """What a failed SQLite file of the scheduler or the call-backs raises.
+
+    Logs the cause (a file name and SQLite's words: no patient data) and returns
+    the typed outcome the callers branch on.
+    """
+    logger.warning("Database %s unavailable: %s", path, error)
+    return BackendUnavailable("The appointment database is not available.")

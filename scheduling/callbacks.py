@@ -25,17 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from clinic_common.sqlite import Database, StrPath, prepare_file
+from scheduling import database_unavailable
 from scheduling.base import BackendUnavailable
 from scheduling.config import default_callback_db_path
-from scheduling.sqlite_backend import (
-    Clock,
-    SqliteDatabase,
-    StrPath,
-    prepare_database_file,
-    utc_now,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +75,10 @@ _INSERT = (
 )
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class CallbackStore:
     """Callback requests in SQLite (a connection per call), a spool as last resort.
 
@@ -92,12 +91,12 @@ class CallbackStore:
     def __init__(
         self,
         path: Optional[StrPath] = None,
-        clock: Optional[Clock] = None,
+        clock: Optional[Callable[[], datetime]] = None,
     ) -> None:
         db_path = Path(path if path is not None else default_callback_db_path())
-        self._db = SqliteDatabase(db_path, _SCHEMA)
+        self._db = Database(db_path, _SCHEMA, database_unavailable)
         self.spool_path = db_path.with_name(db_path.name + ".spool")
-        self._clock: Clock = clock or utc_now
+        self._clock = clock or _utc_now
 
     def add(
         self,
@@ -139,7 +138,7 @@ class CallbackStore:
     def _locked_spool(self) -> Iterator[int]:
         """The spool file, open for appending and reading, under an exclusive lock."""
         try:
-            prepare_database_file(self.spool_path)
+            prepare_file(self.spool_path)
             descriptor = os.open(
                 self.spool_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600
             )

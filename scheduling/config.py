@@ -1,19 +1,14 @@
 """Scheduling settings: the ``scheduling:`` section of ``clinic.yml``.
 
 ``actions.settings`` parses the clinic facts of the same file and ignores this
-section; this module parses only this section. Nothing is read at import time.
-
-Environment variables:
-    CLINIC_CONFIG: the clinic file (default ``clinic.yml`` at the project root),
-        shared with ``actions.settings``.
-    STATE_DIR: where the assistant keeps its data (default ``<project>/var``).
-    SCHEDULER_DB: the SQLite file of the embedded scheduler and of the callback
-        requests (default ``$STATE_DIR/scheduler.db``).
+section; this module parses only this section; both read the file with
+``clinic_common.clinic_config.read_clinic_file``. Nothing is read at import time.
+The file's path and the database paths come from ``clinic_common.settings``
+(``CLINIC_CONFIG``, ``SCHEDULER_DB``, ``CALLBACK_DB``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import date, time
@@ -22,13 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
-from clinic_common.clinic_config import (
-    DEFAULT_CLINIC_CONFIG,
-    PROJECT_ROOT,
-    ClinicConfigError,
-)
+from clinic_common import settings
+from clinic_common.clinic_config import ClinicConfigError, read_clinic_file
 
 SECTION = "scheduling"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # date.weekday() order
@@ -287,19 +277,12 @@ def _providers(value: object, where: str) -> Tuple[str, ...]:
 
 def clinic_config_path() -> Path:
     """The clinic file, as ``actions.settings.clinic()`` finds it."""
-    return Path(os.environ.get("CLINIC_CONFIG") or DEFAULT_CLINIC_CONFIG)
+    return settings.load().clinic_config
 
 
 def load_scheduling_config(path: Path) -> SchedulingConfig:
     """Reads and parses the ``scheduling:`` section of the clinic file ``path``."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SchedulingConfigError(
-            f"Cannot read clinic config {path}: {error}"
-        ) from error
-    except yaml.YAMLError as error:
-        raise SchedulingConfigError(f"{path} is not valid YAML: {error}") from error
+    raw = read_clinic_file(path, SchedulingConfigError)
     if not isinstance(raw, Mapping) or SECTION not in raw:
         raise SchedulingConfigError(f"{path}: has no '{SECTION}:' section.")
     return parse_scheduling_config(raw[SECTION], str(path))
@@ -311,14 +294,9 @@ def scheduling_config() -> SchedulingConfig:
     return load_scheduling_config(clinic_config_path())
 
 
-def state_dir() -> Path:
-    """Where the assistant keeps its data: ``$STATE_DIR`` or ``<project>/var``."""
-    return Path(os.environ.get("STATE_DIR") or PROJECT_ROOT / "var")
-
-
 def default_db_path() -> Path:
     """The scheduler's SQLite file: ``$SCHEDULER_DB`` or ``$STATE_DIR/scheduler.db``."""
-    return Path(os.environ.get("SCHEDULER_DB") or state_dir() / "scheduler.db")
+    return settings.load().scheduler_db
 
 
 def default_callback_db_path() -> Path:
@@ -327,4 +305,4 @@ def default_callback_db_path() -> Path:
     A file of their own: they are taken exactly when the scheduler (and so its
     database) is in trouble.
     """
-    return Path(os.environ.get("CALLBACK_DB") or state_dir() / "callbacks.db")
+    return settings.load().callback_db

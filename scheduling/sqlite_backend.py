@@ -33,20 +33,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 import sqlite3
-import stat
-import threading
 from bisect import bisect_left
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from itertools import accumulate
 from pathlib import Path
-from time import monotonic, sleep
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from clinic_common.sqlite import BUSY_TIMEOUT_SECONDS as BUSY_TIMEOUT_SECONDS
+from clinic_common.sqlite import Database, StrPath
+from scheduling import database_unavailable
 from scheduling.base import (
     BOOKED,
     CANCELLED,
@@ -69,9 +67,7 @@ from scheduling.config import SchedulingConfig, VisitType
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-StrPath = Union[str, "os.PathLike[str]"]
 
-BUSY_TIMEOUT_SECONDS = 5.0
 _REFERENCE_ATTEMPTS = 20
 _UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -158,143 +154,6 @@ UNION ALL
 SELECT provider, start_utc, end_utc FROM blocks
  WHERE start_utc < :hi AND end_utc > :lo
 """
-
-
-# --- the SQLite file ---------------------------------------------------------------
-
-
-def prepare_database_file(path: Path) -> None:
-    """Creates the database file readable by its owner only (it holds PHI).
-
-    A missing directory is created with mode 0700; an existing one is left as it
-    is (it may be shared, e.g. /tmp). The file gets mode 0600; SQLite gives its
-    ``-wal`` and ``-shm`` files the same mode.
-    """
-    directory = path.parent
-    if not directory.is_dir():
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(descriptor)
-    if stat.S_IMODE(os.stat(path).st_mode) != 0o600:
-        os.chmod(path, 0o600)
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A new connection in autocommit mode; transactions are begun explicitly.
-
-    ``timeout`` is SQLite's busy timeout: a writer waits this long for another
-    writer's transaction before giving up with "database is locked".
-    """
-    connection = sqlite3.connect(
-        str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
-    )
-    connection.row_factory = sqlite3.Row
-    connection.execute("PRAGMA foreign_keys = ON")
-    return connection
-
-
-def _enable_wal(connection: sqlite3.Connection) -> None:
-    """Switches the file to WAL mode (readers never wait for the writer).
-
-    The mode is stored in the file, so this changes something only once. SQLite
-    refuses the switch at once, without waiting out the busy timeout, while
-    another process opens the same new file; hence the retries.
-    """
-    deadline = monotonic() + BUSY_TIMEOUT_SECONDS
-    while True:
-        try:
-            mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0])
-            if mode.lower() != "wal":
-                mode = str(
-                    connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                )
-            break
-        except sqlite3.OperationalError:
-            if monotonic() > deadline:
-                raise
-            sleep(0.005 + secrets.randbelow(20) / 1000)  # jitter: not in lockstep
-    if mode.lower() != "wal":
-        logger.warning("SQLite WAL mode unavailable, using %s", mode)
-
-
-class SqliteDatabase:
-    """One SQLite file, created and migrated on first use, a connection per call.
-
-    A connection per call (not one shared) is what makes this safe to use from
-    the action server's worker threads and from several processes at once.
-    Nothing touches the disk until the first call.
-    """
-
-    def __init__(self, path: StrPath, schema: str) -> None:
-        self.path = Path(path)
-        self._schema = schema
-        self._ready = False
-        self._lock = threading.Lock()  # guards the one-time setup
-        self._write_lock = threading.Lock()  # see write()
-
-    @contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        """A fresh connection; SQLite and file errors become BackendUnavailable."""
-        try:
-            self._ensure_ready()
-            connection = connect(self.path)
-        except (OSError, sqlite3.Error) as error:
-            raise self._unavailable(error) from error
-        try:
-            yield connection
-        except sqlite3.Error as error:
-            raise self._unavailable(error) from error
-        finally:
-            connection.close()
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``: one writer at a time.
-
-        Commits when the block ends normally, rolls back when it raises.
-
-        Threads of this process first queue on a lock. SQLite's own wait polls
-        with growing sleeps, so under heavy contention one writer can lose every
-        round until the busy timeout (seen with 32 threads in the benchmark); the
-        lock wakes the next writer as soon as one is done. Other processes still
-        wait on SQLite's busy timeout, and BEGIN IMMEDIATE alone is what keeps
-        writers apart.
-        """
-        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
-            raise self._unavailable(TimeoutError("waited too long to write"))
-        try:
-            with self.connection() as connection:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    yield connection
-                except BaseException:
-                    connection.rollback()
-                    raise
-                connection.commit()
-        finally:
-            self._write_lock.release()
-
-    def _ensure_ready(self) -> None:
-        """Creates the file and tables once per instance; safe in parallel processes."""
-        if self._ready:
-            return
-        with self._lock:
-            if self._ready:
-                return
-            prepare_database_file(self.path)
-            connection = connect(self.path)
-            try:
-                _enable_wal(connection)
-                connection.executescript(f"BEGIN IMMEDIATE;{self._schema}COMMIT;")
-            finally:
-                connection.close()
-            self._ready = True
-
-    def _unavailable(self, error: BaseException) -> BackendUnavailable:
-        """Logs the cause (no patient data in it) and returns the typed outcome."""
-        logger.warning("Database %s unavailable: %s", self.path, error)
-        return BackendUnavailable("The appointment database is not available.")
 
 
 # --- times and slots ---------------------------------------------------------------
@@ -399,7 +258,7 @@ class SqliteScheduler:
     def __init__(
         self, path: StrPath, config: SchedulingConfig, clock: Optional[Clock] = None
     ) -> None:
-        self._db = SqliteDatabase(Path(path), _SCHEMA)
+        self._db = Database(path, _SCHEMA, database_unavailable)
         self._config = config
         self._clock: Clock = clock or utc_now
 

@@ -7,12 +7,13 @@ Buttons are shown numbered; type the number to press one.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
 import uuid
 from typing import Any, Dict, List
+
+from clinic_common import settings
 
 
 def send(url: str, sender: str, message: str) -> List[Dict[str, Any]]:
@@ -28,7 +29,7 @@ def send(url: str, sender: str, message: str) -> List[Dict[str, Any]]:
 
 def main() -> int:
     """Reads lines from the terminal until EOF or /quit."""
-    port = os.environ.get("RASA_PORT", "5005")
+    port = settings.load().rasa_port
     url = f"http://127.0.0.1:{port}/webhooks/rest/webhook"
     sender = f"terminal-{uuid.uuid4().hex[:8]}"
     buttons: List[Dict[str, Any]] = []

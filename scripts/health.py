@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from clinic_common import settings
 from scripts.supervise import Part, enabled_parts, state_paths
 from scripts.wait_ready import is_ready
 
@@ -151,9 +152,7 @@ class HealthHandler(BaseHTTPRequestHandler):
 def main(argv: Optional[List[str]] = None) -> int:
     """Serves the endpoint on 127.0.0.1 until stopped."""
     parser = argparse.ArgumentParser(prog="python -m scripts.health")
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("HEALTH_PORT") or 5006)
-    )
+    parser.add_argument("--port", type=int, default=settings.load().health_port)
     parser.add_argument(
         "--no-supervisor",
         action="store_true",

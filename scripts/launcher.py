@@ -27,10 +27,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
+from clinic_common import settings
+from clinic_common.settings import LOOPBACK as LOOPBACK
 from scripts.wait_ready import is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOPBACK = "127.0.0.1"
 # The commands, with environment variables as ``{NAME}`` (see ``expand``).
 ACTION_SERVER: Tuple[str, ...] = (
     "{VENV}/bin/rasa", "run", "actions", "--port", "{ACTION_PORT}",
@@ -294,6 +295,11 @@ class Servers:
         self.model = model
         self.token = api_token or secrets.token_hex(24)  # never starts with "-"
         base = dict(os.environ if env is None else env)
+        # The servers' own files and URL follow from the state folder and port, as
+        # clinic_common.settings derives them, whatever the base environment says.
+        own = settings.load(
+            {"STATE_DIR": str(state_dir), "ACTION_PORT": str(action_port)}
+        )
         self.env: Dict[str, str] = {
             **base,
             "RASA_TELEMETRY_ENABLED": "false",
@@ -301,11 +307,11 @@ class Servers:
             "PYTHONPATH": str(ROOT),
             "VENV": base.get("VENV") or str(Path(sys.executable).parents[1]),
             "STATE_DIR": str(state_dir),
-            "TRACKER_DB": str(state_dir / "tracker.db"),
+            "TRACKER_DB": str(own.tracker_db),
             "MODEL_PATH": str(model),
             "RASA_PORT": str(rasa_port),
             "ACTION_PORT": str(action_port),
-            "ACTION_SERVER_URL": f"http://{LOOPBACK}:{action_port}/webhook",
+            "ACTION_SERVER_URL": own.action_server_url,
             "RASA_API_TOKEN": self.token,
         }
         logs = log_dir or state_dir

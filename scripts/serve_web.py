@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import posixpath
 import sys
 from functools import partial
@@ -21,6 +20,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from clinic_common import settings
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
 SERVED = ("/demo/", "/dist/")
@@ -83,13 +84,9 @@ class DemoHandler(SimpleHTTPRequestHandler):
 def main() -> int:
     """Serves until interrupted; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("WEB_PORT") or 8080)
-    )
-    parser.add_argument(
-        "--server-url",
-        default=f"http://127.0.0.1:{os.environ.get('RASA_PORT') or '5005'}",
-    )
+    config = settings.load()
+    parser.add_argument("--port", type=int, default=config.web_port)
+    parser.add_argument("--server-url", default=f"http://127.0.0.1:{config.rasa_port}")
     args = parser.parse_args()
     if not (WEB_ROOT / "dist" / "clinic-chat.js").is_file():
         print("web/dist/clinic-chat.js is missing: run 'make setup'.", file=sys.stderr)

@@ -57,6 +57,7 @@ from rasa.core.tracker_store import (
 )
 from rasa.shared.utils.common import class_from_module_path
 
+from clinic_common import sqlite
 from clinic_nlu.text import clean_text
 from staff import content_rules, faq_data
 from staff.faq_data import EditResult, Refused
@@ -501,18 +502,20 @@ class ReviewStore:
 
     def __init__(self, state_dir: Path) -> None:
         """Opens (or creates, readable by its owner only) ``$STATE_DIR/staff.db``."""
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = state_dir / REVIEW_DB
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(self.path, 0o600)
-        with self._connect() as connection:
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS reviewed (id TEXT PRIMARY KEY, "
-                "decision TEXT NOT NULL, topic TEXT, decided_at REAL NOT NULL)"
-            )
+        sqlite.prepare_file(self.path)
+        connection = self._connect()
+        try:
+            with connection:
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS reviewed (id TEXT PRIMARY KEY, "
+                    "decision TEXT NOT NULL, topic TEXT, decided_at REAL NOT NULL)"
+                )
+        finally:
+            connection.close()
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10)
+        return sqlite.connect(self.path, timeout=10)
 
     def hidden(self) -> Set[str]:
         """Ids of every group staff have dealt with."""

@@ -5,21 +5,21 @@ The data files are found under the project root (``PROJECT_ROOT``, which
 ``CODE_ROOT``. They differ only in the tests, which edit a temporary copy of the data
 and never the repository's own files.
 
-Settings come from the environment (defaults in ``scripts/env.sh``) and are read once,
-into ``Settings``, so every function gets them as an argument and a test can pass its
-own.
+Settings come from the environment (``clinic_common.settings``, which has the
+defaults) and are read once, into ``Settings``, so every function gets them as an
+argument and a test can pass its own.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
+from clinic_common.settings import RETRIEVAL_INTENT as RETRIEVAL_INTENT
+from clinic_common.settings import load as load_settings
+
 CODE_ROOT = Path(__file__).resolve().parent.parent
-RETRIEVAL_INTENT = "faq"
-DEFAULT_MIN_HELDOUT_ACCURACY = 0.90
 # Where scripts/run.sh keeps the Rasa HTTP API token when RASA_API_TOKEN is not set.
 API_TOKEN_FILE = "rasa_api_token"
 
@@ -130,22 +130,17 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
-        """Reads the settings; the defaults are those of scripts/env.sh."""
-        env = os.environ if environ is None else environ
-        root = Path(env.get("PROJECT_ROOT") or CODE_ROOT).resolve()
-        state_dir = Path(env.get("STATE_DIR") or root / "var")
-        port = env.get("RASA_PORT") or "5005"
-        token = env.get("RASA_API_TOKEN") or _read_token(state_dir / API_TOKEN_FILE)
+        """Reads the settings (``clinic_common.settings``, its defaults)."""
+        config = load_settings(environ)
+        token = config.rasa_api_token or _read_token(config.state_dir / API_TOKEN_FILE)
         return cls(
-            project=Project(root),
-            state_dir=state_dir,
-            tracker_db=Path(env.get("TRACKER_DB") or state_dir / "tracker.db"),
-            model_path=Path(env.get("MODEL_PATH") or root / "models" / "clinic.tar.gz"),
-            rasa_url=env.get("RASA_URL") or f"http://127.0.0.1:{port}",
+            project=Project(config.project_root),
+            state_dir=config.state_dir,
+            tracker_db=config.tracker_db,
+            model_path=config.model_path,
+            rasa_url=config.rasa_url,
             api_token=token,
-            min_heldout_accuracy=float(
-                env.get("MIN_HELDOUT_ACCURACY") or DEFAULT_MIN_HELDOUT_ACCURACY
-            ),
+            min_heldout_accuracy=config.min_heldout_accuracy,
         )
 
 

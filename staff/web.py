@@ -41,13 +41,13 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from clinic_common.settings import load as load_settings
 from staff import faq_data, missed, retrain
 from staff.faq_data import EditResult, Refused
 from staff.gate import CheckFailed, Evaluation
 from staff.locking import Say
 from staff.project import Settings
 
-DEFAULT_PORT = 8090
 COOKIE = "staff_session"
 SESSION_HOURS = 8
 MIN_PASSWORD = 12
@@ -791,7 +791,8 @@ def create_app(
 
 def credentials(environ: Dict[str, str]) -> Tuple[str, str]:
     """STAFF_USERNAME and STAFF_PASSWORD; ``ValueError`` says what is wrong."""
-    password = environ.get("STAFF_PASSWORD", "")
+    config = load_settings(environ)
+    password = config.staff_password
     if not password:
         raise ValueError(
             "STAFF_PASSWORD is not set: the staff page does not start without a "
@@ -802,15 +803,13 @@ def credentials(environ: Dict[str, str]) -> Tuple[str, str]:
             f"STAFF_PASSWORD has {len(password)} characters; use at least "
             f"{MIN_PASSWORD}."
         )
-    return environ.get("STAFF_USERNAME") or "staff", password
+    return config.staff_username, password
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the staff page until Ctrl-C; 2 if it cannot start."""
     parser = argparse.ArgumentParser(prog="python -m staff.web", description=__doc__)
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("STAFF_PORT") or DEFAULT_PORT)
-    )
+    parser.add_argument("--port", type=int, default=load_settings().staff_port)
     args = parser.parse_args(argv)
     try:
         username, password = credentials(dict(os.environ))

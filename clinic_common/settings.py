@@ -1,0 +1,192 @@
+"""Every setting of every process, read from the environment in one place.
+
+The Rasa server's components, the action server, the channels, the staff tools and
+the scripts all call :func:`load`, so each variable's default is written once, here
+(README.md, "Settings", lists them). ``scripts/env.sh`` exports some of the same
+defaults for the shell and for Rasa's ``${VAR}`` placeholders in ``endpoints.yml``;
+``tests/test_settings.py`` checks that the two agree.
+
+An empty variable counts as unset. A bad value raises :class:`SettingsError`, whose
+message names the variable, except for the two settings that must never stop the
+assistant (``ACTION_SERVER_TIMEOUT``, ``SMS_RETRY_WINDOW_SECONDS``): a bad value of
+those is logged and the default used.
+
+Nothing is read at import time, and nothing is cached: a test (or a process that
+changes its environment) gets the current values from the next :func:`load`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Tuple
+
+from clinic_common.clinic_config import DEFAULT_CLINIC_CONFIG, PROJECT_ROOT
+
+logger = logging.getLogger(__name__)
+
+# The retrieval intent of the FAQ answers (``faq/<topic>``, ``utter_faq/<topic>``),
+# named here so the action server, the staff tools and the scripts share it without
+# importing one another.
+RETRIEVAL_INTENT = "faq"
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_RASA_PORT = 5005
+DEFAULT_ACTION_PORT = 5055
+DEFAULT_WEB_PORT = 8080
+DEFAULT_STAFF_PORT = 8090
+DEFAULT_HEALTH_PORT = 5006
+DEFAULT_SCHEDULER_BACKEND = "sqlite"
+DEFAULT_ACTION_SERVER_TIMEOUT = 15.0  # seconds the Rasa server waits for an action
+DEFAULT_SMS_RETRY_WINDOW = 3600.0  # seconds an SMS reply is retried
+DEFAULT_STAFF_USERNAME = "staff"
+DEFAULT_MIN_HELDOUT_ACCURACY = 0.90
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of this process (README.md, "Settings", says what each does)."""
+
+    project_root: Path
+    state_dir: Path
+    clinic_config: Path
+    scheduler_backend: str
+    scheduler_db: Path
+    callback_db: Path
+    channel_db: Path
+    tracker_db: Path
+    model_path: Path
+    rasa_port: int
+    action_port: int
+    web_port: int
+    staff_port: int
+    health_port: int
+    rasa_url: str
+    action_server_url: str
+    action_server_timeout: float
+    sms_retry_window_seconds: float
+    widget_allowed_origins: Tuple[str, ...]
+    rasa_api_token: Optional[str]
+    staff_username: str
+    staff_password: str
+    min_heldout_accuracy: float
+
+
+def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """The settings from ``environ`` (default ``os.environ``).
+
+    Raises:
+        SettingsError: a variable's value is not usable; the message names it.
+    """
+    env = _Environment(os.environ if environ is None else environ)
+    root = Path(env.text("PROJECT_ROOT") or PROJECT_ROOT).resolve()
+    state = env.path("STATE_DIR", root / "var")
+    rasa_port = env.port("RASA_PORT", DEFAULT_RASA_PORT)
+    action_port = env.port("ACTION_PORT", DEFAULT_ACTION_PORT)
+    web_port = env.port("WEB_PORT", DEFAULT_WEB_PORT)
+    demo_page = (f"http://{LOOPBACK}:{web_port}", f"http://localhost:{web_port}")
+    origins = tuple(
+        origin.strip()
+        for origin in env.text("WIDGET_ALLOWED_ORIGINS").split(",")
+        if origin.strip()
+    )
+    return Settings(
+        project_root=root,
+        state_dir=state,
+        clinic_config=env.path("CLINIC_CONFIG", DEFAULT_CLINIC_CONFIG),
+        scheduler_backend=(
+            env.text("SCHEDULER_BACKEND") or DEFAULT_SCHEDULER_BACKEND
+        ).lower(),
+        scheduler_db=env.path("SCHEDULER_DB", state / "scheduler.db"),
+        callback_db=env.path("CALLBACK_DB", state / "callbacks.db"),
+        channel_db=env.path("CHANNEL_DB", state / "channels.db"),
+        tracker_db=env.path("TRACKER_DB", state / "tracker.db"),
+        model_path=env.path("MODEL_PATH", root / "models" / "clinic.tar.gz"),
+        rasa_port=rasa_port,
+        action_port=action_port,
+        web_port=web_port,
+        staff_port=env.port("STAFF_PORT", DEFAULT_STAFF_PORT),
+        health_port=env.port("HEALTH_PORT", DEFAULT_HEALTH_PORT),
+        rasa_url=env.text("RASA_URL") or f"http://{LOOPBACK}:{rasa_port}",
+        action_server_url=env.text("ACTION_SERVER_URL")
+        or f"http://{LOOPBACK}:{action_port}/webhook",
+        action_server_timeout=env.seconds_or_default(
+            "ACTION_SERVER_TIMEOUT", DEFAULT_ACTION_SERVER_TIMEOUT
+        ),
+        sms_retry_window_seconds=env.seconds_or_default(
+            "SMS_RETRY_WINDOW_SECONDS", DEFAULT_SMS_RETRY_WINDOW
+        ),
+        widget_allowed_origins=origins or demo_page,
+        rasa_api_token=env.text("RASA_API_TOKEN") or None,
+        staff_username=env.raw("STAFF_USERNAME") or DEFAULT_STAFF_USERNAME,
+        staff_password=env.raw("STAFF_PASSWORD"),
+        min_heldout_accuracy=env.share(
+            "MIN_HELDOUT_ACCURACY", DEFAULT_MIN_HELDOUT_ACCURACY
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _Environment:
+    """Typed reads of one environment mapping; empty values count as unset."""
+
+    values: Mapping[str, str]
+
+    def raw(self, name: str) -> str:
+        """The value exactly as set (a password may begin or end with a space)."""
+        return self.values.get(name) or ""
+
+    def text(self, name: str) -> str:
+        return self.raw(name).strip()
+
+    def path(self, name: str, default: Path) -> Path:
+        return Path(self.text(name) or default)
+
+    def port(self, name: str, default: int) -> int:
+        text = self.text(name)
+        if not text:
+            return default
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise SettingsError(f"{name} is '{text}'; it must be a port, 1 to 65535.")
+        return int(text)
+
+    def share(self, name: str, default: float) -> float:
+        text = self.text(name)
+        if not text:
+            return default
+        value = _number(text)
+        if value is None or not 0 <= value <= 1:
+            raise SettingsError(f"{name} is '{text}'; it must be a number, 0 to 1.")
+        return value
+
+    def seconds_or_default(self, name: str, default: float) -> float:
+        """A positive number of seconds; a bad one is logged and ``default`` used.
+
+        For settings whose mistake must not stop the rest of the assistant.
+        """
+        text = self.text(name)
+        if not text:
+            return default
+        value = _number(text)
+        if value is None or value <= 0:
+            logger.error(
+                "%s must be a positive number of seconds; using %g.", name, default
+            )
+            return default
+        return value
+
+
+def _number(text: str) -> Optional[float]:
+    """``text`` as a finite number, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
