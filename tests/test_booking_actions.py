@@ -22,11 +22,12 @@ from actions.booking import callback
 from actions.booking import common as booking_common
 from actions.booking import form as booking_form
 from actions.booking import lookup as booking_lookup
-from actions.booking.offers import slot_from_entry
+from actions.booking.offers import MAX_OFFERS, OfferFinder, slot_from_entry
 from scheduling.base import BackendUnavailable, Patient
 from scheduling.callbacks import CallbackStore
 from scheduling.config import SchedulingConfig, load_scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
+from scheduling.timeparse import TimePreferenceError
 
 CHICAGO = ZoneInfo("America/Chicago")
 NOW = datetime(2026, 12, 7, 8, 0, tzinfo=CHICAGO)
@@ -1202,3 +1203,57 @@ async def test_a_reschedule_whose_old_booking_stays_says_so(
         f"I could not cancel your earlier booking {old}. "
         "Please contact our office to cancel it."
     )
+
+
+# --- OfferFinder: the scheduler and the clock as parameters ------------------------
+
+
+def finder_at(
+    clock: List[datetime], tmp_path: Path, config: SchedulingConfig
+) -> OfferFinder:
+    """An OfferFinder on a real SQLite scheduler whose clock reads ``clock[0]``."""
+    backend = SqliteScheduler(tmp_path / "offers.db", config, clock=lambda: clock[0])
+    return OfferFinder(backend, lambda: clock[0], config)
+
+
+async def test_offer_finder_offers_open_times_in_the_window(
+    tmp_path: Path, config: SchedulingConfig
+) -> None:
+    offers = await finder_at([NOW], tmp_path, config).find("evaluation", "wednesday")
+    assert 0 < len(offers) <= MAX_OFFERS
+    for offer in offers:
+        start = datetime.fromisoformat(offer["start"])
+        assert start.date() == date(2026, 12, 9)
+        assert offer["in_window"] is True
+        assert slot_from_entry(offer).slot_id == offer["id"]
+
+
+async def test_offer_finder_offers_the_nearest_times_after_a_closed_one(
+    tmp_path: Path, config: SchedulingConfig
+) -> None:
+    offers = await finder_at([NOW], tmp_path, config).find(
+        "evaluation", "saturday at 3"
+    )
+    assert offers and all(offer["in_window"] is False for offer in offers)
+    first = datetime.fromisoformat(offers[0]["start"])
+    assert first == datetime(2026, 12, 14, 8, 0, tzinfo=CHICAGO)
+
+
+async def test_offer_finder_reads_the_clock_at_each_search(
+    tmp_path: Path, config: SchedulingConfig
+) -> None:
+    clock = [NOW]
+    finder = finder_at(clock, tmp_path, config)
+    monday = await finder.find("evaluation", "tomorrow")
+    clock[0] = NOW + timedelta(days=2)
+    wednesday = await finder.find("evaluation", "tomorrow")
+    assert datetime.fromisoformat(monday[0]["start"]).date() == date(2026, 12, 8)
+    assert datetime.fromisoformat(wednesday[0]["start"]).date() == date(2026, 12, 10)
+
+
+async def test_offer_finder_refuses_a_time_in_the_past(
+    tmp_path: Path, config: SchedulingConfig
+) -> None:
+    with pytest.raises(TimePreferenceError) as refused:
+        await finder_at([NOW], tmp_path, config).find("evaluation", "yesterday")
+    assert refused.value.reason == "past"

@@ -46,12 +46,14 @@ ACTION_PLACEHOLDERS = {
     "clinic_state",
     "contact_details",
     "hours",
-    # booking (actions/booking.py)
+    # booking (actions/booking/)
     "horizon_days",
     "visit_type_name",
     "time_preference",
     "when",
     "reference",
+    "old_reference",
+    "patient_name",
     "phone",
 }
 # Entities a button may set, and the values each may take (None: any value).

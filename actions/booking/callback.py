@@ -6,7 +6,7 @@ import logging
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, FormValidationAction, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
@@ -101,7 +101,7 @@ class ActionRequestCallback(Action):
             # patient must not be told it was taken.
             logger.error("A call-back request could not be stored.")
             dispatcher.utter_message(response="utter_action_unavailable")
-            return [SlotSet("callback_offered", False)]
+            return CALLBACK.only("callback_offered").reset()
         dispatcher.utter_message(
             response="utter_callback_stored_handoff"
             if handoff

@@ -61,7 +61,7 @@ LOOKUP = SlotGroup(
 )
 # What the patient is doing (book, reschedule, cancel, check), and whether the
 # scheduler failed while doing it.
-TASK = SlotGroup(booking_task=None, scheduler_down=None)
+TASK = SlotGroup(booking_task=None, scheduler_down=False)
 # A call back offered (scheduler down, or a person asked for) and its reason.
 CALLBACK = SlotGroup(
     callback_reason=None, callback_offered=False, handoff_callback=False
