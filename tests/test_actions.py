@@ -17,7 +17,7 @@ from rasa.shared.nlu.constants import ENTITIES, INTENT, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa_sdk import Action
 from rasa_sdk.events import ActiveLoop, SlotSet
-from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.executor import ActionExecutor, CollectingDispatcher
 from testkit import (
     DOMAIN_FILES,
     FILLED_CONTACT,
@@ -788,3 +788,14 @@ def test_clinic_reports_unreadable_config(
 
     with pytest.raises(ClinicConfigError, match=message):
         clinic()
+
+
+def test_the_action_server_registers_every_custom_action_of_the_domain(
+    domain: Dict[str, Any],
+) -> None:
+    # As ``rasa run actions --actions actions`` does (scripts/launcher.py): the
+    # package and its subpackages (actions/booking/) are imported and every Action
+    # subclass is registered; the mixins and bases must not be.
+    executor = ActionExecutor()
+    executor.register_package("actions")
+    assert set(executor.actions) == set(domain["actions"])

@@ -1,4 +1,4 @@
-"""Unit tests of how booking answers are read (actions/booking_parsing.py)."""
+"""Unit tests of how booking answers are read (actions/booking/parsing.py)."""
 
 from __future__ import annotations
 
