@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
-from clinic_common.clinic_config import DEFAULT_CLINIC_CONFIG, PROJECT_ROOT
-
 logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where this code is
+DEFAULT_CLINIC_CONFIG = PROJECT_ROOT / "clinic.yml"
 
 # The retrieval intent of the FAQ answers (``faq/<topic>``, ``utter_faq/<topic>``),
 # named here so the action server, the staff tools and the scripts share it without
