@@ -1,5 +1,7 @@
 # Sourced by every script and make target: the project's environment defaults.
-# Any variable already set in the environment wins.
+# Any variable already set in the environment wins. The defaults are those of
+# clinic_common/settings.py (README.md, "Settings"), exported here for the shell and
+# for the ${VAR}s of endpoints.yml; tests/test_settings.py checks that they agree.
 PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PROJECT_ROOT
 export VENV="${VENV:-$PROJECT_ROOT/.venv}"
