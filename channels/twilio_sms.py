@@ -86,10 +86,10 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from twilio.request_validator import RequestValidator
 
-from actions.settings import clinic
 from channels.guard import buttons_of, guard_text
 from channels.sms_outbox import OPTED_OUT, Delivery, RetryPolicy, SmsOutbox
 from channels.store import ChannelStore, OpensStoreLazily
+from clinic_common.clinic_config import clinic
 from clinic_common.privacy import conversation_key
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import Event, SlotSet
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from actions.settings import ClinicConfigError, ClinicInfo, clinic
+from clinic_common.clinic_config import ClinicConfigError, ClinicInfo, clinic
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from actions.booking.refused import (
     REFUSED_INTENTS,
 )
 from actions.booking.slots import GROUPS
-from actions.settings import clinic
+from clinic_common.clinic_config import clinic
 from clinic_core.session import fact_slots
 
 DOMAIN: Dict[str, Any] = yaml.safe_load(DOMAIN_FILES[0].read_text(encoding="utf-8"))

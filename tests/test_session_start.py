@@ -21,7 +21,7 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker
 from testkit import DOMAIN_FILES, FILLED_CONTACT, TEST_CLINIC, ClinicConfigFactory
 
-from actions.settings import clinic
+from clinic_common.clinic_config import clinic
 from clinic_core import extensions
 from clinic_core.session import ClinicSessionStart
 
