@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Mapping, Optional
 
+from clinic_common.settings import SettingsError, load
+
 TOKEN_FILE = "rasa_api_token"  # staff/project.py reads the same file
 # What Rasa's token check and a URL query (``?token=``) take without escaping, and
 # what no command line reads as an option: no leading "-".
@@ -54,8 +56,8 @@ def api_token(state_dir: Path, environ: Mapping[str, str]) -> str:
     ``RASA_API_TOKEN`` when set (``TokenError`` if it is bad); otherwise the saved
     token, written anew (mode 600) when missing or bad.
     """
-    given = environ.get("RASA_API_TOKEN")
-    if given is not None and given != "":
+    given = load(environ).rasa_api_token
+    if given is not None:
         problem = token_problem(given)
         if problem:
             raise TokenError(
@@ -94,7 +96,7 @@ def main() -> int:
         return 2
     try:
         print(api_token(Path(sys.argv[1]), os.environ))
-    except TokenError as error:
+    except (TokenError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -22,10 +22,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from clinic_common.settings import RETRIEVAL_INTENT
+
 HELDOUT = (
     Path(__file__).resolve().parent.parent / "tests" / "nlu_heldout" / "heldout.yml"
 )
-RETRIEVAL_INTENT = "faq"
 
 
 @dataclass

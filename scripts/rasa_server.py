@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import List, Mapping, Optional
 
+from clinic_common.settings import load
 from scripts.api_token import token_problem
 
 
@@ -32,7 +33,7 @@ def argv_with_token(argv: List[str], environ: Mapping[str, str]) -> List[str]:
             "error: give the token in RASA_API_TOKEN, not --auth-token (the command "
             "line is visible to every local user)."
         )
-    token = environ.get("RASA_API_TOKEN", "")
+    token = load(environ).rasa_api_token or ""
     problem = token_problem(token)
     if problem:
         sys.exit(

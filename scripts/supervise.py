@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
 
+from clinic_common.settings import LOOPBACK, load
 from scripts.launcher import (
     ACTION_PROBE,
     ACTION_SERVER,
@@ -118,16 +119,13 @@ OPTIONAL_VARIABLES = (
 
 def enabled_parts(environ: Mapping[str, str]) -> List[Part]:
     """The parts to run: the staff page only when it has a password."""
-    return [
-        part
-        for part in PARTS
-        if part.name != "staff_page" or environ.get("STAFF_PASSWORD")
-    ]
+    has_password = bool(load(environ).staff_password)
+    return [part for part in PARTS if part.name != "staff_page" or has_password]
 
 
 def state_paths(environ: Mapping[str, str]) -> Dict[str, Path]:
     """Where supervisord keeps its socket, logs and pid file."""
-    state = Path(environ["STATE_DIR"]).resolve()
+    state = load(environ).state_dir.resolve()
     return {
         "socket": state / "supervisor.sock",
         "logs": state / "logs",
@@ -230,7 +228,8 @@ def env_file(environ: Mapping[str, str]) -> str:
 
 def summary(environ: Mapping[str, str], ready: Dict[str, bool]) -> str:
     """What ``make run`` prints once the servers answer."""
-    port = environ["RASA_PORT"]
+    settings = load(environ)
+    port = settings.rasa_port
     logs = state_paths(environ)["logs"]
 
     def where(name: str, url: str) -> str:
@@ -240,26 +239,26 @@ def summary(environ: Mapping[str, str], ready: Dict[str, bool]) -> str:
             return url
         return f"not answering yet (see {logs / (name + '.log')})"
 
-    demo = where("demo_page", f"http://127.0.0.1:{environ['WEB_PORT']}/demo/")
+    demo = where("demo_page", f"http://{LOOPBACK}:{settings.web_port}/demo/")
     staff = where(
         "staff_page",
-        f"http://127.0.0.1:{environ['STAFF_PORT']}/ "
-        f"(log in as {environ.get('STAFF_USERNAME') or 'staff'})",
+        f"http://{LOOPBACK}:{settings.staff_port}/ "
+        f"(log in as {settings.staff_username})",
     )
     config = state_paths(environ)["config"]
     return f"""
 The clinic assistant is running.
-  REST:  POST http://127.0.0.1:{port}/webhooks/rest/webhook
-         e.g. curl -s -XPOST http://127.0.0.1:{port}/webhooks/rest/webhook \\
+  REST:  POST http://{LOOPBACK}:{port}/webhooks/rest/webhook
+         e.g. curl -s -XPOST http://{LOOPBACK}:{port}/webhooks/rest/webhook \\
                 -d '{{"sender":"me","message":"What is a back spasm?"}}'
   Chat in a terminal:  make chat   (in another terminal)
   Website widget demo: {demo}
   Staff page:          {staff}
-  Health of each part: http://127.0.0.1:{environ["HEALTH_PORT"]}/health
+  Health of each part: http://{LOOPBACK}:{settings.health_port}/health
   Logs:                {logs}/ (supervisord.log: every start, exit and restart)
   A part that stops is started again; see them with
     {environ["VENV"]}/bin/supervisorctl -c {config} status
-  Conversations are kept in {environ["TRACKER_DB"]}
+  Conversations are kept in {settings.tracker_db}
 Press Ctrl-C to stop.
 """
 

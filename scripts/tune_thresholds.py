@@ -36,6 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from clinic_common.settings import RETRIEVAL_INTENT  # noqa: E402
 from scripts.evaluate_nlu import load_examples, predicted_label  # noqa: E402
 
 VALIDATION_SETS = sorted((ROOT / "data_validation").glob("*.yml"))
@@ -118,9 +119,8 @@ async def score(model: Path, test: List[Tuple[str, str]]) -> List[Dict[str, Any]
     for text, label in test:
         parse = await agent.parse_message(text)
         predicted, intent_confidence, answer_confidence = predicted_label(parse)
-        ranking = ((parse.get("response_selector") or {}).get("faq") or {}).get(
-            "ranking"
-        ) or []
+        selector = (parse.get("response_selector") or {}).get(RETRIEVAL_INTENT)
+        ranking = (selector or {}).get("ranking") or []
         margin = (
             float(ranking[0]["confidence"]) - float(ranking[1]["confidence"])
             if len(ranking) > 1
@@ -145,7 +145,7 @@ def sweep(records: List[Dict[str, Any]]) -> List[Dict[str, float]]:
         for answer_threshold in GRID:
             correct = wrong = fallback = 0
             for record in records:
-                is_faq = record["predicted"].startswith("faq/")
+                is_faq = record["predicted"].startswith(f"{RETRIEVAL_INTENT}/")
                 answered = record["intent_confidence"] >= intent_threshold and (
                     not is_faq or record["answer_confidence"] >= answer_threshold
                 )
