@@ -12,22 +12,10 @@ from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, List, Tuple
 
 import pytest
+from testkit import PROJECT_PACKAGES as PROJECT
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PROJECT = frozenset(
-    {
-        "actions",
-        "benchmarks",
-        "channels",
-        "clinic_common",
-        "clinic_core",
-        "clinic_nlu",
-        "scheduling",
-        "scripts",
-        "staff",
-    }
-)
 FRAMEWORKS = frozenset({"rasa", "rasa_sdk"})
 
 # Each room and the project packages and frameworks it may import: the table of

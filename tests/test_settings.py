@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-from testkit import PROJECT_ROOT
+from testkit import PROJECT_PACKAGES, PROJECT_ROOT
 
 from clinic_common import settings
 from clinic_common.settings import Settings, SettingsError, load
@@ -138,26 +138,16 @@ def test_env_sh_keeps_values_already_set(tmp_path: Path) -> None:
     assert shell["RASA_PORT"] == "7005"
 
 
-# Code that reads one of the loader's variables itself, bypassing it.
-DIRECT_READ = re.compile(
-    r"(?:os\.environ\.get|os\.getenv|os\.environ\[)\(?\s*['\"](\w+)"
-)
+# Code that reads one of the loader's variables itself, from ``os.environ`` or from
+# an ``environ`` mapping it was given, bypassing the loader.
+DIRECT_READ = re.compile(r"(?:\benviron\.get|os\.getenv|\benviron\[)\(?\s*['\"](\w+)")
 
 
 def test_no_module_reads_the_loaders_variables_itself() -> None:
     names = {field.name.upper() for field in fields(Settings)}
     readers = {
         f"{path.relative_to(PROJECT_ROOT)}: {name}"
-        for folder in (
-            "actions",
-            "channels",
-            "clinic_common",
-            "clinic_core",
-            "clinic_nlu",
-            "scheduling",
-            "scripts",
-            "staff",
-        )  # fmt: skip
+        for folder in PROJECT_PACKAGES
         for path in (PROJECT_ROOT / folder).rglob("*.py")
         for name in DIRECT_READ.findall(path.read_text(encoding="utf-8"))
         if name in names

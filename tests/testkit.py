@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -11,6 +14,20 @@ import yaml
 from rasa_sdk import Tracker
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The project's own packages: docs/architecture.md's rooms.
+PROJECT_PACKAGES = frozenset(
+    {
+        "actions",
+        "benchmarks",
+        "channels",
+        "clinic_common",
+        "clinic_core",
+        "clinic_nlu",
+        "scheduling",
+        "scripts",
+        "staff",
+    }
+)
 DOMAIN_FILES = (
     PROJECT_ROOT / "domain.yml",
     PROJECT_ROOT / "data" / "responses" / "faq.yml",
@@ -176,3 +193,20 @@ def failed_test_name(request: pytest.FixtureRequest) -> Optional[str]:
     if report is None or not report.failed:
         return None
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+
+
+def post_rest(rasa_port: int, body: bytes, timeout: float = 60) -> Tuple[int, Any]:
+    """Posts ``body`` (JSON) to the REST channel on ``rasa_port``.
+
+    Returns the status and the parsed replies, or an error's text.
+    """
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8", "replace")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+from testkit import post_rest
 
 # free_port, stop and wait_until_ready are also tests/web/conftest.py's.
 from scripts.launcher import Servers, free_port, stop, wait_until_ready
@@ -77,16 +76,7 @@ class Assistant:
 
     def post_raw(self, body: bytes) -> tuple[int, Any]:
         """Posts these bytes to the REST channel as JSON; returns (status, reply)."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.rasa_port}/webhooks/rest/webhook",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode("utf-8", "replace")
+        return post_rest(self.rasa_port, body)
 
     def texts(self, sender: str, message: str) -> List[str]:
         status, replies = self.post(sender, message)
@@ -132,3 +122,25 @@ def assistant(
         yield running
     finally:
         running.close()
+
+
+# --- whole turns: every message the patient reads, in order -------------------------
+
+INTRO = (
+    "Hi, I'm the virtual assistant of Valliant Life Medical. I can share general "
+    "information about back spasms and their treatment, and help you get an "
+    "appointment. I'm not a doctor and this isn't medical advice. In an emergency, "
+    "call 911."
+)
+Turn = List[Tuple[str, List[Tuple[str, str]]]]
+
+
+def turn(assistant: Assistant, sender: str, message: str) -> Turn:
+    """The replies to ``message``: (text, [(button title, payload)]) in order."""
+    return [
+        (
+            str(reply.get("text", "")),
+            [(b["title"], b["payload"]) for b in reply.get("buttons") or []],
+        )
+        for reply in assistant.replies(sender, message)
+    ]

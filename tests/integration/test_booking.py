@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 from testkit import domain_text
 
-from tests.integration.conftest import Assistant
+from tests.integration.conftest import INTRO, Assistant, Turn, turn
 
 pytestmark = pytest.mark.integration
 
@@ -226,28 +226,6 @@ def test_invalid_phone_and_name_are_asked_again(assistant: Assistant) -> None:
     say(assistant, sender, "Linda Carter")
     reply = joined(say(assistant, sender, "555-12"))
     assert domain_text("utter_invalid_phone") in reply
-
-
-# --- whole turns: every message the patient reads, in order -------------------------
-
-INTRO = (
-    "Hi, I'm the virtual assistant of Valliant Life Medical. I can share general "
-    "information about back spasms and their treatment, and help you get an "
-    "appointment. I'm not a doctor and this isn't medical advice. In an emergency, "
-    "call 911."
-)
-Turn = List[Tuple[str, List[Tuple[str, str]]]]
-
-
-def turn(assistant: Assistant, sender: str, message: str) -> Turn:
-    """The replies to ``message``: (text, [(button title, payload)]) in order."""
-    return [
-        (
-            str(reply.get("text", "")),
-            [(b["title"], b["payload"]) for b in reply.get("buttons") or []],
-        )
-        for reply in assistant.replies(sender, message)
-    ]
 
 
 def test_lookup_asks_each_question_once(assistant: Assistant) -> None:

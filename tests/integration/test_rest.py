@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from typing import List, Tuple
 
 import pytest
 from testkit import domain_text, first_faq_answers
 
 from scheduling.callbacks import CallbackStore
-from tests.integration.conftest import Assistant
+from tests.integration.conftest import INTRO, Assistant, turn
 
 pytestmark = pytest.mark.integration
 
@@ -157,30 +156,6 @@ def test_conversations_survive_a_restart(assistant: Assistant) -> None:
             "SELECT COUNT(*) FROM events WHERE sender_id = ?", (sender,)
         ).fetchone()
     assert count > 0
-
-
-# --- whole turns: every message the patient reads, in order -------------------------
-
-INTRO = (
-    "Hi, I'm the virtual assistant of Valliant Life Medical. I can share general "
-    "information about back spasms and their treatment, and help you get an "
-    "appointment. I'm not a doctor and this isn't medical advice. In an emergency, "
-    "call 911."
-)
-Turn = List[Tuple[str, List[Tuple[str, str]]]]
-
-
-def turn(assistant: Assistant, sender: str, message: str) -> Turn:
-    """The replies to ``message``: (text, [(button title, payload)]) in order."""
-    status, replies = assistant.post(sender, message)
-    assert status == 200, (status, replies)
-    return [
-        (
-            str(reply.get("text", "")),
-            [(b["title"], b["payload"]) for b in reply.get("buttons") or []],
-        )
-        for reply in replies
-    ]
 
 
 CALL_BACK_OFFER = (

@@ -24,8 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -33,6 +31,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 import yaml
 from staffkit import copy_project
+from testkit import post_rest
 
 from scripts.launcher import Servers
 from staff.history import History, model_id_of
@@ -119,16 +118,7 @@ class Served:
 
     def post(self, sender: str, message: str) -> Tuple[int, Any]:
         body = json.dumps({"sender": sender, "message": message}).encode("utf-8")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.rasa_port}/webhooks/rest/webhook",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return response.status, json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as error:
-            return error.code, None
+        return post_rest(self.rasa_port, body, timeout=120)
 
     def texts(self, message: str) -> List[str]:
         status, replies = self.post(f"e2e-{uuid.uuid4().hex[:8]}", message)
