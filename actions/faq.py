@@ -12,9 +12,9 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.settings import SUGGESTION_MIN_CONFIDENCE
+from clinic_common.settings import RETRIEVAL_INTENT
 from clinic_nlu.text import has_words
 
-RETRIEVAL_INTENT = "faq"
 FAQ_TOPIC_ENTITY = "faq_topic"
 # Button titles of the FAQ topics: a data file that staff edit through
 # `scripts/clinicbot faq new`, so a new topic needs no code change.

@@ -37,6 +37,7 @@ from actions.booking.parsing import (
 )
 from actions.booking.refused import NOT_AN_ANSWER
 from actions.handoff import utter_contact_details
+from clinic_common.settings import RETRIEVAL_INTENT
 from scheduling import get_scheduler
 from scheduling.base import BackendUnavailable, Booking, Scheduler
 from scheduling.callbacks import CallbackStore
@@ -125,7 +126,7 @@ def is_short_name(tracker: Tracker) -> bool:
     text = latest_text(tracker).lower()
     words = text.split()
     return (
-        latest_intent(tracker) == "faq"
+        latest_intent(tracker) == RETRIEVAL_INTENT
         and 0 < len(words) <= 4
         and "?" not in text
         and words[0] not in QUESTION_WORDS

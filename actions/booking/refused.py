@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Dict, FrozenSet
 
+from clinic_common.settings import RETRIEVAL_INTENT
+
 # data/rules/booking.yml has a rule for it in each form: the answer, then the form
 # asks its question again (or, for "never mind" and red flags, the form stops).
 IN_FORM_RULE = "in-form rule"
@@ -22,7 +24,7 @@ GENERAL_RULE = "general rule"
 NEW_TASK = "new task"
 
 REFUSED_INTENTS: Dict[str, str] = {
-    "faq": IN_FORM_RULE,
+    RETRIEVAL_INTENT: IN_FORM_RULE,
     "stop": IN_FORM_RULE,
     # Also put first by SafetyPolicy (clinic_core/policy.py), whatever the rules say.
     "emergency": IN_FORM_RULE,
