@@ -7,8 +7,9 @@ from typing import Any, Dict, Iterator, Optional
 import pytest
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
+from testkit import extension_on
 
-from clinic_core import action_replies, extensions
+from clinic_core import action_replies
 
 REPLIES = [
     {},
@@ -33,12 +34,8 @@ REPLIES = [
 
 @pytest.fixture(scope="module", autouse=True)
 def replies_on() -> Iterator[None]:
-    """``action_replies`` on, as config.yml switches it on in the Rasa server."""
-    was_on = "action_replies" in extensions.switched_on()
-    extensions.switch_on(["action_replies"])
-    yield
-    if not was_on:
-        extensions.switch_off(["action_replies"])
+    with extension_on("action_replies"):
+        yield
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from rasa.shared.exceptions import InvalidConfigException
 from rasa.utils.endpoints import EndpointConfig
 from rasa_sdk import Action
 from rasa_sdk.executor import ActionExecutor
-from testkit import DOMAIN_FILES, PROJECT_ROOT
+from testkit import DOMAIN_FILES, PROJECT_ROOT, extension_on
 
 from actions import failures
 from clinic_common.privacy import conversation_key
@@ -61,12 +61,8 @@ UNAVAILABLE = (
 
 @pytest.fixture(scope="module", autouse=True)
 def guard_on() -> Iterator[None]:
-    """``action_guard`` on, as config.yml switches it on in the Rasa server."""
-    was_on = "action_guard" in extensions.switched_on()
-    extensions.switch_on(["action_guard"])
-    yield
-    if not was_on:
-        extensions.switch_off(["action_guard"])
+    with extension_on("action_guard"):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -229,26 +225,24 @@ async def test_later_actions_of_a_failed_turn_are_not_even_called(
     assert server.calls == calls + 1  # a new turn tries again
 
 
-async def test_failed_validation_rejects_the_form_so_rules_can_answer(
-    domain: Domain, server: FakeActionServer
+@pytest.mark.parametrize(
+    ("mode", "failed"),
+    [
+        # A failed validation rejects the form so that the rules can answer.
+        pytest.param("fail", True, id="failed-validation"),
+        # A rejection by the action server is Rasa's, as before.
+        pytest.param("reject", False, id="rejected-by-the-action-server"),
+    ],
+)
+async def test_validation_that_does_not_run_rejects_the_form(
+    domain: Domain, server: FakeActionServer, mode: str, failed: bool
 ) -> None:
-    server.mode = "fail"
-    tracker = tracker_in_form(domain, "validation")
+    server.mode = mode
+    tracker = tracker_in_form(domain, mode)
 
     with pytest.raises(ActionExecutionRejection):
         await run_remote("validate_booking_form", server.url, domain, tracker)
-    assert tracker in FAILED_TURNS
-
-
-async def test_a_rejection_by_the_action_server_is_rasas_as_before(
-    domain: Domain, server: FakeActionServer
-) -> None:
-    server.mode = "reject"
-    tracker = tracker_in_form(domain, "rejected")
-
-    with pytest.raises(ActionExecutionRejection):
-        await run_remote("validate_booking_form", server.url, domain, tracker)
-    assert tracker not in FAILED_TURNS
+    assert (tracker in FAILED_TURNS) is failed
 
 
 async def test_no_unavailable_message_after_red_flag_guidance(

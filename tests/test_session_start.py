@@ -19,10 +19,15 @@ from rasa.shared.core.events import (
     SlotSet,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
-from testkit import DOMAIN_FILES, FILLED_CONTACT, TEST_CLINIC, ClinicConfigFactory
+from testkit import (
+    DOMAIN_FILES,
+    FILLED_CONTACT,
+    TEST_CLINIC,
+    ClinicConfigFactory,
+    extension_on,
+)
 
 from clinic_common.clinic_config import clinic
-from clinic_core import extensions
 from clinic_core.session import ClinicSessionStart
 
 pytestmark = pytest.mark.usefixtures("clinic_config")
@@ -39,12 +44,8 @@ FACT_SLOTS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def session_start_on() -> Iterator[None]:
-    """``session_start`` on, as config.yml switches it on in the Rasa server."""
-    was_on = "session_start" in extensions.switched_on()
-    extensions.switch_on(["session_start"])
-    yield
-    if not was_on:
-        extensions.switch_off(["session_start"])
+    with extension_on("session_start"):
+        yield
 
 
 @pytest.fixture(scope="module")

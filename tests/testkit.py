@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 import yaml
@@ -210,3 +211,18 @@ def post_rest(rasa_port: int, body: bytes, timeout: float = 60) -> Tuple[int, An
             return response.status, json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def extension_on(name: str) -> Iterator[None]:
+    """The Rasa server extension ``name`` on, as config.yml switches it on there.
+
+    Off again afterwards unless it was already on.
+    """
+    from clinic_core import extensions  # imports Rasa: only for the tests that use it
+
+    was_on = name in extensions.switched_on()
+    extensions.switch_on([name])
+    yield
+    if not was_on:
+        extensions.switch_off([name])
