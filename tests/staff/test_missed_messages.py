@@ -141,6 +141,15 @@ CONVERSATIONS: Dict[str, List[Event]] = {
         *clarified("Will the stuff in the needle knock me out?", NOW - 0.5 * HOUR),
     ],
 }
+# The inbox of CONVERSATIONS (the last 30 days): newest first, personal data masked.
+INBOX = [
+    "Will the stuff in the needle knock me out?",
+    "can my dog come in with me",
+    "I'd like a human to look at this please",
+    "hi I'm [name], how long till it works",
+    "did [name] get booked",
+    "call me on [phone] or mail [email]",
+]
 
 
 async def write_tracker_store(path: Path, domain: Domain) -> None:
@@ -169,14 +178,7 @@ def test_lists_missed_messages_grouped_newest_first_and_masked(
 ) -> None:
     groups = missed.missed_messages(settings, since_days=30)
 
-    assert [item.text for item in groups] == [
-        "Will the stuff in the needle knock me out?",
-        "can my dog come in with me",
-        "I'd like a human to look at this please",
-        "hi I'm [name], how long till it works",
-        "did [name] get booked",
-        "call me on [phone] or mail [email]",
-    ]
+    assert [item.text for item in groups] == INBOX
     knock_out = groups[0]
     assert (knock_out.count, knock_out.conversations) == (2, 2)
     assert knock_out.reasons == ["not understood", "did you mean"]

@@ -22,7 +22,7 @@ from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.trackers import DialogueStateTracker
 from staffkit import copy_project, settings_for
-from test_missed_messages import CONVERSATIONS
+from test_missed_messages import CONVERSATIONS, INBOX
 
 from staff import missed
 from staff.project import Settings
@@ -37,14 +37,6 @@ ENDPOINTS = """tracker_store:
   db: DATABASE
   username: clinic
 """
-EXPECTED = [
-    "Will the stuff in the needle knock me out?",
-    "can my dog come in with me",
-    "I'd like a human to look at this please",
-    "hi I'm [name], how long till it works",
-    "did [name] get booked",
-    "call me on [phone] or mail [email]",
-]
 
 
 def postgres_bin() -> Optional[Path]:
@@ -138,6 +130,18 @@ def save(store: SQLTrackerStore, domain: Domain) -> None:
         asyncio.run(store.save(tracker))
 
 
+def postgres_store(domain: Domain, cluster: Cluster, database: str) -> SQLTrackerStore:
+    """Rasa's tracker store on the cluster's ``database``."""
+    return SQLTrackerStore(
+        domain,
+        dialect="postgresql",
+        host=str(cluster.root),
+        port=cluster.port,
+        db=database,
+        username=USER,
+    )
+
+
 def project_settings(tmp_path: Path) -> Settings:
     project = copy_project(tmp_path / "project")
     configured = settings_for(project, tmp_path / "state")
@@ -171,17 +175,7 @@ def test_the_inbox_on_postgresql_is_the_inbox_on_sqlite(
 ) -> None:
     cluster.create_database("same_inbox")
     postgres = on_postgres(tmp_path / "pg", cluster, "same_inbox", monkeypatch)
-    save(
-        SQLTrackerStore(
-            domain,
-            dialect="postgresql",
-            host=str(cluster.root),
-            port=cluster.port,
-            db="same_inbox",
-            username=USER,
-        ),
-        domain,
-    )
+    save(postgres_store(domain, cluster, "same_inbox"), domain)
     sqlite = project_settings(tmp_path / "sqlite")
     save(SQLTrackerStore(domain, dialect="sqlite", db=str(sqlite.tracker_db)), domain)
 
@@ -189,10 +183,10 @@ def test_the_inbox_on_postgresql_is_the_inbox_on_sqlite(
         on_sqlite = missed.missed_messages(sqlite, since_days=days)
         on_pg = missed.missed_messages(postgres, since_days=days)
         assert on_pg == on_sqlite
-    assert [item.text for item in missed.missed_messages(postgres, 30)] == EXPECTED
+    assert [item.text for item in missed.missed_messages(postgres, 30)] == INBOX
     everything = missed.missed_messages(postgres, since_days=60)
     assert [item.text for item in everything] == [
-        *EXPECTED,
+        *INBOX,
         "an old question nobody asks",
     ]
 
@@ -205,17 +199,7 @@ def test_dismissing_works_on_postgresql(
 ) -> None:
     cluster.create_database("dismiss")
     settings = on_postgres(tmp_path, cluster, "dismiss", monkeypatch)
-    save(
-        SQLTrackerStore(
-            domain,
-            dialect="postgresql",
-            host=str(cluster.root),
-            port=cluster.port,
-            db="dismiss",
-            username=USER,
-        ),
-        domain,
-    )
+    save(postgres_store(domain, cluster, "dismiss"), domain)
     by_text: Dict[str, missed.MissedGroup] = {
         item.text: item for item in missed.missed_messages(settings, 30)
     }
@@ -223,7 +207,7 @@ def test_dismissing_works_on_postgresql(
     missed.dismiss_missed(settings, by_text["can my dog come in with me"].id)
 
     left = [item.text for item in missed.missed_messages(settings, 30)]
-    assert left == [text for text in EXPECTED if text != "can my dog come in with me"]
+    assert left == [text for text in INBOX if text != "can my dog come in with me"]
 
 
 def test_a_database_without_conversations_yet_has_nothing_missed(
