@@ -13,6 +13,17 @@ from actions.settings import clinic
 
 def utter_contact(dispatcher: CollectingDispatcher) -> None:
     """Gives the clinic's contact details, or the office's city when none is known."""
+    if not utter_contact_details(dispatcher):
+        dispatcher.utter_message(
+            response="utter_contact_office", **clinic().template_values()
+        )
+
+
+def utter_contact_details(dispatcher: CollectingDispatcher) -> bool:
+    """Gives the clinic's contact details (phone, address, website), if it has any.
+
+    Whether it had any to give.
+    """
     info = clinic()
     details = info.contact_details()
     if details:
@@ -21,22 +32,7 @@ def utter_contact(dispatcher: CollectingDispatcher) -> None:
             contact_details=details,
             **info.template_values(),
         )
-    else:
-        dispatcher.utter_message(
-            response="utter_contact_office", **info.template_values()
-        )
-
-
-def utter_contact_details(dispatcher: CollectingDispatcher) -> None:
-    """Gives the clinic's contact details (phone, address, website), if it has any."""
-    info = clinic()
-    details = info.contact_details()
-    if details:
-        dispatcher.utter_message(
-            response="utter_contact_details",
-            contact_details=details,
-            **info.template_values(),
-        )
+    return bool(details)
 
 
 def offer_staff(dispatcher: CollectingDispatcher) -> List[EventType]:

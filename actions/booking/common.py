@@ -17,7 +17,7 @@ import hashlib
 import logging
 import re
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -105,12 +105,16 @@ def has_time_hint(tracker: Tracker) -> bool:
     )
 
 
+def known_visit_types() -> List[Tuple[str, str]]:
+    """The clinic's visit types as (key, name) pairs, for ``match_visit_type``."""
+    return [(visit.key, visit.name) for visit in settings().visit_types]
+
+
 def visit_type_in_message(tracker: Tracker) -> Optional[str]:
     """The visit type key a button or the patient's words name, if any."""
-    known = [(v.key, v.name) for v in settings().visit_types]
     from_button = entity_values(tracker, "visit_type")
     return match_visit_type(
-        from_button[0] if from_button else latest_text(tracker), known
+        from_button[0] if from_button else latest_text(tracker), known_visit_types()
     )
 
 
@@ -162,14 +166,23 @@ def idempotency_key(*parts: Any) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]
 
 
-def reads_as_time(text: str) -> bool:
-    """Whether the text names a day or a time (past or too far ahead included)."""
+def _time_problem(text: str) -> Optional[str]:
+    """Why the time parser refuses the text as a time to book, or None if it takes it.
+
+    The reasons are those of ``TimePreferenceError``: "unparsed" (no day or time in
+    it), "past" or "too_far".
+    """
     config = settings()
     try:
         parse_time_preference(text, now(), config.tz, config.booking_horizon_days)
     except TimePreferenceError as error:
-        return error.reason != "unparsed"
-    return True
+        return error.reason
+    return None
+
+
+def reads_as_time(text: str) -> bool:
+    """Whether the text names a day or a time (past or too far ahead included)."""
+    return _time_problem(text) != "unparsed"
 
 
 def time_in_request(text: str) -> bool:
@@ -179,12 +192,7 @@ def time_in_request(text: str) -> bool:
     not a wish: it does not count. One too far ahead does, so the patient learns
     how far ahead the clinic books.
     """
-    config = settings()
-    try:
-        parse_time_preference(text, now(), config.tz, config.booking_horizon_days)
-    except TimePreferenceError as error:
-        return error.reason == "too_far"
-    return True
+    return _time_problem(text) in (None, "too_far")
 
 
 async def release_hold(hold_id: Optional[str]) -> None:

@@ -27,6 +27,7 @@ from actions.booking.common import (
     idempotency_key,
     is_answer,
     is_short_name,
+    known_visit_types,
     latest_intent,
     latest_text,
     offer_callback,
@@ -96,7 +97,6 @@ class ActionStartBooking(Action):
     ) -> List[EventType]:
         """Clears booking slots and notes that this is a new booking."""
         await release_hold(tracker.get_slot("hold_id"))
-        # found_booking: a reschedule's old booking, not to be cancelled by this one.
         # The scheduler is tried again; found_booking (a reschedule's old booking)
         # is not this booking's to cancel.
         events = BOOKING.reset() + LOOKUP.only("found_booking").reset()
@@ -234,7 +234,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         """A visit type key from the clinic config; a change resets the time."""
         if value is None:  # cleared (a new booking): nothing to check
             return {"visit_type": None}
-        known = [(v.key, v.name) for v in settings().visit_types]
+        known = known_visit_types()
         key = value if value in dict(known) else match_visit_type(str(value), known)
         if key is None:
             dispatcher.utter_message(response="utter_visit_type_not_understood")
@@ -342,13 +342,7 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
         return {"appointment_slot": choice["id"], "hold_id": hold.hold_id}
 
     async def _fresh_offers(self, tracker: Tracker) -> Dict[str, Any]:
-        try:
-            offers = await offer_finder().find(
-                str(tracker.get_slot("visit_type")),
-                str(tracker.get_slot("time_preference")),
-            )
-        except (TimePreferenceError, BackendUnavailable):
-            return {"appointment_slot": None, "time_preference": None}
+        offers = await offers_again(tracker)
         return {"appointment_slot": None, "offered_slots": offers or None} | (
             {} if offers else {"time_preference": None}
         )
@@ -411,6 +405,21 @@ def _utter_time_problem(dispatcher: CollectingDispatcher, reason: str) -> None:
         )
     else:
         dispatcher.utter_message(response="utter_time_not_understood")
+
+
+async def offers_again(tracker: Tracker) -> List[Dict[str, Any]]:
+    """The open times for the visit type and time asked for, after one was lost.
+
+    None at all when the time no longer reads (it has passed) or the scheduler is
+    down: the patient is then asked for a time again.
+    """
+    try:
+        return await offer_finder().find(
+            str(tracker.get_slot("visit_type")),
+            str(tracker.get_slot("time_preference")),
+        )
+    except (TimePreferenceError, BackendUnavailable):
+        return []
 
 
 def chosen_offer(tracker: Tracker) -> Optional[Dict[str, Any]]:
@@ -543,13 +552,7 @@ class ActionBookAppointment(Action):
         return events + BOOKING.reset() + LOOKUP.only("found_booking").reset()
 
     async def _offer_next(self, tracker: Tracker) -> List[EventType]:
-        try:
-            offers = await offer_finder().find(
-                str(tracker.get_slot("visit_type")),
-                str(tracker.get_slot("time_preference")),
-            )
-        except (TimePreferenceError, BackendUnavailable):
-            offers = []
+        offers = await offers_again(tracker)
         return [
             SlotSet("offered_slots", offers or None),
             *PICK.reset(),

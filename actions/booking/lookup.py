@@ -116,9 +116,7 @@ class ActionLookupBooking(Action):
             return self._not_found(dispatcher, tracker)
         except BackendUnavailable:
             logger.warning("Scheduler unavailable while looking up a booking.")
-            dispatcher.utter_message(response="utter_scheduler_down")
-            utter_contact(dispatcher)
-            return lookup_over()
+            return scheduler_down(dispatcher)
         task = tracker.get_slot("booking_task")
         values = booking_values(booking)
         if booking.status != "booked":
@@ -179,21 +177,25 @@ class ActionCancelBooking(Action):
         reference = str(tracker.get_slot("found_booking") or "")
         phone = str(tracker.get_slot("patient_phone") or "")
         key = idempotency_key(tracker.sender_id, reference, "cancel")
-        done = lookup_over()
         try:
             booking = await call_scheduler(scheduler().cancel, reference, phone, key)
         except BookingNotFound:
             dispatcher.utter_message(response="utter_booking_not_found")
-            return done
+            return lookup_over()
         except BackendUnavailable:
-            dispatcher.utter_message(response="utter_scheduler_down")
-            utter_contact(dispatcher)
-            return done
+            return scheduler_down(dispatcher)
         logger.info("Cancelled %s.", booking.reference)
         dispatcher.utter_message(response="utter_cancelled", **booking_values(booking))
-        return done
+        return lookup_over()
 
 
 def lookup_over() -> List[EventType]:
     """Clears the lookup and its task once it is done, or cannot go on."""
     return LOOKUP.reset() + TASK.reset()
+
+
+def scheduler_down(dispatcher: CollectingDispatcher) -> List[EventType]:
+    """Says the scheduler is down and how to reach the clinic; the lookup ends."""
+    dispatcher.utter_message(response="utter_scheduler_down")
+    utter_contact(dispatcher)
+    return lookup_over()
