@@ -312,28 +312,18 @@ def action_server_down(drill: Drill) -> None:
     drill.supervisorctl("stop", "action_server")
     try:
         for label, text in RED_FLAGS.items():
-            got = drill.rest(f"new-{uuid.uuid4().hex[:8]}", text)
-            drill.check(
-                fault, f"new web patient, {label}", got, guidance_ok(label, got)
+            # (who, how they write, their id, mid-booking: the guidance alone)
+            patients = (
+                ("new web patient", drill.rest, f"new-{uuid.uuid4().hex[:8]}", False),
+                ("web, mid-booking", drill.rest, mid_form[label], True),
+                ("SMS, mid-booking", drill.sms_say, sms_phones[label], True),
+                ("new SMS patient", drill.sms_say, new_phone(), False),
             )
-            got = drill.rest(mid_form[label], text)
-            drill.check(
-                fault,
-                f"web, mid-booking, {label}",
-                got,
-                len(got) == 1 and guidance_ok(label, got),
-            )
-            got = drill.sms_say(sms_phones[label], text)
-            drill.check(
-                fault,
-                f"SMS, mid-booking, {label}",
-                got,
-                len(got) == 1 and guidance_ok(label, got),
-            )
-            got = drill.sms_say(new_phone(), text)
-            drill.check(
-                fault, f"new SMS patient, {label}", got, guidance_ok(label, got)
-            )
+            for who, say, sender, mid_booking in patients:
+                got = say(sender, text)
+                alone = len(got) == 1 or not mid_booking
+                ok = alone and guidance_ok(label, got)
+                drill.check(fault, f"{who}, {label}", got, ok)
         got = drill.rest(faq_sender, FAQ)
         drill.check(
             fault,

@@ -263,7 +263,8 @@ Press Ctrl-C to stop.
 """
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is still running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -283,7 +284,7 @@ def wait_and_summarise(environ: Mapping[str, str], supervisord: int) -> int:
     ]
     deadline = time.monotonic() + READY_TIMEOUT
     while needed:
-        if not _alive(supervisord):
+        if not alive(supervisord):
             return 1  # it has stopped (Ctrl-C, or it could not start)
         if time.monotonic() > deadline:
             logs = state_paths(environ)["logs"]

@@ -12,10 +12,10 @@ import urllib.error
 import urllib.request
 
 
-def is_ready(url: str) -> bool:
-    """Whether ``url`` answers 200 right now."""
+def is_ready(url: str, timeout: float = 2) -> bool:
+    """Whether ``url`` answers 200 right now (within ``timeout`` seconds)."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False

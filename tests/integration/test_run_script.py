@@ -25,6 +25,8 @@ import pytest
 import yaml
 from testkit import domain_text, first_faq_answers
 
+from scripts.supervise import alive
+from scripts.wait_ready import is_ready
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -86,11 +88,7 @@ class Stack:
 
 
 def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
+    return is_ready(url, timeout=5)
 
 
 def wait_for(condition: Any, timeout: float, what: str) -> None:
@@ -110,14 +108,6 @@ def cmdlines() -> Dict[int, bytes]:
             except OSError:
                 continue  # it ended meanwhile
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
