@@ -29,6 +29,7 @@ import contextlib
 import functools
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Dict, Optional
@@ -37,6 +38,18 @@ from channels.store import ChannelStore, OutgoingSms
 from clinic_common import settings
 
 logger = logging.getLogger(__name__)
+
+
+def log_failure(log: logging.Logger, message: str, *args: object) -> None:
+    """Logs the exception being handled: ``message`` % ``args`` and its type.
+
+    The message names the type only: the details, which may quote a patient's
+    words or number, are logged at debug level.
+    """
+    error = sys.exc_info()[1]
+    log.error(message, *args, type(error).__name__)
+    log.debug("Details of the failure above", exc_info=True)
+
 
 # Seconds from when a reply was written (``SMS_RETRY_WINDOW_SECONDS`` changes it).
 DEFAULT_RETRY_WINDOW = settings.DEFAULT_SMS_RETRY_WINDOW
@@ -164,11 +177,8 @@ class SmsOutbox:
             try:
                 self._start_due_attempts()
                 due = self.store.next_sms_due()
-            except Exception as error:  # noqa: BLE001 - keep sending what can be
-                logger.error(
-                    "The SMS outbox could not be read (%s).", type(error).__name__
-                )
-                logger.debug("SMS outbox failure details", exc_info=True)
+            except Exception:  # noqa: BLE001 - keep sending what can be
+                log_failure(logger, "The SMS outbox could not be read (%s).")
                 due = time.time() + ERROR_PAUSE
             wait = None if due is None else max(due - time.time(), IDLE_POLL)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -188,14 +198,13 @@ class SmsOutbox:
     async def _attempt(self, sms: OutgoingSms) -> None:
         try:
             await self._try_to_send(sms)
-        except Exception as error:  # noqa: BLE001 - the outbox must keep going
-            logger.error(
+        except Exception:  # noqa: BLE001 - the outbox must keep going
+            log_failure(
+                logger,
                 "SMS %d to %s: attempt failed (%s); it stays in the outbox.",
                 sms.id,
                 self._log_id(sms.phone),
-                type(error).__name__,
             )
-            logger.debug("SMS outbox failure details", exc_info=True)
             await asyncio.sleep(ERROR_PAUSE)
 
     async def _try_to_send(self, sms: OutgoingSms) -> None:

@@ -87,7 +87,13 @@ from sanic.response import HTTPResponse
 from twilio.request_validator import RequestValidator
 
 from channels.guard import buttons_of, guard_text
-from channels.sms_outbox import OPTED_OUT, Delivery, RetryPolicy, SmsOutbox
+from channels.sms_outbox import (
+    OPTED_OUT,
+    Delivery,
+    RetryPolicy,
+    SmsOutbox,
+    log_failure,
+)
 from channels.store import ChannelStore, OpensStoreLazily
 from clinic_common.clinic_config import clinic
 from clinic_common.privacy import conversation_key
@@ -578,13 +584,8 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             async with self._turn_of(sms.phone):
                 paragraphs = await self._answer(sms, on_new_message)
                 await self._send(sms.phone, paragraphs)
-        except Exception as error:  # noqa: BLE001 - the next message must still work
-            logger.error(
-                "An SMS from %s failed (%s).",
-                self.log_id(sms.phone),
-                type(error).__name__,
-            )
-            logger.debug("SMS failure details", exc_info=True)
+        except Exception:  # noqa: BLE001 - the next message must still work
+            log_failure(logger, "An SMS from %s failed (%s).", self.log_id(sms.phone))
 
     async def _answer(
         self, sms: InboundSms, on_new_message: Callable[[UserMessage], Awaitable[Any]]
@@ -620,13 +621,10 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             await on_new_message(
                 UserMessage(text, output, sms.phone, input_channel=CHANNEL_NAME)
             )
-        except Exception as error:  # noqa: BLE001 - the patient still gets an answer
-            logger.error(
-                "Rasa failed on an SMS from %s (%s).",
-                self.log_id(sms.phone),
-                type(error).__name__,
+        except Exception:  # noqa: BLE001 - the patient still gets an answer
+            log_failure(
+                logger, "Rasa failed on an SMS from %s (%s).", self.log_id(sms.phone)
             )
-            logger.debug("Rasa failure details", exc_info=True)
             if not output.messages:
                 return [*notes, FAILURE_NOTE]
         paragraphs, offered = render_turn(output.messages)
