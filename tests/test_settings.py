@@ -159,3 +159,10 @@ def test_the_retrieval_intent_is_named_once() -> None:
     from staff import project
 
     assert project.RETRIEVAL_INTENT is settings.RETRIEVAL_INTENT == "faq"
+    definitions = {
+        str(path.relative_to(PROJECT_ROOT))
+        for folder in PROJECT_PACKAGES
+        for path in (PROJECT_ROOT / folder).rglob("*.py")
+        if re.search(r"^RETRIEVAL_INTENT\b.*=", path.read_text(), re.M)
+    }
+    assert definitions == {"clinic_common/settings.py"}
