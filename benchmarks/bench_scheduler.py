@@ -34,6 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from clinic_common.sqlite import BUSY_TIMEOUT_SECONDS  # noqa: E402
 from scheduling.base import (  # noqa: E402
     BackendUnavailable,
     Patient,
@@ -45,11 +46,7 @@ from scheduling.config import (  # noqa: E402
     SchedulingConfig,
     parse_scheduling_config,
 )
-from scheduling.sqlite_backend import (  # noqa: E402
-    BUSY_TIMEOUT_SECONDS,
-    SqliteScheduler,
-    slot_times,
-)
+from scheduling.sqlite_backend import SqliteScheduler, slot_times  # noqa: E402
 
 NOW = datetime(2026, 3, 1, 6, 0, tzinfo=timezone.utc)
 DISTINCT_BOOKINGS = 960  # divisible by 1, 8 and 32

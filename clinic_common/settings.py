@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Tuple
+from typing import Callable, Mapping, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ DEFAULT_WEB_PORT = 8080
 DEFAULT_STAFF_PORT = 8090
 DEFAULT_HEALTH_PORT = 5006
 DEFAULT_SCHEDULER_BACKEND = "sqlite"
+DEFAULT_SCHEDULER_TIMEOUT = 5.0  # seconds before a remote scheduler counts as down
 DEFAULT_ACTION_SERVER_TIMEOUT = 15.0  # seconds the Rasa server waits for an action
 DEFAULT_SMS_RETRY_WINDOW = 3600.0  # seconds an SMS reply is retried
 DEFAULT_STAFF_USERNAME = "staff"
@@ -60,6 +61,13 @@ class Settings:
     clinic_config: Path
     scheduler_backend: str
     scheduler_db: Path
+    scheduler_timeout: float
+    fhir_base_url: str
+    fhir_auth_token: Optional[str] = field(repr=False)
+    fhir_schedule_ids: Tuple[str, ...]
+    fhir_visit_type_codes: str
+    scheduler_webhook_url: str
+    scheduler_webhook_secret: str = field(repr=False)
     callback_db: Path
     channel_db: Path
     tracker_db: Path
@@ -93,11 +101,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
     action_port = env.port("ACTION_PORT", DEFAULT_ACTION_PORT)
     web_port = env.port("WEB_PORT", DEFAULT_WEB_PORT)
     demo_page = (f"http://{LOOPBACK}:{web_port}", f"http://localhost:{web_port}")
-    origins = tuple(
-        origin.strip()
-        for origin in env.text("WIDGET_ALLOWED_ORIGINS").split(",")
-        if origin.strip()
-    )
+    origins = env.items("WIDGET_ALLOWED_ORIGINS")
     return Settings(
         project_root=root,
         state_dir=state,
@@ -106,6 +110,13 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
             env.text("SCHEDULER_BACKEND") or DEFAULT_SCHEDULER_BACKEND
         ).lower(),
         scheduler_db=env.path("SCHEDULER_DB", state / "scheduler.db"),
+        scheduler_timeout=env.seconds("SCHEDULER_TIMEOUT", DEFAULT_SCHEDULER_TIMEOUT),
+        fhir_base_url=env.text("FHIR_BASE_URL"),
+        fhir_auth_token=env.text("FHIR_AUTH_TOKEN") or None,
+        fhir_schedule_ids=env.items("FHIR_SCHEDULE_IDS"),
+        fhir_visit_type_codes=env.text("FHIR_VISIT_TYPE_CODES"),
+        scheduler_webhook_url=env.text("SCHEDULER_WEBHOOK_URL"),
+        scheduler_webhook_secret=env.text("SCHEDULER_WEBHOOK_SECRET"),
         callback_db=env.path("CALLBACK_DB", state / "callbacks.db"),
         channel_db=env.path("CHANNEL_DB", state / "channels.db"),
         tracker_db=env.path("TRACKER_DB", state / "tracker.db"),
@@ -147,6 +158,12 @@ class _Environment:
     def text(self, name: str) -> str:
         return self.raw(name).strip()
 
+    def items(self, name: str) -> Tuple[str, ...]:
+        """A comma-separated list, blanks trimmed and empty items dropped."""
+        return tuple(
+            item.strip() for item in self.text(name).split(",") if item.strip()
+        )
+
     def path(self, name: str, default: Path) -> Path:
         return Path(self.text(name) or default)
 
@@ -159,12 +176,25 @@ class _Environment:
         return int(text)
 
     def share(self, name: str, default: float) -> float:
+        return self.number(
+            name, default, lambda value: 0 <= value <= 1, "a number, 0 to 1"
+        )
+
+    def seconds(self, name: str, default: float) -> float:
+        return self.number(
+            name, default, lambda value: value > 0, "a positive number of seconds"
+        )
+
+    def number(
+        self, name: str, default: float, fits: Callable[[float], bool], what: str
+    ) -> float:
+        """A finite number for which ``fits`` is true; ``what`` says which, if not."""
         text = self.text(name)
         if not text:
             return default
         value = _number(text)
-        if value is None or not 0 <= value <= 1:
-            raise SettingsError(f"{name} is '{text}'; it must be a number, 0 to 1.")
+        if value is None or not fits(value):
+            raise SettingsError(f"{name} is '{text}'; it must be {what}.")
         return value
 
     def seconds_or_default(self, name: str, default: float) -> float:
@@ -172,16 +202,13 @@ class _Environment:
 
         For settings whose mistake must not stop the rest of the assistant.
         """
-        text = self.text(name)
-        if not text:
-            return default
-        value = _number(text)
-        if value is None or value <= 0:
+        try:
+            return self.seconds(name, default)
+        except SettingsError:
             logger.error(
                 "%s must be a positive number of seconds; using %g.", name, default
             )
             return default
-        return value
 
 
 def _number(text: str) -> Optional[float]:

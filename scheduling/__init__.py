@@ -1,7 +1,7 @@
 """Scheduling backends behind one interface (``scheduling.base.Scheduler``).
 
-The backend is chosen by the environment, read when it is first needed
-(``clinic_common.settings``; the remote backends read their own variables):
+The backend is chosen by the environment, read when it is first needed through
+``clinic_common.settings``, which also reads the remote backends' variables:
 
 - ``SCHEDULER_BACKEND``: ``sqlite`` (default; no other setting needed),
   ``fhir`` or ``webhook``.
@@ -15,7 +15,6 @@ The backend is chosen by the environment, read when it is first needed
 from __future__ import annotations
 
 import logging
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,7 +33,8 @@ class SchedulerConfigError(ValueError):
 @lru_cache(maxsize=1)
 def get_scheduler() -> Scheduler:
     """The configured scheduler, built once per process."""
-    backend = settings.load().scheduler_backend
+    config = settings.load()
+    backend = config.scheduler_backend
     if backend == "sqlite":
         from scheduling.config import default_db_path, scheduling_config
         from scheduling.sqlite_backend import SqliteScheduler
@@ -43,12 +43,12 @@ def get_scheduler() -> Scheduler:
     if backend == "fhir":
         from scheduling.fhir_backend import FhirScheduler
 
-        fhir: Scheduler = FhirScheduler.from_env(os.environ)
+        fhir: Scheduler = FhirScheduler.from_settings(config)
         return fhir
     if backend == "webhook":
         from scheduling.webhook_backend import WebhookScheduler
 
-        webhook: Scheduler = WebhookScheduler.from_env(os.environ)
+        webhook: Scheduler = WebhookScheduler.from_settings(config)
         return webhook
     raise SchedulerConfigError(
         f"SCHEDULER_BACKEND is '{backend}'; it must be one of {', '.join(BACKENDS)}."

@@ -17,6 +17,10 @@ Rules every backend follows:
   (a name and an E.164 phone), :func:`checked_idempotency_key`; references are made
   by :func:`new_reference` and compared by :func:`normalize_reference`. A request
   these refuse raises ``InvalidRequest`` before anything is sent anywhere.
+- A search is checked and cut to what can be found by :func:`search_window`, a
+  hold's length by :func:`positive_ttl`.
+- The current time comes from a :data:`Clock` (default :func:`utc_now`), so tests
+  can fix it; no backend reads the system clock itself.
 - Failures are one of the exceptions below, never a raw library error.
 - A booking is only ever returned to a caller that gives both its reference code and
   the phone number it was booked with.
@@ -28,7 +32,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import List, Optional, Protocol, runtime_checkable
+from typing import Callable, List, Optional, Protocol, Tuple, runtime_checkable
 
 BOOKED = "booked"
 CANCELLED = "cancelled"
@@ -43,6 +47,10 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 # Reference codes are read out over the phone: no 0/O, 1/I/L look-alikes.
 REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 REFERENCE_LENGTH = 6
+
+# The current time, aware. Backends and the call-back store take one so that tests
+# can fix or move it; the default is :func:`utc_now`.
+Clock = Callable[[], datetime]
 
 
 class SchedulerError(Exception):
@@ -75,6 +83,41 @@ def require_aware(value: datetime, name: str = "datetime") -> datetime:
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValueError(f"{name} must be time-zone aware, got {value!r}")
     return value
+
+
+def utc_now() -> datetime:
+    """The current time in UTC: the :data:`Clock` everything uses unless told."""
+    return datetime.now(timezone.utc)
+
+
+def search_window(
+    earliest: datetime,
+    latest: datetime,
+    limit: int,
+    now: Optional[datetime] = None,
+) -> Optional[Tuple[datetime, datetime]]:
+    """The part of [earliest, latest) a search for ``limit`` slots can still find.
+
+    Starts at ``now`` when that is later (a backend that offers no past slots);
+    None when nothing can be found (``limit`` below 1, or an empty range).
+
+    Raises:
+        ValueError: ``earliest`` or ``latest`` is naive.
+    """
+    require_aware(earliest, "earliest")
+    require_aware(latest, "latest")
+    if now is not None:
+        earliest = max(earliest, now)
+    if limit < 1 or latest <= earliest:
+        return None
+    return earliest, latest
+
+
+def positive_ttl(ttl: timedelta) -> timedelta:
+    """``ttl`` if a hold of that length makes sense, else ``ValueError``."""
+    if ttl <= timedelta(0):
+        raise ValueError("a hold needs a positive ttl")
+    return ttl
 
 
 def checked_idempotency_key(key: object) -> str:

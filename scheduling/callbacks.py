@@ -25,11 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from clinic_common.sqlite import Database, StrPath, prepare_file
 from scheduling import database_unavailable
-from scheduling.base import BackendUnavailable
+from scheduling.base import BackendUnavailable, Clock, utc_now
 from scheduling.config import default_callback_db_path
 
 logger = logging.getLogger(__name__)
@@ -75,10 +75,6 @@ _INSERT = (
 )
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class CallbackStore:
     """Callback requests in SQLite (a connection per call), a spool as last resort.
 
@@ -91,12 +87,12 @@ class CallbackStore:
     def __init__(
         self,
         path: Optional[StrPath] = None,
-        clock: Optional[Callable[[], datetime]] = None,
+        clock: Optional[Clock] = None,
     ) -> None:
         db_path = Path(path if path is not None else default_callback_db_path())
         self._db = Database(db_path, _SCHEMA, database_unavailable)
         self.spool_path = db_path.with_name(db_path.name + ".spool")
-        self._clock = clock or _utc_now
+        self._clock = clock or utc_now
 
     def add(
         self,

@@ -34,7 +34,7 @@ How the :class:`~scheduling.base.Scheduler` contract maps onto FHIR R4
 
 Patient names and phone numbers are never logged, nor put in exception messages.
 
-Environment (:meth:`FhirScheduler.from_env`):
+Settings (read by ``clinic_common.settings``; :meth:`FhirScheduler.from_settings`):
     FHIR_BASE_URL: the FHIR server's service base URL (required).
     FHIR_AUTH_TOKEN: a bearer token sent as ``Authorization: Bearer ...``.
     FHIR_SCHEDULE_IDS: comma-separated Schedule ids to search; all if unset.
@@ -50,18 +50,20 @@ import logging
 import re
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import quote
 
 import requests
 
+from clinic_common.settings import DEFAULT_SCHEDULER_TIMEOUT, Settings
 from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
     Booking,
     BookingNotFound,
+    Clock,
     Hold,
     Patient,
     Slot,
@@ -70,7 +72,9 @@ from scheduling.base import (
     checked_patient,
     new_reference,
     normalize_reference,
-    require_aware,
+    positive_ttl,
+    search_window,
+    utc_now,
 )
 
 logger = logging.getLogger(__name__)
@@ -85,7 +89,6 @@ CANCELLATION_REASON_SYSTEM = (
     "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
 )
 FHIR_JSON = "application/fhir+json"
-DEFAULT_TIMEOUT = 5.0
 
 # Answers that mean "someone else changed or took it": version conflict (409, 412,
 # http.html#concurrency) or a business rule of the server (422).
@@ -117,9 +120,10 @@ class FhirScheduler:
         base_url: str,
         visit_type_codes: Optional[Mapping[str, str]] = None,
         schedule_ids: Sequence[str] = (),
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_SCHEDULER_TIMEOUT,
         auth_token: Optional[str] = None,
         session: Any = None,
+        clock: Clock = utc_now,
     ) -> None:
         """Configures the backend; nothing is sent until the first call.
 
@@ -134,6 +138,7 @@ class FhirScheduler:
             auth_token: Bearer token for the ``Authorization`` header.
             session: A ``requests.Session`` to use for every call, e.g. one with
                 client certificates. By default each thread makes its own.
+            clock: The current time (tests fix it).
 
         Raises:
             ValueError: The base URL is not http(s) or the timeout is not positive.
@@ -158,46 +163,29 @@ class FhirScheduler:
         self._timeout = timeout
         self._auth_token = auth_token
         self._session = session
+        self._clock = clock
         self._local = threading.local()
         self._holds: Dict[str, Hold] = {}
         self._holds_lock = threading.Lock()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> FhirScheduler:
-        """Builds the backend from environment variables (see the module docstring).
-
-        Args:
-            environ: The environment, usually ``os.environ``.
-
-        Returns:
-            The configured backend.
+    def from_settings(cls, config: Settings) -> FhirScheduler:
+        """Builds the backend from the settings (see the module docstring).
 
         Raises:
-            ValueError: ``FHIR_BASE_URL`` is missing, or a variable is malformed.
+            ValueError: ``FHIR_BASE_URL`` is missing, or a setting is malformed.
         """
-        base_url = environ.get("FHIR_BASE_URL", "").strip()
-        if not base_url:
+        if not config.fhir_base_url:
             raise ValueError(
                 "FHIR_BASE_URL is not set: the FHIR scheduler needs the base URL of "
                 "the clinic's FHIR R4 server, e.g. https://fhir.example.org/r4"
             )
-        raw_timeout = environ.get("SCHEDULER_TIMEOUT", "").strip()
-        try:
-            timeout = float(raw_timeout) if raw_timeout else DEFAULT_TIMEOUT
-        except ValueError:
-            raise ValueError(
-                f"SCHEDULER_TIMEOUT must be a number of seconds, not {raw_timeout!r}"
-            ) from None
         return cls(
-            base_url,
-            visit_type_codes=_parse_visit_types(
-                environ.get("FHIR_VISIT_TYPE_CODES", "")
-            ),
-            schedule_ids=[
-                s.strip() for s in environ.get("FHIR_SCHEDULE_IDS", "").split(",")
-            ],
-            timeout=timeout,
-            auth_token=environ.get("FHIR_AUTH_TOKEN", "").strip() or None,
+            config.fhir_base_url,
+            visit_type_codes=_parse_visit_types(config.fhir_visit_type_codes),
+            schedule_ids=config.fhir_schedule_ids,
+            timeout=config.scheduler_timeout,
+            auth_token=config.fhir_auth_token,
         )
 
     # --- the Scheduler protocol -----------------------------------------------------
@@ -219,12 +207,11 @@ class FhirScheduler:
             ValueError: A naive datetime, or a visit type without a configured code.
             BackendUnavailable: The server cannot be reached or answered an error.
         """
-        require_aware(earliest, "earliest")
-        require_aware(latest, "latest")
+        window = search_window(earliest, latest, limit, self._clock())
         system, code = self._service_type(visit_type)
-        earliest = max(earliest, datetime.now(timezone.utc))
-        if limit <= 0 or latest <= earliest:
+        if window is None:
             return []
+        earliest, latest = window
         held = self._held_slot_ids()
         params = [
             ("status", "free"),
@@ -252,11 +239,10 @@ class FhirScheduler:
             SlotUnavailable: The Slot is gone, not free, past, or held here.
             BackendUnavailable: The server cannot be reached or answered an error.
         """
-        if ttl <= timedelta(0):
-            raise ValueError("a hold needs a positive ttl")
+        positive_ttl(ttl)
         resource, _ = self._read_slot(slot.slot_id)
-        _require_bookable(resource)
-        now = datetime.now(timezone.utc)
+        now = self._clock()
+        _require_bookable(resource, now)
         with self._holds_lock:
             self._drop_expired_holds(now)
             if any(h.slot.slot_id == slot.slot_id for h in self._holds.values()):
@@ -297,8 +283,9 @@ class FhirScheduler:
             return self._booking_from(existing)
         self._check_not_held_by_others(slot.slot_id, hold_id)
         current, version = self._read_slot(slot.slot_id)
+        now = self._clock()
         try:
-            _require_bookable(current)
+            _require_bookable(current, now)
         except SlotUnavailable:
             return self._replay_or_unavailable(idempotency_key)
         reference = self._new_reference()
@@ -309,6 +296,7 @@ class FhirScheduler:
             patient,
             reference,
             idempotency_key,
+            now,
         )
         response = self._http("POST", "", body=bundle)
         if response.status_code in CONFLICT_STATUSES:
@@ -551,13 +539,13 @@ class FhirScheduler:
     def _held_slot_ids(self) -> Set[str]:
         """Slots under an active local hold."""
         with self._holds_lock:
-            self._drop_expired_holds(datetime.now(timezone.utc))
+            self._drop_expired_holds(self._clock())
             return {hold.slot.slot_id for hold in self._holds.values()}
 
     def _check_not_held_by_others(self, slot_id: str, hold_id: Optional[str]) -> None:
         """``SlotUnavailable`` if another active local hold has the slot."""
         with self._holds_lock:
-            self._drop_expired_holds(datetime.now(timezone.utc))
+            self._drop_expired_holds(self._clock())
             if any(
                 hold.slot.slot_id == slot_id and hold.hold_id != hold_id
                 for hold in self._holds.values()
@@ -763,12 +751,12 @@ def _slot_from_resource(resource: Resource, visit_type: str) -> Optional[Slot]:
     )
 
 
-def _require_bookable(slot: Resource) -> None:
+def _require_bookable(slot: Resource, now: datetime) -> None:
     """``SlotUnavailable`` unless the Slot is free and starts in the future."""
     start = _parse_instant(slot.get("start"))
     if slot.get("status") != "free":
         raise SlotUnavailable("the slot is no longer free")
-    if start is None or start <= datetime.now(timezone.utc):
+    if start is None or start <= now:
         raise SlotUnavailable("the slot has already started")
 
 
@@ -854,6 +842,7 @@ def _booking_bundle(
     patient: Patient,
     reference: str,
     idempotency_key: str,
+    created: datetime,
 ) -> Resource:
     """The booking transaction: the Slot made busy, and a conditional Appointment."""
     appointment = {
@@ -867,7 +856,7 @@ def _booking_bundle(
         "start": slot["start"],
         "end": slot["end"],
         "slot": [{"reference": f"Slot/{slot['id']}"}],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": created.isoformat(timespec="seconds"),
         "contained": [
             {
                 "resourceType": "Patient",

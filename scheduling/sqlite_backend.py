@@ -40,9 +40,8 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from itertools import accumulate
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from clinic_common.sqlite import BUSY_TIMEOUT_SECONDS as BUSY_TIMEOUT_SECONDS
 from clinic_common.sqlite import Database, StrPath
 from scheduling import database_unavailable
 from scheduling.base import (
@@ -60,13 +59,15 @@ from scheduling.base import (
     checked_patient,
     new_reference,
     normalize_reference,
+    positive_ttl,
     require_aware,
+    search_window,
 )
+from scheduling.base import Clock as Clock  # re-exported for staff.scheduling_cli
+from scheduling.base import utc_now as utc_now
 from scheduling.config import SchedulingConfig, VisitType
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 _REFERENCE_ATTEMPTS = 20
 _UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -157,11 +158,6 @@ SELECT provider, start_utc, end_utc FROM blocks
 
 
 # --- times and slots ---------------------------------------------------------------
-
-
-def utc_now() -> datetime:
-    """The current time, aware, in UTC: the default clock."""
-    return datetime.now(timezone.utc)
 
 
 def _epoch(moment: datetime) -> int:
@@ -289,15 +285,14 @@ class SqliteScheduler:
         Raises:
             ValueError: naive datetimes or an unknown visit type.
         """
-        require_aware(earliest, "earliest")
-        require_aware(latest, "latest")
-        visit = self._visit(visit_type)
         now = self._now()
-        lower = max(earliest, now)
-        upper = min(latest, self._horizon(now))
+        window = search_window(earliest, latest, limit, now)
+        visit = self._visit(visit_type)
+        horizon = self._horizon(now)
         found: List[Slot] = []
-        if limit <= 0 or lower >= upper:
+        if window is None or window[0] >= horizon:
             return found
+        lower, upper = window[0], min(window[1], horizon)
         day = lower.astimezone(self._config.tz).date()
         last_day = upper.astimezone(self._config.tz).date()
         with self._db.connection() as connection:
@@ -317,10 +312,8 @@ class SqliteScheduler:
         Raises:
             SlotUnavailable: the slot is taken, held, blocked, past or not real.
         """
-        if ttl is None:
-            ttl = timedelta(minutes=self._config.hold_minutes)
-        if ttl <= timedelta(0):
-            raise ValueError("ttl must be positive")
+        default = timedelta(minutes=self._config.hold_minutes)
+        ttl = positive_ttl(default if ttl is None else ttl)
         slot = self._checked_slot(slot)
         now = self._now()
         hold_id = secrets.token_urlsafe(16)

@@ -14,7 +14,7 @@ is what keeps a patient from being told "that failed" about an appointment that 
 in fact made. Only failures that may be transient are retried (connection errors,
 timeouts, 429 and 5xx); any other 4xx is an answer, never retried.
 
-Settings (see :meth:`WebhookScheduler.from_env`):
+Settings (read by ``clinic_common.settings``; :meth:`WebhookScheduler.from_settings`):
     SCHEDULER_WEBHOOK_URL: the base URL, ``https://`` (plain ``http://`` only to a
         loopback address, since requests carry patients' names and phone numbers).
     SCHEDULER_WEBHOOK_SECRET: the shared signing secret, at least 16 characters.
@@ -39,12 +39,14 @@ from urllib.parse import urlsplit
 
 import requests
 
+from clinic_common.settings import DEFAULT_SCHEDULER_TIMEOUT, Settings
 from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
     Booking,
     BookingNotFound,
+    Clock,
     Hold,
     InvalidRequest,
     Patient,
@@ -54,14 +56,12 @@ from scheduling.base import (
     checked_patient,
     normalize_reference,
     require_aware,
+    search_window,
+    utc_now,
 )
 
 logger = logging.getLogger(__name__)
 
-ENV_URL = "SCHEDULER_WEBHOOK_URL"
-ENV_SECRET = "SCHEDULER_WEBHOOK_SECRET"
-ENV_TIMEOUT = "SCHEDULER_TIMEOUT"
-DEFAULT_TIMEOUT = 5.0
 MIN_SECRET_LENGTH = 16
 
 TIMESTAMP_HEADER = "X-Clinicbot-Timestamp"
@@ -165,11 +165,11 @@ class WebhookScheduler:
         self,
         base_url: str,
         secret: str,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_SCHEDULER_TIMEOUT,
         retries: int = 2,
         backoff: float = 0.2,
         session: Optional[requests.Session] = None,
-        clock: Optional[Callable[[], float]] = None,
+        clock: Clock = utc_now,
     ) -> None:
         """Checks the settings; opens no connection.
 
@@ -180,7 +180,7 @@ class WebhookScheduler:
             retries: further attempts after the first, for transient failures.
             backoff: seconds before the first retry; doubles each retry, jittered.
             session: a ``requests.Session`` to use instead of per-thread ones.
-            clock: the current Unix time for the signature timestamp (tests).
+            clock: the current time, for the signature timestamp (tests move it).
         """
         self._base_url = _checked_base_url(base_url)
         if len(secret) < MIN_SECRET_LENGTH:
@@ -196,30 +196,32 @@ class WebhookScheduler:
         self._retries = retries
         self._backoff = backoff
         self._session = session
-        self._clock = clock or time.time
+        self._clock = clock
         self._local = threading.local()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> WebhookScheduler:
+    def from_settings(cls, config: Settings) -> WebhookScheduler:
         """Builds the scheduler from ``SCHEDULER_WEBHOOK_*`` and ``SCHEDULER_TIMEOUT``.
 
         Raises:
-            WebhookConfigError: naming the variable that is missing or wrong; the
+            WebhookConfigError: naming the setting that is missing or wrong; the
                 secret's value is never part of the message.
         """
-        url = environ.get(ENV_URL, "").strip()
-        secret = environ.get(ENV_SECRET, "").strip()
-        for name, value in ((ENV_URL, url), (ENV_SECRET, secret)):
+        url, secret = config.scheduler_webhook_url, config.scheduler_webhook_secret
+        for name, value in (
+            ("SCHEDULER_WEBHOOK_URL", url),
+            ("SCHEDULER_WEBHOOK_SECRET", secret),
+        ):
             if not value:
                 raise WebhookConfigError(
                     f"{name} is not set; the webhook scheduler needs it"
                 )
         if len(secret) < MIN_SECRET_LENGTH:
             raise WebhookConfigError(
-                f"{ENV_SECRET} is too short: use at least {MIN_SECRET_LENGTH} "
-                "random characters"
+                "SCHEDULER_WEBHOOK_SECRET is too short: use at least "
+                f"{MIN_SECRET_LENGTH} random characters"
             )
-        return cls(url, secret, timeout=_timeout_from(environ))
+        return cls(url, secret, timeout=config.scheduler_timeout)
 
     def __repr__(self) -> str:
         """Shows where requests go, never the secret."""
@@ -239,9 +241,7 @@ class WebhookScheduler:
         Sorted and cut to ``limit`` here too, so a receiver's slip in ordering
         cannot reorder what patients are offered.
         """
-        require_aware(earliest, "earliest")
-        require_aware(latest, "latest")
-        if limit < 1 or earliest >= latest:
+        if search_window(earliest, latest, limit) is None:
             return []  # as the other backends: nothing to ask for
         payload = {
             "visit_type": visit_type,
@@ -387,7 +387,7 @@ class WebhookScheduler:
 
     def _headers(self, body: bytes, idempotency_key: Optional[str]) -> Dict[str, str]:
         """Content type, timestamp, signature of ``body`` and the idempotency key."""
-        timestamp = str(int(self._clock()))
+        timestamp = str(int(self._clock().timestamp()))
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -423,33 +423,19 @@ def _checked_base_url(base_url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         # Not echoed: a mistyped URL may hold credentials.
-        raise WebhookConfigError(f"{ENV_URL} must be an http(s) URL with a host")
+        raise WebhookConfigError(
+            "SCHEDULER_WEBHOOK_URL must be an http(s) URL with a host"
+        )
     if parts.query or parts.fragment or parts.password:
         raise WebhookConfigError(
-            f"{ENV_URL} must not carry a query, a fragment or a password"
+            "SCHEDULER_WEBHOOK_URL must not carry a query, a fragment or a password"
         )
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
         raise WebhookConfigError(
-            f"{ENV_URL} must use https: requests carry patients' names and phone "
-            "numbers (plain http is allowed only to localhost)"
+            "SCHEDULER_WEBHOOK_URL must use https: requests carry patients' names "
+            "and phone numbers (plain http is allowed only to localhost)"
         )
     return url
-
-
-def _timeout_from(environ: Mapping[str, str]) -> float:
-    """``SCHEDULER_TIMEOUT`` in seconds, or the default when unset."""
-    raw = environ.get(ENV_TIMEOUT, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        timeout = float(raw)
-    except ValueError:
-        timeout = -1.0
-    if not 0 < timeout < float("inf"):
-        raise WebhookConfigError(
-            f"{ENV_TIMEOUT} must be a positive number of seconds, got {raw!r}"
-        )
-    return timeout
 
 
 def _json_object(operation: _Operation, content: bytes) -> Dict[str, Any]:
@@ -498,11 +484,13 @@ def _refusal(operation: _Operation, status: int, content: bytes) -> Exception:
     if status == 404 and code == "booking_not_found":
         return BookingNotFound("no booking has this reference with this phone")
     if status == 404:
-        return BackendUnavailable(f"{where} does not exist (404); check {ENV_URL}")
+        return BackendUnavailable(
+            f"{where} does not exist (404); check SCHEDULER_WEBHOOK_URL"
+        )
     if status == 401:
         return BackendUnavailable(
-            f"{where} refused our signature (401): {ENV_SECRET} is wrong, or the "
-            "two clocks differ by more than 5 minutes"
+            f"{where} refused our signature (401): SCHEDULER_WEBHOOK_SECRET is "
+            "wrong, or the two clocks differ by more than 5 minutes"
         )
     if status == 400:
         return BackendUnavailable(f"{where} refused the request as malformed: {code}")

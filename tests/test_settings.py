@@ -43,6 +43,9 @@ def test_defaults_follow_the_project_root_and_the_state_folder() -> None:
     assert config.rasa_api_token is None
     assert (config.staff_username, config.staff_password) == ("staff", "")
     assert config.min_heldout_accuracy == 0.9
+    assert config.scheduler_timeout == 5
+    assert (config.fhir_base_url, config.fhir_auth_token) == ("", None)
+    assert (config.scheduler_webhook_url, config.scheduler_webhook_secret) == ("", "")
 
 
 def test_without_a_project_root_the_code_is_the_project() -> None:
@@ -60,6 +63,7 @@ def test_values_set_win_and_derived_defaults_follow_them() -> None:
             "SCHEDULER_BACKEND": " FHIR ",
             "WIDGET_ALLOWED_ORIGINS": " https://a.example , ,https://b.example",
             "STAFF_PASSWORD": " secret with spaces ",
+            "FHIR_SCHEDULE_IDS": " a , ,b ",
         }
     )
 
@@ -70,6 +74,7 @@ def test_values_set_win_and_derived_defaults_follow_them() -> None:
     assert config.scheduler_backend == "fhir"
     assert config.widget_allowed_origins == ("https://a.example", "https://b.example")
     assert config.staff_password == " secret with spaces "
+    assert config.fhir_schedule_ids == ("a", "b")
 
 
 def test_an_empty_variable_counts_as_unset() -> None:
@@ -88,6 +93,8 @@ def test_an_empty_variable_counts_as_unset() -> None:
         ("MIN_HELDOUT_ACCURACY", "90%"),
         ("MIN_HELDOUT_ACCURACY", "1.5"),
         ("MIN_HELDOUT_ACCURACY", "nan"),
+        ("SCHEDULER_TIMEOUT", "soon"),
+        ("SCHEDULER_TIMEOUT", "0"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_variable(name: str, value: str) -> None:
@@ -139,8 +146,13 @@ def test_env_sh_keeps_values_already_set(tmp_path: Path) -> None:
 
 
 # Code that reads one of the loader's variables itself, from ``os.environ`` or from
-# an ``environ`` mapping it was given, bypassing the loader.
-DIRECT_READ = re.compile(r"(?:\benviron\.get|os\.getenv|\benviron\[)\(?\s*['\"](\w+)")
+# an ``environ`` mapping it was given, bypassing the loader; or that keeps a
+# variable's name in a module constant, the way to read it by that constant.
+DIRECT_READ = re.compile(
+    r"(?:\benviron\.get|os\.getenv|\benviron\[)\(?\s*['\"](\w+)"
+    r"|^\w+ = ['\"](\w+)['\"]$",
+    re.MULTILINE,
+)
 
 
 def test_no_module_reads_the_loaders_variables_itself() -> None:
@@ -149,10 +161,17 @@ def test_no_module_reads_the_loaders_variables_itself() -> None:
         f"{path.relative_to(PROJECT_ROOT)}: {name}"
         for folder in PROJECT_PACKAGES
         for path in (PROJECT_ROOT / folder).rglob("*.py")
-        for name in DIRECT_READ.findall(path.read_text(encoding="utf-8"))
+        for read in DIRECT_READ.findall(path.read_text(encoding="utf-8"))
+        for name in read
         if name in names
     }
     assert readers == set()
+
+
+def test_the_secrets_are_not_shown() -> None:
+    secrets = {"FHIR_AUTH_TOKEN": "t0ken", "SCHEDULER_WEBHOOK_SECRET": "s3cret"}
+    shown = repr(load(secrets))
+    assert "t0ken" not in shown and "s3cret" not in shown
 
 
 def test_the_retrieval_intent_is_named_once() -> None:

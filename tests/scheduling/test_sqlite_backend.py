@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from clinic_common import sqlite
 from scheduling import sqlite_backend
 from scheduling.base import (
     BOOKED,
@@ -991,7 +992,7 @@ def test_a_locked_database_is_backend_unavailable(
 ) -> None:
     slot = slot_at(scheduler, "dry_needling", "provider-1", local(2026, 3, 2, 9))
     scheduler.find_slots("dry_needling", local(2026, 3, 2), local(2026, 3, 3))  # create
-    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_SECONDS", 0.2)
     other = sqlite3.connect(scheduler.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:

@@ -16,6 +16,7 @@ import pytest
 import requests
 from fakes.webhook_server import FakeWebhookServer
 
+from clinic_common.settings import load
 from scheduling.base import (
     BOOKED,
     CANCELLED,
@@ -25,6 +26,7 @@ from scheduling.base import (
     Scheduler,
     Slot,
     SlotUnavailable,
+    utc_now,
 )
 from scheduling.webhook_backend import WebhookConfigError, WebhookScheduler
 
@@ -159,7 +161,9 @@ def test_wrong_secret_is_backend_unavailable_naming_the_secret_setting(
 def test_timestamps_outside_five_minutes_are_refused(
     server: FakeWebhookServer, skew: int, accepted: bool
 ) -> None:
-    scheduler = make_scheduler(server, clock=lambda: time.time() + skew)
+    scheduler = make_scheduler(
+        server, clock=lambda: utc_now() + timedelta(seconds=skew)
+    )
     if accepted:
         scheduler.find_slots("new_patient", DAY, DAY + timedelta(days=1))
     else:
@@ -601,14 +605,16 @@ GOOD_ENV = {
 }
 
 
-def test_from_env_reads_the_settings() -> None:
-    scheduler = WebhookScheduler.from_env({**GOOD_ENV, "SCHEDULER_TIMEOUT": "2.5"})
+def test_from_settings_reads_the_settings() -> None:
+    scheduler = WebhookScheduler.from_settings(
+        load({**GOOD_ENV, "SCHEDULER_TIMEOUT": "2.5"})
+    )
 
     assert repr(scheduler) == (
         "WebhookScheduler('https://scheduler.example.org/clinicbot/v1')"
     )
     assert scheduler._timeout == 2.5
-    assert WebhookScheduler.from_env(GOOD_ENV)._timeout == 5.0
+    assert WebhookScheduler.from_settings(load(GOOD_ENV))._timeout == 5.0
 
 
 @pytest.mark.parametrize(
@@ -617,25 +623,22 @@ def test_from_env_reads_the_settings() -> None:
         ({"SCHEDULER_WEBHOOK_URL": ""}, "SCHEDULER_WEBHOOK_URL is not set"),
         ({"SCHEDULER_WEBHOOK_SECRET": " "}, "SCHEDULER_WEBHOOK_SECRET is not set"),
         ({"SCHEDULER_WEBHOOK_SECRET": "short-secret"}, "too short"),
-        ({"SCHEDULER_TIMEOUT": "soon"}, "SCHEDULER_TIMEOUT"),
-        ({"SCHEDULER_TIMEOUT": "0"}, "SCHEDULER_TIMEOUT"),
         ({"SCHEDULER_WEBHOOK_URL": "http://scheduler.example.org"}, "https"),
         ({"SCHEDULER_WEBHOOK_URL": "ftp://scheduler.example.org"}, "http"),
     ],
 )
-def test_from_env_refuses_missing_or_unsafe_settings(
+def test_from_settings_refuses_missing_or_unsafe_settings(
     changes: Dict[str, str], message: str
 ) -> None:
     with pytest.raises(WebhookConfigError, match=message) as raised:
-        WebhookScheduler.from_env({**GOOD_ENV, **changes})
+        WebhookScheduler.from_settings(load({**GOOD_ENV, **changes}))
     assert "short-secret" not in str(raised.value)
 
 
-def test_from_env_names_a_variable_that_is_absent() -> None:
+def test_from_settings_names_a_variable_that_is_absent() -> None:
+    url = {"SCHEDULER_WEBHOOK_URL": GOOD_ENV["SCHEDULER_WEBHOOK_URL"]}
     with pytest.raises(WebhookConfigError, match="SCHEDULER_WEBHOOK_SECRET"):
-        WebhookScheduler.from_env(
-            {"SCHEDULER_WEBHOOK_URL": GOOD_ENV["SCHEDULER_WEBHOOK_URL"]}
-        )
+        WebhookScheduler.from_settings(load(url))
 
 
 def test_naive_datetimes_are_refused_before_any_request(
