@@ -15,7 +15,7 @@ from rasa.shared.core.training_data.story_reader.yaml_story_reader import (
 )
 from rasa.shared.nlu.constants import ENTITIES, INTENT, TEXT
 from rasa.shared.nlu.training_data.message import Message
-from rasa_sdk import Action
+from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import ActionExecutor, CollectingDispatcher
 from testkit import (
@@ -156,128 +156,109 @@ async def test_faq_answer_without_a_known_topic_gets_default_reply(
 # --- action_clarify -----------------------------------------------------------------
 
 
+def clarify_tracker(
+    make_tracker: TrackerFactory,
+    intent_ranking: List[Dict[str, Any]],
+    response_selector: Optional[Dict[str, Any]],
+    text: Optional[str] = "blorp the flux",
+) -> Tracker:
+    """A message the NLU was unsure of (nlu_fallback on top), with its rankings."""
+    return make_tracker(
+        text=text,
+        intent="nlu_fallback",
+        confidence=0.4,
+        intent_ranking=intent_ranking,
+        response_selector=response_selector,
+    )
+
+
 @pytest.mark.asyncio
-async def test_clarify_offers_two_likeliest_faq_topics(
+@pytest.mark.parametrize(
+    ("intent_ranking", "response_selector", "expected"),
+    [
+        pytest.param(
+            # What the FaqConfidenceGate leaves: nlu_fallback on top, faq
+            # confident, its topics not.
+            ranking(
+                ("nlu_fallback", 0.42),
+                ("faq", 0.93),
+                ("greet", 0.03),
+                ("book_appointment", 0.02),
+            ),
+            selector(
+                [
+                    ("what_is_spasm", 0.42),
+                    ("why_muscles_spasm", 0.38),
+                    ("tpi_how_it_helps", 0.1),
+                ]
+            ),
+            [
+                ("What is a back spasm?", '/faq{"faq_topic":"what_is_spasm"}'),
+                ("Why do muscles spasm?", '/faq{"faq_topic":"why_muscles_spasm"}'),
+            ],
+            id="two-likeliest-faq-topics",
+        ),
+        pytest.param(
+            ranking(
+                ("nlu_fallback", 0.45),
+                ("book_appointment", 0.4),
+                ("faq", 0.3),
+                ("greet", 0.1),
+            ),
+            selector([("dry_needling", 0.7), ("relief_timing", 0.2)]),
+            [
+                ("Book an appointment", "/book_appointment"),
+                ("Dry needling (no medication)", '/faq{"faq_topic":"dry_needling"}'),
+            ],
+            id="a-non-faq-intent",
+        ),
+        pytest.param(
+            # relief_timing: 0.4 * 0.7 = 0.28 < ask_hours 0.3; soreness_after 0.12.
+            ranking(("nlu_fallback", 0.5), ("faq", 0.4), ("ask_hours", 0.3)),
+            selector([("relief_timing", 0.7), ("soreness_after", 0.3)]),
+            [
+                ("Office hours", "/ask_hours"),
+                ("How soon will I feel better?", '/faq{"faq_topic":"relief_timing"}'),
+            ],
+            id="topics-weighed-by-the-faq-intent-confidence",
+        ),
+        pytest.param(
+            ranking(("nlu_fallback", 0.4), ("ask_cost", 0.3), ("faq", 0.05)),
+            selector([("dry_needling", 0.6), ("injection_contents", 0.4)]),
+            [("Prices", "/ask_cost")],
+            id="an-implausible-second-suggestion-dropped",
+        ),
+    ],
+)
+async def test_clarify_offers_the_likeliest_plausible_options(
+    intent_ranking: List[Dict[str, Any]],
+    response_selector: Dict[str, Any],
+    expected: List[Tuple[str, str]],
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
-    rasa_domain: Domain,
 ) -> None:
-    # What the FaqConfidenceGate leaves: nlu_fallback on top, faq confident, topics not.
-    tracker = make_tracker(
-        text="my back does this clenching thing",
-        intent="nlu_fallback",
-        confidence=0.42,
-        intent_ranking=ranking(
-            ("nlu_fallback", 0.42),
-            ("faq", 0.93),
-            ("greet", 0.03),
-            ("book_appointment", 0.02),
-        ),
-        response_selector=selector(
-            [
-                ("what_is_spasm", 0.42),
-                ("why_muscles_spasm", 0.38),
-                ("tpi_how_it_helps", 0.1),
-            ]
-        ),
-    )
+    tracker = clarify_tracker(make_tracker, intent_ranking, response_selector)
 
     assert await ActionClarify().run(dispatcher, tracker, domain) == []
 
     assert responses(dispatcher) == ["utter_clarify"]
-    assert buttons(dispatcher) == [
-        ("What is a back spasm?", '/faq{"faq_topic":"what_is_spasm"}'),
-        ("Why do muscles spasm?", '/faq{"faq_topic":"why_muscles_spasm"}'),
-    ]
-    for topic, (_, payload) in zip(
-        ("what_is_spasm", "why_muscles_spasm"), buttons(dispatcher), strict=True
-    ):
-        parsed = YAMLStoryReader.unpack_regex_message(
-            Message({TEXT: payload}), rasa_domain
-        )
-        assert parsed.get(INTENT)["name"] == "faq"
-        assert [(e["entity"], e["value"]) for e in parsed.get(ENTITIES)] == [
-            ("faq_topic", topic)
-        ]
+    assert buttons(dispatcher) == expected
 
 
-@pytest.mark.asyncio
-async def test_clarify_can_suggest_a_non_faq_intent(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-    rasa_domain: Domain,
+@pytest.mark.parametrize(
+    ("payload", "intent", "entities"),
+    [
+        ('/faq{"faq_topic":"what_is_spasm"}', "faq", [("faq_topic", "what_is_spasm")]),
+        ("/book_appointment", "book_appointment", []),
+    ],
+)
+def test_clarify_buttons_send_what_rasa_parses_as_their_choice(
+    payload: str, intent: str, entities: List[Tuple[str, str]], rasa_domain: Domain
 ) -> None:
-    tracker = make_tracker(
-        text="needle appointment thing",
-        intent="nlu_fallback",
-        confidence=0.45,
-        intent_ranking=ranking(
-            ("nlu_fallback", 0.45),
-            ("book_appointment", 0.4),
-            ("faq", 0.3),
-            ("greet", 0.1),
-        ),
-        response_selector=selector([("dry_needling", 0.7), ("relief_timing", 0.2)]),
-    )
-
-    await ActionClarify().run(dispatcher, tracker, domain)
-
-    assert responses(dispatcher) == ["utter_clarify"]
-    assert buttons(dispatcher) == [
-        ("Book an appointment", "/book_appointment"),
-        ("Dry needling (no medication)", '/faq{"faq_topic":"dry_needling"}'),
-    ]
-    parsed = YAMLStoryReader.unpack_regex_message(
-        Message({TEXT: "/book_appointment"}), rasa_domain
-    )
-    assert parsed.get(INTENT)["name"] == "book_appointment"
-
-
-@pytest.mark.asyncio
-async def test_clarify_weighs_topics_by_the_faq_intent_confidence(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    # relief_timing: 0.4 * 0.7 = 0.28 < ask_hours 0.3; soreness_after 0.4 * 0.3 = 0.12.
-    tracker = make_tracker(
-        text="when does it get better",
-        intent="nlu_fallback",
-        confidence=0.5,
-        intent_ranking=ranking(("nlu_fallback", 0.5), ("faq", 0.4), ("ask_hours", 0.3)),
-        response_selector=selector([("relief_timing", 0.7), ("soreness_after", 0.3)]),
-    )
-
-    await ActionClarify().run(dispatcher, tracker, domain)
-
-    assert buttons(dispatcher) == [
-        ("Office hours", "/ask_hours"),
-        ("How soon will I feel better?", '/faq{"faq_topic":"relief_timing"}'),
-    ]
-
-
-@pytest.mark.asyncio
-async def test_clarify_drops_an_implausible_second_suggestion(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    tracker = make_tracker(
-        text="money for needles",
-        intent="nlu_fallback",
-        confidence=0.4,
-        intent_ranking=ranking(("nlu_fallback", 0.4), ("ask_cost", 0.3), ("faq", 0.05)),
-        response_selector=selector(
-            [("dry_needling", 0.6), ("injection_contents", 0.4)]
-        ),
-    )
-
-    await ActionClarify().run(dispatcher, tracker, domain)
-
-    assert responses(dispatcher) == ["utter_clarify"]
-    assert buttons(dispatcher) == [("Prices", "/ask_cost")]
+    parsed = YAMLStoryReader.unpack_regex_message(Message({TEXT: payload}), rasa_domain)
+    assert parsed.get(INTENT)["name"] == intent
+    assert [(e["entity"], e["value"]) for e in parsed.get(ENTITIES)] == entities
 
 
 @pytest.mark.asyncio
@@ -304,6 +285,18 @@ async def test_clarify_drops_an_implausible_second_suggestion(
             selector([("what_is_spasm", 0.05)]),
             id="all-below-minimum",
         ),
+        pytest.param(
+            # "do you validate parking", as the model parsed it: Insurance at 0.115
+            # and Chiropractic care at 0.234 * 0.467 = 0.109, both below the minimum.
+            ranking(
+                ("nlu_fallback", 0.55),
+                ("ask_other_condition", 0.374),
+                ("faq", 0.234),
+                ("ask_insurance", 0.115),
+            ),
+            selector([("chiropractic_care", 0.467), ("clinic_location", 0.243)]),
+            id="no-unrelated-topics",
+        ),
         pytest.param([], None, id="no-ranking"),
     ],
 )
@@ -314,107 +307,59 @@ async def test_clarify_without_plausible_suggestion_says_what_it_can_do(
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
 ) -> None:
-    tracker = make_tracker(
-        text="blorp the flux",
-        intent="nlu_fallback",
-        confidence=0.35,
-        intent_ranking=intent_ranking,
-        response_selector=response_selector,
-    )
+    tracker = clarify_tracker(make_tracker, intent_ranking, response_selector)
 
     assert await ActionClarify().run(dispatcher, tracker, domain) == []
 
     assert responses(dispatcher) == ["utter_out_of_scope"]
+    assert buttons(dispatcher) == []
     assert rendered(dispatcher, domain) == (
         "Sorry, I can't help with that. I can answer questions about back spasms and "
         "trigger point injections, or help you get an appointment."
     )
 
 
-@pytest.mark.asyncio
-async def test_clarify_offers_no_unrelated_topics(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    # "do you validate parking", as the model parsed it: Insurance at 0.115 and
-    # Chiropractic care at 0.234 * 0.467 = 0.109, both below the minimum.
-    tracker = make_tracker(
-        text="do you validate parking",
-        intent="nlu_fallback",
-        confidence=0.55,
-        intent_ranking=ranking(
-            ("nlu_fallback", 0.55),
-            ("ask_other_condition", 0.374),
-            ("faq", 0.234),
-            ("ask_insurance", 0.115),
-        ),
-        response_selector=selector(
-            [("chiropractic_care", 0.467), ("clinic_location", 0.243)]
-        ),
-    )
-
-    await ActionClarify().run(dispatcher, tracker, domain)
-
-    assert responses(dispatcher) == ["utter_out_of_scope"]
-    assert buttons(dispatcher) == []
-
-
-PLAUSIBLE_RANKING = ranking(
-    ("nlu_fallback", 0.4), ("book_appointment", 0.35), ("faq", 0.3)
-)
+WORDLESS = [
+    "",
+    "   ",
+    "\n\t ",
+    None,
+    "\U0001f44d",
+    "\U0001f62d\U0001f62d",
+    "?!",
+    "... :)",
+]
+WITH_A_LETTER_OR_DIGIT = ["\U0001f44d 2", "??? x", "\u00bfd\u00f3nde?"]
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    "text",
-    ["", "   ", "\n\t ", None, "\U0001f44d", "\U0001f62d\U0001f62d", "?!", "... :)"],
+    ("text", "expected"),
+    [(text, "utter_empty_message") for text in WORDLESS]
+    + [(text, "utter_clarify") for text in WITH_A_LETTER_OR_DIGIT],
     ids=repr,
 )
-async def test_clarify_message_without_words_asks_for_text(
+async def test_clarify_asks_for_words_unless_the_message_has_a_letter_or_digit(
     text: Optional[str],
+    expected: str,
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
 ) -> None:
     # Even with plausible suggestions: a message without a letter or digit gets no
     # "Did you mean" buttons.
-    tracker = make_tracker(
+    tracker = clarify_tracker(
+        make_tracker,
+        ranking(("nlu_fallback", 0.4), ("book_appointment", 0.35), ("faq", 0.3)),
+        selector([("dry_needling", 0.8)]),
         text=text,
-        intent="nlu_fallback",
-        confidence=0.4,
-        intent_ranking=PLAUSIBLE_RANKING,
-        response_selector=selector([("dry_needling", 0.8)]),
     )
 
     assert await ActionClarify().run(dispatcher, tracker, domain) == []
 
-    assert responses(dispatcher) == ["utter_empty_message"]
-    assert buttons(dispatcher) == []
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize(
-    "text", ["\U0001f44d 2", "??? x", "\u00bfd\u00f3nde?"], ids=repr
-)
-async def test_clarify_message_with_a_letter_or_digit_gets_suggestions(
-    text: str,
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    tracker = make_tracker(
-        text=text,
-        intent="nlu_fallback",
-        confidence=0.4,
-        intent_ranking=PLAUSIBLE_RANKING,
-        response_selector=selector([("dry_needling", 0.8)]),
-    )
-
-    await ActionClarify().run(dispatcher, tracker, domain)
-
-    assert responses(dispatcher) == ["utter_clarify"]
-    assert buttons(dispatcher)[0] == ("Book an appointment", "/book_appointment")
+    assert responses(dispatcher) == [expected]
+    suggested = [("Book an appointment", "/book_appointment")]
+    assert buttons(dispatcher)[:1] == (suggested if expected == "utter_clarify" else [])
 
 
 def test_suggestions_respect_the_minimum_confidence() -> None:
@@ -516,42 +461,42 @@ async def test_a_person_asked_for_inside_a_booking_stops_it_and_offers_a_call_ba
 
 
 @pytest.mark.asyncio
-async def test_a_person_asked_for_inside_a_form_with_a_clinic_phone_gets_it(
+@pytest.mark.parametrize(
+    ("form", "contact", "expected"),
+    [
+        pytest.param(
+            # The number is the answer; the booking goes on (the form asks again).
+            "booking_form",
+            {"phone": FILLED_CONTACT["phone"]},
+            "You can reach Test Spine Clinic here: Phone: (555) 010-4477",
+            id="a-clinic-phone",
+        ),
+        pytest.param(
+            "callback_form",
+            {},
+            "This is how to reach our staff: once I have your details, "
+            "they will call you back.",
+            id="the-call-back-form",
+        ),
+    ],
+)
+async def test_a_person_asked_for_inside_a_form_that_goes_on(
+    form: str,
+    contact: Dict[str, str],
+    expected: str,
     clinic_config: ClinicConfigFactory,
     dispatcher: CollectingDispatcher,
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
 ) -> None:
-    # The number is the answer; the booking goes on (the form asks again).
-    clinic_config(phone=FILLED_CONTACT["phone"])
+    clinic_config(**contact)
     tracker = make_tracker(text="a person please", intent="request_human")
-    tracker.active_loop = {"name": "booking_form"}
+    tracker.active_loop = {"name": form}
 
     events = await ActionContactStaff().run(dispatcher, tracker, domain)
 
     assert events == []
-    assert responses(dispatcher) == ["utter_contact_details"]
-    assert rendered(dispatcher, domain) == (
-        "You can reach Test Spine Clinic here: Phone: (555) 010-4477"
-    )
-
-
-@pytest.mark.asyncio
-async def test_a_person_asked_for_inside_the_call_back_form_is_told_this_is_the_way(
-    dispatcher: CollectingDispatcher,
-    make_tracker: TrackerFactory,
-    domain: Dict[str, Any],
-) -> None:
-    tracker = make_tracker(text="a person please", intent="request_human")
-    tracker.active_loop = {"name": "callback_form"}
-
-    events = await ActionContactStaff().run(dispatcher, tracker, domain)
-
-    assert events == []
-    assert rendered(dispatcher, domain) == (
-        "This is how to reach our staff: once I have your details, "
-        "they will call you back."
-    )
+    assert rendered(dispatcher, domain) == expected
 
 
 @pytest.mark.asyncio

@@ -169,31 +169,34 @@ async def test_time_preference_finds_up_to_five_open_slots_in_the_window(
         assert offer["label"].endswith(" CST")
 
 
-async def test_a_closed_time_gets_the_nearest_open_times(
-    make_tracker: TrackerFactory, scheduler: SqliteScheduler
+@pytest.mark.parametrize(
+    ("text", "said", "first"),
+    [
+        pytest.param(
+            "wednesday at 10",
+            [],
+            datetime(2026, 12, 9, 10, 0, tzinfo=CHICAGO),
+            id="in-the-window",
+        ),
+        pytest.param(
+            # The clinic's example hours have no weekend: Monday's first time.
+            "saturday at 3",
+            ["utter_nearest_times"],
+            datetime(2026, 12, 14, 8, 0, tzinfo=CHICAGO),
+            id="closed-then-the-nearest",
+        ),
+    ],
+)
+@pytest.mark.usefixtures("scheduler")
+async def test_a_time_gets_its_open_times_or_the_nearest_with_a_note(
+    make_tracker: TrackerFactory, text: str, said: List[str], first: datetime
 ) -> None:
     dispatcher = CollectingDispatcher()
-    text = "saturday at 3"  # the clinic's example hours have no weekend
     result = await booking_form.ValidateBookingForm().validate_time_preference(
         text, dispatcher, tracker_with(make_tracker, text, visit_type="evaluation"), {}
     )
-    assert responses(dispatcher) == ["utter_nearest_times"]
-    first = datetime.fromisoformat(result["offered_slots"][0]["start"])
-    assert first > datetime(2026, 12, 12, 16, 0, tzinfo=CHICAGO)
-    assert first.weekday() < 5 and 8 <= first.hour < 17
-
-
-async def test_times_in_the_window_are_offered_without_a_note(
-    make_tracker: TrackerFactory, scheduler: SqliteScheduler
-) -> None:
-    dispatcher = CollectingDispatcher()
-    text = "wednesday at 10"
-    result = await booking_form.ValidateBookingForm().validate_time_preference(
-        text, dispatcher, tracker_with(make_tracker, text, visit_type="evaluation"), {}
-    )
-    assert responses(dispatcher) == []
-    first = datetime.fromisoformat(result["offered_slots"][0]["start"])
-    assert first == datetime(2026, 12, 9, 10, 0, tzinfo=CHICAGO)
+    assert responses(dispatcher) == said
+    assert datetime.fromisoformat(result["offered_slots"][0]["start"]) == first
 
 
 @pytest.mark.parametrize(
@@ -283,36 +286,32 @@ async def test_a_slot_taken_meanwhile_gets_fresh_offers(
     assert taken.slot_id not in [offer["id"] for offer in result["offered_slots"]]
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("Maria Lopez", "Maria Lopez"), ("maria", "Maria"), ("12345", None)],
-)
-@pytest.mark.usefixtures("scheduler")
-async def test_validate_patient_name(
-    make_tracker: TrackerFactory, value: str, expected: Optional[str]
-) -> None:
-    dispatcher = CollectingDispatcher()
-    result = await booking_form.ValidateBookingForm().validate_patient_name(
-        value, dispatcher, tracker_with(make_tracker, value), {}
-    )
-    assert result == {"patient_name": expected}
-    assert responses(dispatcher) == ([] if expected else ["utter_invalid_name"])
+INVALID_CONTACT = {
+    "patient_name": "utter_invalid_name",
+    "patient_phone": "utter_invalid_phone",
+}
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [("(817) 555-0100", "+18175550100"), ("555-0100", None), ("none", None)],
+    ("slot", "value", "expected"),
+    [
+        ("patient_name", "Maria Lopez", "Maria Lopez"),
+        ("patient_name", "maria", "Maria"),
+        ("patient_name", "12345", None),
+        ("patient_phone", "(817) 555-0100", "+18175550100"),
+        ("patient_phone", "555-0100", None),
+        ("patient_phone", "none", None),
+    ],
 )
 @pytest.mark.usefixtures("scheduler")
-async def test_validate_patient_phone(
-    make_tracker: TrackerFactory, value: str, expected: Optional[str]
+async def test_validate_name_and_phone(
+    make_tracker: TrackerFactory, slot: str, value: str, expected: Optional[str]
 ) -> None:
     dispatcher = CollectingDispatcher()
-    result = await booking_form.ValidateBookingForm().validate_patient_phone(
-        value, dispatcher, tracker_with(make_tracker, value), {}
-    )
-    assert result == {"patient_phone": expected}
-    assert responses(dispatcher) == ([] if expected else ["utter_invalid_phone"])
+    validate = getattr(booking_form.ValidateBookingForm(), f"validate_{slot}")
+    result = await validate(value, dispatcher, tracker_with(make_tracker, value), {})
+    assert result == {slot: expected}
+    assert responses(dispatcher) == ([] if expected else [INVALID_CONTACT[slot]])
 
 
 @pytest.mark.parametrize(
@@ -538,19 +537,35 @@ PHONE_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "hints"), PHONE_ANSWERS)
+@pytest.mark.parametrize(
+    ("text", "hints", "phone", "said"),
+    [(text, hints, "+18175550188", []) for text, hints in PHONE_ANSWERS]
+    + [
+        pytest.param(
+            "at 3pm tomorrow",
+            spacy(("TIME", "3pm tomorrow")),
+            None,
+            ["utter_invalid_phone"],
+            id="a-time-is-no-phone-number",
+        )
+    ],
+)
 async def test_a_phone_number_in_any_format_keeps_the_chosen_time(
     make_tracker: TrackerFactory,
     domain: Dict[str, Any],
     scheduler: SqliteScheduler,
     text: str,
     hints: List[Dict[str, str]],
+    phone: Optional[str],
+    said: List[str],
 ) -> None:
     tracker = await at_name_question(make_tracker, text, "inform", hints)
     tracker.slots |= {"requested_slot": "patient_phone", "patient_name": "Ana Ruiz"}
-    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
-    assert events == [SlotSet("patient_phone", "+18175550188")]
-    assert said == []
+    events, responses_said = await run_form(
+        booking_form.ValidateBookingForm(), domain, tracker
+    )
+    assert events == [SlotSet("patient_phone", phone)]
+    assert responses_said == said
 
 
 @pytest.mark.parametrize(("text", "hints"), PHONE_ANSWERS)
@@ -584,17 +599,6 @@ async def test_lookup_and_callback_read_phone_numbers_in_any_format(
     asked = [SlotSet("requested_slot", None)] if slots.get("patient_name") else []
     assert events == [SlotSet("patient_phone", "+18175550188"), *asked]
     assert said == []
-
-
-async def test_a_time_at_the_phone_question_is_no_phone_number(
-    make_tracker: TrackerFactory, domain: Dict[str, Any], scheduler: SqliteScheduler
-) -> None:
-    hints = spacy(("TIME", "3pm tomorrow"))
-    tracker = await at_name_question(make_tracker, "at 3pm tomorrow", "inform", hints)
-    tracker.slots |= {"requested_slot": "patient_phone", "patient_name": "Ana Ruiz"}
-    events, said = await run_form(booking_form.ValidateBookingForm(), domain, tracker)
-    assert events == [SlotSet("patient_phone", None)]
-    assert said == ["utter_invalid_phone"]
 
 
 async def test_a_phone_number_at_the_read_back_is_no_new_time(
@@ -742,51 +746,56 @@ async def booked_reference(make_tracker: TrackerFactory) -> str:
     return str(dispatcher.messages[0]["reference"])
 
 
-async def test_lookup_needs_reference_and_phone(
-    make_tracker: TrackerFactory, scheduler: SqliteScheduler
-) -> None:
+async def looked_up(
+    make_tracker: TrackerFactory, task: str, phone: str, **slots: Any
+) -> Tuple[List[Dict[str, Any]], CollectingDispatcher, str]:
+    """Books, then looks the booking up by its reference and ``phone``.
+
+    The events and dispatcher of ``action_lookup_booking``, and the reference.
+    """
     reference = await booked_reference(make_tracker)
-    for attempt in (1, 2):
-        dispatcher = CollectingDispatcher()
-        tracker = tracker_with(
-            make_tracker,
-            "",
-            booking_reference=reference,
-            patient_phone="+12145550147",
-            booking_task="check",
-            lookup_attempts=attempt - 1,
-        )
-        events = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
-        assert responses(dispatcher) == ["utter_booking_not_found"]
-        assert reference not in str(dispatcher.messages)
-        assert events[-1] == FollowupAction("lookup_form")
-    dispatcher = CollectingDispatcher()
     tracker = tracker_with(
         make_tracker,
         "",
         booking_reference=reference,
-        patient_phone="+12145550147",
-        booking_task="check",
-        lookup_attempts=2,
+        patient_phone=phone,
+        booking_task=task,
+        **slots,
     )
+    dispatcher = CollectingDispatcher()
     events = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
-    assert responses(dispatcher)[0] == "utter_booking_not_found_final"
-    assert FollowupAction("lookup_form") not in events
+    return events, dispatcher, reference
+
+
+@pytest.mark.parametrize(
+    ("attempts", "said", "asked_again"),
+    [
+        (0, ["utter_booking_not_found"], True),
+        (1, ["utter_booking_not_found"], True),
+        (2, ["utter_booking_not_found_final", "utter_contact_office"], False),
+    ],
+)
+async def test_lookup_needs_reference_and_phone(
+    make_tracker: TrackerFactory,
+    scheduler: SqliteScheduler,
+    attempts: int,
+    said: List[str],
+    asked_again: bool,
+) -> None:
+    events, dispatcher, reference = await looked_up(
+        make_tracker, "check", "+12145550147", lookup_attempts=attempts
+    )
+    assert responses(dispatcher) == said
+    assert reference not in str(dispatcher.messages)
+    assert (events[-1] == FollowupAction("lookup_form")) is asked_again
 
 
 async def test_lookup_then_cancel(
     make_tracker: TrackerFactory, scheduler: SqliteScheduler
 ) -> None:
-    reference = await booked_reference(make_tracker)
-    dispatcher = CollectingDispatcher()
-    tracker = tracker_with(
-        make_tracker,
-        "",
-        booking_reference=reference,
-        patient_phone="+18175550100",
-        booking_task="cancel",
+    events, dispatcher, reference = await looked_up(
+        make_tracker, "cancel", "+18175550100"
     )
-    events = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
     assert responses(dispatcher) == ["utter_confirm_cancel"]
     assert slots_of(events) == {"found_booking": reference, "cancel_pending": True}
 
@@ -806,16 +815,7 @@ async def test_lookup_then_cancel(
 async def test_reschedule_lookup_starts_the_form_with_known_answers(
     make_tracker: TrackerFactory, scheduler: SqliteScheduler
 ) -> None:
-    reference = await booked_reference(make_tracker)
-    dispatcher = CollectingDispatcher()
-    tracker = tracker_with(
-        make_tracker,
-        "",
-        booking_reference=reference,
-        patient_phone="+18175550100",
-        booking_task="reschedule",
-    )
-    events = await booking_lookup.ActionLookupBooking().run(dispatcher, tracker, {})
+    events, _, reference = await looked_up(make_tracker, "reschedule", "+18175550100")
     slots = slots_of(events)
     assert slots["visit_type"] == "dry_needling"
     assert slots["patient_name"] == "Maria Lopez"
