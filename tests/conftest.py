@@ -128,3 +128,9 @@ def clinic_config(
     settings.clinic.cache_clear()
     yield write
     settings.clinic.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def rasa_domain() -> Domain:
+    """The domain as the Rasa server loads it: domain.yml plus the FAQ answers."""
+    return Domain.load([str(path) for path in DOMAIN_FILES])

@@ -43,7 +43,7 @@ from rasa.shared.exceptions import InvalidConfigException
 from rasa.utils.endpoints import EndpointConfig
 from rasa_sdk import Action
 from rasa_sdk.executor import ActionExecutor
-from testkit import DOMAIN_FILES, PROJECT_ROOT, extension_on
+from testkit import PROJECT_ROOT, extension_on
 
 from actions import failures
 from clinic_common.privacy import conversation_key
@@ -65,9 +65,10 @@ def guard_on() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="module")
-def domain() -> Domain:
-    return Domain.load([str(path) for path in DOMAIN_FILES])
+@pytest.fixture
+def domain(rasa_domain: Domain) -> Domain:
+    """These tests' name for the Rasa domain (conftest's ``domain`` is a dict)."""
+    return rasa_domain
 
 
 def tracker_in_form(domain: Domain, sender: str, text: str = "tomorrow at 3") -> Any:

@@ -393,11 +393,6 @@ OTHER_LANGUAGE = (
 CHANNELS = ["rest", "socketio", "twilio", "collector"]
 
 
-@pytest.fixture(scope="module")
-def rasa_domain() -> Domain:
-    return Domain.load([str(path) for path in DOMAIN_FILES])
-
-
 def texts_for(domain: Domain, response: str, channel: str, language: Any) -> List[str]:
     """The texts Rasa may pick for the response, given the red_flag_language slot."""
     variations = ResponseVariationFilter(domain.responses).responses_for_utter_action(

@@ -20,7 +20,6 @@ from rasa.shared.core.events import (
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 from testkit import (
-    DOMAIN_FILES,
     FILLED_CONTACT,
     TEST_CLINIC,
     ClinicConfigFactory,
@@ -46,11 +45,6 @@ FACT_SLOTS = {
 def session_start_on() -> Iterator[None]:
     with extension_on("session_start"):
         yield
-
-
-@pytest.fixture(scope="module")
-def rasa_domain() -> Domain:
-    return Domain.load([str(path) for path in DOMAIN_FILES])
 
 
 def start_session(
