@@ -63,12 +63,6 @@ ALL_ACTIONS: Sequence[Action] = (
 )
 
 
-@pytest.fixture(scope="module")
-def rasa_domain() -> Domain:
-    """The domain as the Rasa server loads it, to parse button payloads."""
-    return Domain.load([str(path) for path in DOMAIN_FILES])
-
-
 def responses(dispatcher: CollectingDispatcher) -> List[Optional[str]]:
     return [message["response"] for message in dispatcher.messages]
 
