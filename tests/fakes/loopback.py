@@ -1,14 +1,15 @@
 """A stdlib HTTP server on a free loopback port, run in a daemon thread.
 
 The fakes of outside services (tests/fakes/twilio_api.py, webhook_server.py) share
-this start/stop lifecycle and only bring their own request handler.
+this start/stop lifecycle (:class:`LoopbackFake`) and only bring their own request
+handler.
 """
 
 from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional, Type
+from typing import Optional, Type, TypeVar
 
 
 class _Server(ThreadingHTTPServer):
@@ -53,3 +54,25 @@ class LoopbackServer:
         assert self._httpd is not None, "start() the server first"
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
+
+
+FakeT = TypeVar("FakeT", bound="LoopbackFake")
+
+
+class LoopbackFake:
+    """A fake service served by ``self._server``: ``start``/``stop`` or ``with``."""
+
+    _server: LoopbackServer
+
+    def start(self: FakeT) -> FakeT:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self: FakeT) -> FakeT:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

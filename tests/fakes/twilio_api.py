@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
 E164 = re.compile(r"\+[1-9]\d{1,14}")
 MAX_BODY = 1600
@@ -69,7 +69,7 @@ class SentMessage:
     body: str
 
 
-class FakeTwilioApi:
+class FakeTwilioApi(LoopbackFake):
     """Twilio's Messages resource for one account, on a free loopback port."""
 
     def __init__(self, account_sid: str, auth_token: str) -> None:
@@ -88,20 +88,11 @@ class FakeTwilioApi:
 
     # Lifecycle.
 
-    def start(self) -> FakeTwilioApi:
-        self._server.start()
-        return self
-
     def stop(self) -> None:
+        """Stops serving, and any ``refuse_connections_for`` still to come back."""
         if self._back is not None:
             self._back.cancel()
-        self._server.stop()
-
-    def __enter__(self) -> FakeTwilioApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     @property
     def base_url(self) -> str:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
 BASE_PATH = "/clinicbot/v1"
 WINDOW_SECONDS = 300
@@ -93,7 +93,7 @@ class _Knobs:
     delays: Deque[float] = field(default_factory=deque)
 
 
-class FakeWebhookServer:
+class FakeWebhookServer(LoopbackFake):
     """The contract's receiver on ``127.0.0.1`` and a free port, in a thread."""
 
     def __init__(
@@ -114,21 +114,6 @@ class FakeWebhookServer:
         self._requests: List[RecordedRequest] = []
         self._knobs = _Knobs()
         self._server = LoopbackServer(type("Handler", (_Handler,), {"fake": self}))
-
-    # Lifecycle.
-
-    def start(self) -> FakeWebhookServer:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeWebhookServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:

@@ -10,7 +10,7 @@ import logging
 import socket
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, Iterator, List, Union
+from typing import Any, Callable, Dict, List, Union
 
 import pytest
 
@@ -46,17 +46,6 @@ PATIENT = Patient(name="Dana Testperson", phone="+18175550142")
 
 def at(hour: int, minute: int = 0) -> datetime:
     return DAY.replace(hour=hour, minute=minute)
-
-
-@pytest.fixture
-def facade() -> Iterator[FhirFacade]:
-    with FhirFacade() as running:
-        yield running
-
-
-@pytest.fixture
-def schedule(facade: FhirFacade) -> str:
-    return facade.seed_schedule("Practitioner/dr-valliant")
 
 
 @pytest.fixture
@@ -278,16 +267,6 @@ def test_a_hold_does_not_stop_another_system(
     assert facade.inspect("Appointment") == []
 
 
-def test_a_taken_slot_cannot_be_held(
-    facade: FhirFacade, scheduler: FhirScheduler, new_slots: List[str]
-) -> None:
-    slot = first_slot(scheduler)
-    take_slot_elsewhere(facade, slot.slot_id)
-
-    with pytest.raises(SlotUnavailable):
-        scheduler.hold(slot)
-
-
 # --- book ---------------------------------------------------------------------------
 
 
@@ -375,14 +354,26 @@ def test_a_retry_after_a_lost_answer_returns_the_booking(
     assert booking.patient == PATIENT
 
 
-def test_a_slot_taken_between_find_and_book_is_unavailable(
-    facade: FhirFacade, scheduler: FhirScheduler, new_slots: List[str]
+@pytest.mark.parametrize(
+    "take",
+    [
+        pytest.param(lambda scheduler, slot: scheduler.hold(slot), id="hold"),
+        pytest.param(
+            lambda scheduler, slot: scheduler.book(slot, PATIENT, "key-1"), id="book"
+        ),
+    ],
+)
+def test_a_slot_taken_after_it_was_found_cannot_be_held_or_booked(
+    facade: FhirFacade,
+    scheduler: FhirScheduler,
+    new_slots: List[str],
+    take: Callable[[FhirScheduler, Slot], object],
 ) -> None:
     slot = first_slot(scheduler)
     take_slot_elsewhere(facade, slot.slot_id)
 
     with pytest.raises(SlotUnavailable):
-        scheduler.book(slot, PATIENT, "key-1")
+        take(scheduler, slot)
     assert facade.inspect("Appointment") == []
 
 

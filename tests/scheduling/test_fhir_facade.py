@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 import requests
@@ -21,17 +21,6 @@ NINE = datetime(2030, 3, 5, 9, 0, tzinfo=CENTRAL)
 SYSTEM = "urn:test:visit-type"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 TIMEOUT = 5
-
-
-@pytest.fixture
-def facade() -> Iterator[FhirFacade]:
-    with FhirFacade() as running:
-        yield running
-
-
-@pytest.fixture
-def schedule(facade: FhirFacade) -> str:
-    return facade.seed_schedule("Practitioner/dr-a")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import stat
 import threading
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -730,38 +730,30 @@ def _attempt(scheduler: SqliteScheduler, slot: Slot, index: int, barrier: Any) -
     return "booked"
 
 
-def test_fifty_threads_race_for_one_slot(scheduler: SqliteScheduler) -> None:
-    slot = slot_at(scheduler, "dry_needling", "provider-1", local(2026, 3, 2, 9))
-    barrier = threading.Barrier(50)
-    results: List[str] = [""] * 50
-
-    def run(index: int) -> None:
-        results[index] = _attempt(scheduler, slot, index, barrier)
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert sorted(results) == ["booked"] + ["unavailable"] * 49
-    assert count_rows(scheduler.path, "SELECT count(*) FROM bookings") == 1
-
-
-def test_threads_racing_with_overlapping_visit_lengths(
-    scheduler: SqliteScheduler,
+@pytest.mark.parametrize(
+    "visits",
+    [
+        pytest.param([("dry_needling", 9, 0)], id="one-slot"),
+        # Different start times: only the overlap check, not a unique index, stops
+        # them.
+        pytest.param(
+            [("dry_needling", 9, 30), ("physical_therapy", 9, 0)],
+            id="overlapping-visit-lengths",
+        ),
+    ],
+)
+def test_fifty_threads_race_for_one_time(
+    scheduler: SqliteScheduler, visits: List[Tuple[str, int, int]]
 ) -> None:
-    # Different start times: only the overlap check, not a unique index, stops them.
-    therapy = slot_at(scheduler, "physical_therapy", "provider-1", local(2026, 3, 2, 9))
-    needling = slot_at(
-        scheduler, "dry_needling", "provider-1", local(2026, 3, 2, 9, 30)
-    )
+    slots = [
+        slot_at(scheduler, visit, "provider-1", local(2026, 3, 2, hour, minute))
+        for visit, hour, minute in visits
+    ]
     barrier = threading.Barrier(50)
     results: List[str] = [""] * 50
 
     def run(index: int) -> None:
-        slot = therapy if index % 2 else needling
-        results[index] = _attempt(scheduler, slot, index, barrier)
+        results[index] = _attempt(scheduler, slots[index % len(slots)], index, barrier)
 
     threads = [threading.Thread(target=run, args=(index,)) for index in range(50)]
     for thread in threads:
