@@ -2,13 +2,19 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup run chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler faults staff faq missed retrain rollback lock clean
+.PHONY: setup run run-scaled chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler faults staff faq missed retrain rollback lock clean
 
 setup:            ## create .venv (Python 3.10) with the pinned packages
 	@$(ENV) scripts/setup.sh
 
 run: setup        ## train if needed, start action server + Rasa server (REST)
 	@$(ENV) scripts/run.sh
+
+run-scaled: setup ## N Rasa + M action servers on PostgreSQL and Redis behind nginx
+	@$(ENV) scripts/install_services.sh && \
+	  if live="$$($$VENV/bin/python -m staff live-model)"; then export MODEL_PATH="$$live"; \
+	  else scripts/train.sh; fi && \
+	  exec $$VENV/bin/python -m scripts.run_scaled $(ARGS)
 
 chat:             ## talk to the running assistant in the terminal
 	@$(ENV) $$VENV/bin/python scripts/chat.py
