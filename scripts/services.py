@@ -351,6 +351,9 @@ class Nginx:
             "http {\n"
             # No access log: it would keep patients' addresses and times.
             "  access_log off;\n  server_tokens off;\n"
+            # Bodies (conversations, trackers) pass through and are never written
+            # to temporary files.
+            "  proxy_request_buffering off;\n  proxy_max_temp_file_size 0;\n"
             f"{paths}"
             "  map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n"
             + "".join(upstream.block() for upstream in self.upstreams)

@@ -203,8 +203,8 @@ async def widget_conversation(url: str, origin: str, session_id: str) -> List[st
         while "anesthetic" not in texts[-1]:
             texts.append(await asyncio.wait_for(inbox.get(), timeout=60))
         return texts
-    finally:
-        await client.disconnect()
+    finally:  # without waiting up to 25 s for the long poll to end
+        await client.eio.disconnect(abort=True)
 
 
 def test_a_widget_conversation_goes_through_nginx_into_postgresql(
