@@ -21,7 +21,7 @@ from typing import Mapping, Optional
 
 from clinic_common.settings import SettingsError, load
 
-TOKEN_FILE = "rasa_api_token"  # staff/project.py reads the same file
+TOKEN_FILE = "rasa_api_token"  # in $STATE_DIR; the staff commands read it too
 # What Rasa's token check and a URL query (``?token=``) take without escaping, and
 # what no command line reads as an option: no leading "-".
 _GOOD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{15,}")

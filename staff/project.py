@@ -18,10 +18,9 @@ from typing import Mapping, Optional, Tuple
 
 from clinic_common.settings import RETRIEVAL_INTENT as RETRIEVAL_INTENT
 from clinic_common.settings import load as load_settings
+from scripts.api_token import TOKEN_FILE
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
-# Where scripts/run.sh keeps the Rasa HTTP API token when RASA_API_TOKEN is not set.
-API_TOKEN_FILE = "rasa_api_token"
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ class Settings:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
         """Reads the settings (``clinic_common.settings``, its defaults)."""
         config = load_settings(environ)
-        token = config.rasa_api_token or _read_token(config.state_dir / API_TOKEN_FILE)
+        token = config.rasa_api_token or _read_token(config.state_dir / TOKEN_FILE)
         return cls(
             project=Project(config.project_root),
             state_dir=config.state_dir,
