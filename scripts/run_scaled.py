@@ -47,7 +47,15 @@ from scripts.launcher import (
     free_port,
     wait_until,
 )
-from scripts.services import MissingPackage, Nginx, Postgres, Redis, Upstream, secret
+from scripts.services import (
+    MissingPackage,
+    Nginx,
+    Postgres,
+    Redis,
+    Upstream,
+    require_packages,
+    secret,
+)
 
 ENDPOINTS = ROOT / "deploy" / "scaled" / "endpoints.yml"
 DATABASE = "clinic"
@@ -162,10 +170,11 @@ class ScaledProfile:
 
         Raises:
             RuntimeError: there is no model at ``model``.
-            MissingPackage: PostgreSQL is not installed.
+            MissingPackage: a Debian package is not installed.
         """
         if not model.is_file():
             raise RuntimeError(f"No trained model at {model}: run 'make train' first.")
+        require_packages()
         self.options = options
         self.state_dir = state_dir
         self.logs = state_dir / "logs"
@@ -417,7 +426,7 @@ def create_tracker_tables(env: Mapping[str, str]) -> None:
     store.engine.dispose()
 
 
-def _stop_on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt
 
 
@@ -427,7 +436,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.umask(0o077)  # conversations and passwords are for this account only
     config = settings.load()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Both stop everything, even when started where SIGINT was ignored (``&``).
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stop_on_signal)
     started = time.monotonic()
     try:
         profile = ScaledProfile(

@@ -50,7 +50,9 @@ def running_as_root() -> bool:
 
 def as_account(account: str) -> List[str]:
     """The command prefix that runs a program as ``account`` when root, else none."""
-    return ["runuser", "-u", account, "--"] if running_as_root() else []
+    if not running_as_root():
+        return []
+    return [str(find_program("runuser")), "-u", account, "--"]
 
 
 def own_folder(folder: Path, account: str) -> Path:
@@ -117,6 +119,17 @@ def postgres_bin() -> Path:
         ) from None
 
 
+def require_packages() -> None:
+    """Checks that PostgreSQL, Redis and nginx are installed, before any starts.
+
+    Raises:
+        MissingPackage: one is not; the message names its Debian package.
+    """
+    postgres_bin()
+    find_program(REDIS_SERVER)
+    find_program(NGINX)
+
+
 class Postgres:
     """A PostgreSQL cluster in ``root`` (``data/``, ``server.log``) on a loopback port.
 
@@ -141,7 +154,12 @@ class Postgres:
         self.bin_dir = bin_dir or postgres_bin()
         self.as_user = as_account("postgres")
 
-    def _run(self, program: str, *args: str) -> None:
+    def _run(self, program: str, *args: str, check: bool = True) -> int:
+        """Runs one of PostgreSQL's programs as its account; its exit code.
+
+        Raises:
+            RuntimeError: it failed and ``check`` is set (with its error output).
+        """
         command = [*self.as_user, str(self.bin_dir / program), *args]
         done = subprocess.run(
             command,
@@ -150,8 +168,9 @@ class Postgres:
             timeout=COMMAND_TIMEOUT,
             check=False,
         )
-        if done.returncode != 0:
+        if check and done.returncode != 0:
             raise RuntimeError(f"{program} failed: {done.stderr[-2000:]}")
+        return done.returncode
 
     @property
     def superuser_password(self) -> str:
@@ -178,6 +197,8 @@ class Postgres:
         own_folder(self.root, "postgres")
         if not (self.data / "PG_VERSION").is_file():
             self._initdb()
+        # Left running by a run that was killed: started again with this run's port.
+        self.stop()
         options = (
             f"-p {self.port} -c listen_addresses={LOOPBACK} "
             f"-c unix_socket_directories='' -c max_connections={self.max_connections}"
@@ -189,7 +210,7 @@ class Postgres:
 
     def stop(self, mode: str = "fast") -> None:
         """Stops the cluster (``fast``: disconnects clients, rolls back); if running."""
-        if (self.data / "postmaster.pid").is_file():
+        if self.running():
             self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def url(
@@ -208,16 +229,11 @@ class Postgres:
             database=database,
         )
 
-    def ready(self) -> bool:
-        """Whether the cluster accepts the superuser's connections."""
-        engine = sa.create_engine(self.url("postgres"))
-        try:
-            with engine.connect():
-                return True
-        except sa.exc.OperationalError:
+    def running(self) -> bool:
+        """Whether the cluster's server runs (``pg_ctl status``)."""
+        if not (self.data / "PG_VERSION").is_file():
             return False
-        finally:
-            engine.dispose()
+        return self._run("pg_ctl", "-D", str(self.data), "status", check=False) == 0
 
     def create_database(
         self, name: str, owner: Optional[str] = None, password: Optional[str] = None
