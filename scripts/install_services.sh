@@ -26,6 +26,6 @@ own_policy=false
 if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=true
 fi
-trap '[ "$own_policy" = true ] && rm -f "$policy"' EXIT
+trap 'if [ "$own_policy" = true ]; then rm -f "$policy"; fi' EXIT
 apt-get install -y -qq "${missing[@]}" >/dev/null ||
   { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
