@@ -232,7 +232,6 @@ class ScaledProfile:
         }
         self.staff_enabled = bool(base.staff_password)
         self.processes: List[Process] = []  # started ones, in order
-        self.nginx_process: Optional[Process] = None
 
     def _secret(self, name: str) -> Path:
         return self.state_dir / f"{name}.password"
@@ -297,8 +296,9 @@ class ScaledProfile:
                     expand(RASA_PROBE, {"RASA_PORT": str(rasa_port)}), RASA_TIMEOUT
                 )
             self._start_pages()
-            nginx = self.nginx().process(self.env, self.logs / "nginx.log")
-            self.nginx_process = self._started(nginx)
+            nginx = self._started(
+                self.nginx().process(self.env, self.logs / "nginx.log")
+            )
             nginx.wait_ready(f"{self.url}/demo/", SERVICE_TIMEOUT)
         except BaseException:
             self.close()
@@ -326,7 +326,7 @@ class ScaledProfile:
                     "--server-url",
                     self.options.public_url,
                 ),
-            )  # fmt: skip
+            )
         )
         web.wait_ready(f"http://{LOOPBACK}:{self.web_port}/demo/", SERVICE_TIMEOUT)
         if self.staff_enabled:
