@@ -71,6 +71,7 @@ class Settings:
     callback_db: Path
     channel_db: Path
     tracker_db: Path
+    endpoints: Path
     model_path: Path
     rasa_port: int
     action_port: int
@@ -120,6 +121,8 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
         callback_db=env.path("CALLBACK_DB", state / "callbacks.db"),
         channel_db=env.path("CHANNEL_DB", state / "channels.db"),
         tracker_db=env.path("TRACKER_DB", state / "tracker.db"),
+        # A relative path is the project's, wherever the process runs.
+        endpoints=root / env.path("ENDPOINTS", Path("endpoints.yml")),
         model_path=env.path("MODEL_PATH", root / "models" / "clinic.tar.gz"),
         rasa_port=rasa_port,
         action_port=action_port,
