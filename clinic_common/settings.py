@@ -44,6 +44,8 @@ DEFAULT_SCHEDULER_BACKEND = "sqlite"
 DEFAULT_SCHEDULER_TIMEOUT = 5.0  # seconds before a remote scheduler counts as down
 DEFAULT_ACTION_SERVER_TIMEOUT = 15.0  # seconds the Rasa server waits for an action
 DEFAULT_SMS_RETRY_WINDOW = 3600.0  # seconds an SMS reply is retried
+DEFAULT_RATE_LIMIT_PER_SECOND = 2.0  # messages per second of one sender, sustained
+DEFAULT_RATE_LIMIT_BURST = 8.0  # messages one sender may send at once
 DEFAULT_STAFF_USERNAME = "staff"
 DEFAULT_MIN_HELDOUT_ACCURACY = 0.90
 
@@ -82,6 +84,8 @@ class Settings:
     action_server_url: str
     action_server_timeout: float
     sms_retry_window_seconds: float
+    rate_limit_per_second: float
+    rate_limit_burst: float
     widget_allowed_origins: Tuple[str, ...]
     rasa_api_token: Optional[str]
     staff_username: str
@@ -137,6 +141,18 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
         ),
         sms_retry_window_seconds=env.seconds_or_default(
             "SMS_RETRY_WINDOW_SECONDS", DEFAULT_SMS_RETRY_WINDOW
+        ),
+        rate_limit_per_second=env.number(
+            "RATE_LIMIT_PER_SECOND",
+            DEFAULT_RATE_LIMIT_PER_SECOND,
+            lambda value: value >= 0,
+            "a number of messages per second, 0 (no limit) or more",
+        ),
+        rate_limit_burst=env.number(
+            "RATE_LIMIT_BURST",
+            DEFAULT_RATE_LIMIT_BURST,
+            lambda value: value >= 1,
+            "a number of messages, 1 or more",
         ),
         widget_allowed_origins=origins or demo_page,
         rasa_api_token=env.text("RASA_API_TOKEN") or None,
