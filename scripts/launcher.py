@@ -41,7 +41,7 @@ RASA_SERVER: Tuple[str, ...] = (
     "{VENV}/bin/python", "-m", "scripts.rasa_server", "run",
     "--interface", LOOPBACK, "--port", "{RASA_PORT}",
     "--model", "{MODEL_PATH}", "--credentials", "credentials.yml",
-    "--endpoints", "endpoints.yml", "--enable-api",
+    "--endpoints", "{ENDPOINTS}", "--enable-api",
 )  # fmt: skip
 # URLs that answer 200 once each server serves.
 ACTION_PROBE = "http://127.0.0.1:{ACTION_PORT}/health"
@@ -54,10 +54,25 @@ STOP_GRACE = 20.0
 def expand(template: str, environ: Mapping[str, str]) -> str:
     """``template`` with each ``{NAME}`` replaced by the variable's value.
 
+    ``{ENDPOINTS}`` is the settings' endpoints file, set or not (scripts/env.sh
+    exports no default): ``endpoints.yml`` unless ENDPOINTS names another, relative
+    to the project, where the Rasa server runs, when it is in it.
+
     Raises:
         KeyError: a variable is not set (scripts/env.sh sets them all).
+        clinic_common.settings.SettingsError: ``{ENDPOINTS}`` with a bad setting.
     """
-    return re.sub(r"\{([A-Z_]+)\}", lambda match: environ[match.group(1)], template)
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name != "ENDPOINTS":
+            return environ[name]
+        config = settings.load(environ)
+        if config.endpoints.is_relative_to(config.project_root):
+            return str(config.endpoints.relative_to(config.project_root))
+        return str(config.endpoints)
+
+    return re.sub(r"\{([A-Z_]+)\}", value, template)
 
 
 def free_port(preferred: int = 0, taken: Sequence[int] = ()) -> int:

@@ -29,7 +29,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Type
 
 from clinic_common import settings
 from clinic_common.settings import LOOPBACK
@@ -209,6 +209,8 @@ class ScaledProfile:
             "PYTHONPATH": str(ROOT),
             "VENV": env.get("VENV") or str(Path(sys.executable).parents[1]),
             "STATE_DIR": str(state_dir),
+            # The Rasa servers' --endpoints and the staff tools' tracker store.
+            "ENDPOINTS": str(ENDPOINTS),
             "MODEL_PATH": str(model),
             "ACTION_SERVER_URL": f"http://{LOOPBACK}:{action_port}/webhook",
             "RASA_API_TOKEN": api_token.api_token(state_dir, env),
@@ -281,11 +283,7 @@ class ScaledProfile:
                 for i, p in enumerate(self.action_ports, 1)
             ]
             rasa = [
-                self._started(
-                    self._process(
-                        f"rasa-{i}", with_endpoints(RASA_SERVER), RASA_PORT=str(p)
-                    )
-                )
+                self._started(self._process(f"rasa-{i}", RASA_SERVER, RASA_PORT=str(p)))
                 for i, p in enumerate(self.rasa_ports, 1)
             ]
             for process, action_port in zip(actions, self.action_ports, strict=True):
@@ -396,12 +394,6 @@ class ScaledProfile:
     ) -> None:
         """Stops everything."""
         self.close()
-
-
-def with_endpoints(command: Tuple[str, ...]) -> Tuple[str, ...]:
-    """The Rasa server's command with this profile's endpoints file."""
-    at = command.index("--endpoints") + 1
-    return (*command[:at], str(ENDPOINTS), *command[at + 1 :])
 
 
 def create_tracker_tables(env: Mapping[str, str]) -> None:
