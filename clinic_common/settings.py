@@ -48,6 +48,8 @@ DEFAULT_RATE_LIMIT_PER_SECOND = 2.0  # messages per second of one sender, sustai
 DEFAULT_RATE_LIMIT_BURST = 8.0  # messages one sender may send at once
 DEFAULT_STAFF_USERNAME = "staff"
 DEFAULT_MIN_HELDOUT_ACCURACY = 0.90
+DEFAULT_RETENTION_DAYS = 90.0  # conversations whose last event is older go
+DEFAULT_BOOKING_RETENTION_DAYS = 90.0  # past visits lose the patient's name and phone
 
 
 class SettingsError(ValueError):
@@ -91,6 +93,8 @@ class Settings:
     staff_username: str
     staff_password: str
     min_heldout_accuracy: float
+    retention_days: float
+    booking_retention_days: float
 
 
 def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -161,6 +165,10 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
         min_heldout_accuracy=env.share(
             "MIN_HELDOUT_ACCURACY", DEFAULT_MIN_HELDOUT_ACCURACY
         ),
+        retention_days=env.days("RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+        booking_retention_days=env.days(
+            "BOOKING_RETENTION_DAYS", DEFAULT_BOOKING_RETENTION_DAYS
+        ),
     )
 
 
@@ -202,6 +210,11 @@ class _Environment:
     def seconds(self, name: str, default: float) -> float:
         return self.number(
             name, default, lambda value: value > 0, "a positive number of seconds"
+        )
+
+    def days(self, name: str, default: float) -> float:
+        return self.number(
+            name, default, lambda value: value > 0, "a positive number of days"
         )
 
     def number(
