@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from clinic_common import settings, sqlite
 
@@ -36,6 +36,9 @@ SEEN_SMS_DAYS = 7.0
 # staff list the failures (``clinicbot sms-failures``).
 SENT_SMS_DAYS = 7.0
 FAILED_SMS_DAYS = 90.0
+# Offered buttons (and the numbered list they belong to) are kept this long after
+# they were offered: a click on an older button is refused like any typed payload.
+OFFER_DAYS = 7.0
 DAY = 86_400.0
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
@@ -398,6 +401,91 @@ class ChannelStore:
                 "INSERT OR IGNORE INTO sms_seen VALUES (?, ?)", (message_sid, now)
             )
         return cursor.rowcount == 1
+
+    # --- retention (staff: clinicbot retention, clinicbot forget) -----------------
+
+    def remove_old(self, now: float, dry_run: bool = False) -> Dict[str, int]:
+        """Deletes what is kept longer than needed; opt-outs always stay.
+
+        Offered buttons after ``OFFER_DAYS`` (a numbered list goes with its last
+        button), received SIDs after ``SEEN_SMS_DAYS``, finished outbox rows after
+        ``SENT_SMS_DAYS`` (sent) or ``FAILED_SMS_DAYS`` (failed); a reply not sent
+        yet stays. Returns the counts deleted (or, ``dry_run``, to delete) per kind.
+        """
+        offers = now - OFFER_DAYS * DAY
+        return self._delete(
+            {
+                "offered buttons": ("offers WHERE offered_at < ?", (offers,)),
+                "numbered lists": (
+                    "latest_choices WHERE NOT EXISTS (SELECT 1 FROM offers o"
+                    " WHERE o.channel = latest_choices.channel"
+                    " AND o.sender = latest_choices.sender AND o.offered_at >= ?)",
+                    (offers,),
+                ),
+                "received message ids": (
+                    "sms_seen WHERE received_at < ?",
+                    (now - SEEN_SMS_DAYS * DAY,),
+                ),
+                "outbox rows": (
+                    "sms_outbox WHERE (state = ? AND created_at < ?)"
+                    " OR (state = ? AND created_at < ?)",
+                    (
+                        SENT,
+                        now - SENT_SMS_DAYS * DAY,
+                        FAILED,
+                        now - FAILED_SMS_DAYS * DAY,
+                    ),
+                ),
+            },
+            dry_run,
+        )
+
+    def forget(
+        self,
+        phone: str,
+        senders: Sequence[str],
+        conversations: Sequence[str],
+        dry_run: bool = False,
+    ) -> Dict[str, int]:
+        """Deletes one patient's records; their opt-out (if any) stays.
+
+        The buttons offered to the conversations ``senders`` (on any channel), and
+        the outbox rows to ``phone`` or of the conversation keys ``conversations``
+        (sent and failed rows keep only the key), pending replies included. Returns
+        the counts deleted (or, ``dry_run``, to delete) per kind.
+        """
+        who = ", ".join("?" * len(senders)) or "NULL"
+        keys = ", ".join("?" * len(conversations)) or "NULL"
+        return self._delete(
+            {
+                "offered buttons": (f"offers WHERE sender IN ({who})", (*senders,)),
+                "numbered lists": (
+                    f"latest_choices WHERE sender IN ({who})",
+                    (*senders,),
+                ),
+                "outbox rows": (
+                    f"sms_outbox WHERE phone = ? OR conversation IN ({keys})",
+                    (phone, *conversations),
+                ),
+            },
+            dry_run,
+        )
+
+    def _delete(
+        self, rows: Dict[str, Tuple[str, Tuple[object, ...]]], dry_run: bool
+    ) -> Dict[str, int]:
+        """Counts, and unless ``dry_run`` deletes, ``FROM`` each kind's rows."""
+        counts: Dict[str, int] = {}
+        with self._connect() as db:
+            for kind, (where, parameters) in rows.items():
+                counts[kind] = int(
+                    db.execute(f"SELECT count(*) FROM {where}", parameters).fetchone()[
+                        0
+                    ]
+                )
+                if counts[kind] and not dry_run:
+                    db.execute(f"DELETE FROM {where}", parameters)
+        return counts
 
 
 class OpensStoreLazily:

@@ -13,7 +13,9 @@ docs/pipeline.md, "Serving cost").
   LRU), and hands it back as long as the database agrees that nothing was written
   since: one indexed ``max(id)`` query instead of a rebuild. Another process
   writing to the conversation, a failed turn that changed the tracker without saving
-  it, or a new session all make it fall back to Rasa's own reading;
+  it, or a new session all make it fall back to Rasa's own reading. A conversation
+  removed from the database (``clinicbot retention``/``forget``) is never served
+  from memory, and a turn that was running meanwhile saves only its own events;
 * it inserts the new events with one Core ``INSERT`` in one transaction;
 * on SQLite it keeps connections open (SQLAlchemy 1.4 reopens the file for every
   statement) and turns on write-ahead logging (readers never block the writer; a
@@ -230,10 +232,17 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         if cached is not None and cached.tracker is not tracker:
             cached = None
         stored: Optional[int] = None
+        removed = False
         try:
             with self.engine.begin() as connection:
                 last_id = self._last_id(connection, sender_id)
-                if cached is not None and (cached.pending or cached.last_id == last_id):
+                # Fewer rows than when it was read: the conversation was removed
+                # (clinicbot retention or forget) during this turn. Only the turn's
+                # own events are written; the removed ones must not come back.
+                removed = cached is not None and 0 <= last_id < cached.last_id
+                if cached is not None and (
+                    cached.pending or cached.last_id == last_id or removed
+                ):
                     stored = cached.saved_events
                 else:
                     stored = self._stored_in_latest_session(sender_id)
@@ -250,7 +259,10 @@ class CachedSQLTrackerStore(SQLTrackerStore):
         self._nothing_stored.discard(sender_id)
         if self.event_broker is not None and new_events:
             await self._stream_new_events(self.event_broker, new_events, sender_id)
-        self._remember(tracker, last_id)
+        if removed:
+            self._forget(sender_id)  # its earlier events are in memory only
+        else:
+            self._remember(tracker, last_id)
         logger.debug("Tracker stored (%d new events).", len(new_events))
 
     def _stored_in_latest_session(self, sender_id: str) -> int:

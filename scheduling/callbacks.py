@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Collection, Dict, Iterator, List, Optional
 
 from clinic_common.sqlite import Database, StrPath, prepare_file
 from scheduling import database_unavailable
@@ -210,3 +210,56 @@ class CallbackStore:
         if cursor.rowcount:
             logger.info("Callback request %d done", callback_id)
         return cursor.rowcount > 0
+
+    # --- retention (staff: clinicbot retention, clinicbot forget) -----------------
+
+    def remove_done_before(self, before: datetime, dry_run: bool = False) -> int:
+        """Deletes requests marked done before ``before``; open ones always stay.
+
+        Returns how many were (or, ``dry_run``, would be) deleted.
+        """
+        done = (int(before.timestamp()),)
+        with self._db.write() as connection:
+            count = int(
+                connection.execute(
+                    "SELECT count(*) FROM callback_requests"
+                    " WHERE status = 'done' AND done_utc < ?",
+                    done,
+                ).fetchone()[0]
+            )
+            if count and not dry_run:
+                connection.execute(
+                    "DELETE FROM callback_requests"
+                    " WHERE status = 'done' AND done_utc < ?",
+                    done,
+                )
+        return count
+
+    def forget(
+        self,
+        is_number: Callable[[str], bool],
+        senders: Collection[str],
+        dry_run: bool = False,
+    ) -> int:
+        """Deletes, open or done, every request whose phone is the number.
+
+        ``is_number`` tells whether a phone as the patient typed it is the number;
+        a request made in one of the conversations ``senders`` goes too. Spooled
+        requests are moved in first, so none is missed. Returns how many were (or,
+        ``dry_run``, would be) deleted.
+        """
+        self._import_spool()
+        with self._db.write() as connection:
+            chosen = [
+                row["callback_id"]
+                for row in connection.execute(
+                    "SELECT callback_id, phone, sender_id FROM callback_requests"
+                )
+                if is_number(row["phone"]) or row["sender_id"] in senders
+            ]
+            if chosen and not dry_run:
+                connection.executemany(
+                    "DELETE FROM callback_requests WHERE callback_id = ?",
+                    [(callback_id,) for callback_id in chosen],
+                )
+        return len(chosen)

@@ -268,6 +268,62 @@ class SqliteScheduler:
         """The scheduling settings this scheduler generates slots from."""
         return self._config
 
+    # --- retention (staff: clinicbot retention, clinicbot forget) -----------------
+
+    def anonymise_visits_before(self, before: datetime, dry_run: bool = False) -> int:
+        """Removes name and phone from bookings whose visit ended before ``before``.
+
+        The booking's row stays, status and all, so the clinic's counts of visits
+        stay right; its idempotency records (a hash of the request, phone included)
+        go. Returns how many bookings were (or, ``dry_run``, would be) anonymised.
+        """
+        return self._anonymise("end_utc < ?", (_epoch(require_aware(before)),), dry_run)
+
+    def forget_phone(self, phone: str, dry_run: bool = False) -> int:
+        """Anonymises every booking of ``phone`` (E.164, as bookings store it).
+
+        An upcoming active booking is also cancelled: nobody could look it up, change
+        it or be reached about it any more, and its time is freed. Past ones keep
+        their status. Returns how many bookings were (would be) anonymised.
+        """
+        return self._anonymise("patient_phone = ?", (phone,), dry_run, cancel=True)
+
+    def _anonymise(
+        self,
+        where: str,
+        parameters: Tuple[object, ...],
+        dry_run: bool,
+        cancel: bool = False,
+    ) -> int:
+        chosen = f"({where}) AND (patient_name != '' OR patient_phone != '')"
+        with self._db.write() as connection:
+            references = [
+                row["reference"]
+                for row in connection.execute(
+                    f"SELECT reference FROM bookings WHERE {chosen}", parameters
+                )
+            ]
+            if dry_run or not references:
+                return len(references)
+            marks = ", ".join("?" * len(references))
+            if cancel:
+                now = _epoch(self._now())
+                connection.execute(
+                    "UPDATE bookings SET status = ?, cancelled_utc = ?"
+                    f" WHERE reference IN ({marks}) AND status = ? AND start_utc > ?",
+                    (CANCELLED, now, *references, BOOKED, now),
+                )
+            connection.execute(
+                f"DELETE FROM requests WHERE reference IN ({marks})", references
+            )
+            connection.execute(
+                "UPDATE bookings SET patient_name = '', patient_phone = ''"
+                f" WHERE reference IN ({marks})",
+                references,
+            )
+        logger.info("Anonymised %d booking(s).", len(references))
+        return len(references)
+
     # --- the Scheduler protocol ---------------------------------------------------
 
     def find_slots(

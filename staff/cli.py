@@ -13,6 +13,8 @@
     clinicbot retrain [--publish] [--tolerance 0.10] [--no-wait]
     clinicbot rollback [--no-wait]
     clinicbot sms-failures [--since DAYS]
+    clinicbot retention [--days N] [--dry-run]   (what is older than kept: removed)
+    clinicbot forget --phone NUMBER [--dry-run]  (one patient, opt-out kept)
     clinicbot live-model        (for scripts/run.sh: the model to serve, if any)
 
 Exit codes: 0 done, 1 refused or a check failed (the reason is printed; nothing was
@@ -25,10 +27,11 @@ import argparse
 import sys
 import textwrap
 import time
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from channels import store as channel_store
-from staff import faq_data, missed, retrain, scheduling_cli
+from scheduling.base import BackendUnavailable
+from staff import faq_data, missed, retention, retrain, scheduling_cli
 from staff.faq_data import EditResult, Refused
 from staff.project import Settings
 
@@ -239,6 +242,40 @@ def _sms_failures(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _retention(settings: Settings, args: argparse.Namespace) -> int:
+    stores = retention.Stores.from_env()
+    days = stores.retention_days if args.days is None else args.days
+    print(
+        f"Conversations older than {days:g} days, bookings whose visit was more "
+        f"than {stores.booking_retention_days:g} days ago."
+    )
+    return _print_report(lambda: retention.retention(stores, args.dry_run, days))
+
+
+def _forget(settings: Settings, args: argparse.Namespace) -> int:
+    stores = retention.Stores.from_env()
+    print(f"The patient of {args.phone}:")
+    return _print_report(lambda: retention.forget(stores, args.phone, args.dry_run))
+
+
+def _print_report(run: Callable[[], retention.Report]) -> int:
+    try:
+        report = run()
+    except BackendUnavailable as error:
+        print(f"error: {error} Run it again later.", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("give a positive number of days")
+    return value
+
+
 def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
@@ -259,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clinicbot",
         description="Staff tools of the clinic assistant: FAQ, missed messages, "
-        "retraining, failed texts, bookings, blocked times and call-backs.",
+        "retraining, failed texts, bookings, blocked times, call-backs and how long "
+        "patients' data is kept.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -354,6 +392,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sms.add_argument("--since", type=float, default=7.0, metavar="DAYS")
     sms.set_defaults(run=_sms_failures)
+
+    keep = commands.add_parser(
+        "retention",
+        help="remove conversations, patient details and records older than kept",
+    )
+    keep.add_argument(
+        "--days",
+        type=_positive,
+        default=None,
+        help="conversations older than this go (default: RETENTION_DAYS, 90)",
+    )
+    keep.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    keep.set_defaults(run=_retention)
+
+    forget = commands.add_parser(
+        "forget", help="remove one patient (a phone number); the opt-out is kept"
+    )
+    forget.add_argument("--phone", required=True, help="any US format, or +country")
+    forget.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    forget.set_defaults(run=_forget)
 
     commands.add_parser(
         "live-model", help="print the model a restart should serve (for run.sh)"

@@ -286,7 +286,6 @@ class TrackerStoreUnreadable(Exception):
     """The conversations cannot be read: staff see this instead of an empty inbox."""
 
 
-ENDPOINTS_FILE = "endpoints.yml"
 _VARIABLE = re.compile(r"\$\{([^}]+)\}")
 # The columns of Rasa's ``events`` table that the inbox reads (SQLTrackerStore).
 EVENTS = sa.table(
@@ -299,10 +298,10 @@ EVENTS = sa.table(
 )
 
 
-def _substituted(value: Any, environ: Mapping[str, str]) -> Any:
-    """``value`` with each ``${VAR}`` replaced as Rasa does when it reads endpoints."""
+def _substituted(value: Any, environ: Mapping[str, str], source: str) -> Any:
+    """``value`` with each ``${VAR}`` replaced as Rasa does when it reads ``source``."""
     if isinstance(value, dict):
-        return {key: _substituted(item, environ) for key, item in value.items()}
+        return {key: _substituted(item, environ, source) for key, item in value.items()}
     if not isinstance(value, str):
         return value
 
@@ -310,7 +309,7 @@ def _substituted(value: Any, environ: Mapping[str, str]) -> Any:
         name = match.group(1)
         if name not in environ:
             raise TrackerStoreUnreadable(
-                f"{ENDPOINTS_FILE} uses ${{{name}}} for the tracker store, and "
+                f"{source} uses ${{{name}}} for the tracker store, and "
                 f"{name} is not set."
             )
         return environ[name]
@@ -319,7 +318,7 @@ def _substituted(value: Any, environ: Mapping[str, str]) -> Any:
 
 
 def tracker_store_config(endpoints: Path, environ: Mapping[str, str]) -> Dict[str, Any]:
-    """The ``tracker_store`` section of endpoints.yml, its variables filled in.
+    """The ``tracker_store`` section of an endpoints file, its variables filled in.
 
     Raises:
         TrackerStoreUnreadable: no such file, or a store the inbox cannot read (only
@@ -343,11 +342,11 @@ def tracker_store_config(endpoints: Path, environ: Mapping[str, str]) -> Dict[st
             f"The tracker store in {endpoints} is {kind or 'in memory'!r}; the "
             "missed-messages inbox reads SQL stores only (SQLite, PostgreSQL)."
         )
-    return dict(_substituted(section, environ))
+    return dict(_substituted(section, environ, endpoints.name))
 
 
 def _is_sql_store(kind: str) -> bool:
-    if kind == "sql":
+    if kind.lower() == "sql":  # Rasa reads the type in any case (scaled: SQL)
         return True
     if "." not in kind:
         return False
@@ -378,7 +377,8 @@ def tracker_store_engine(
         )
     url = SQLTrackerStore.get_db_url(
         dialect,
-        config.get("host"),
+        # Rasa passes the section's ``url`` as the host (deploy/scaled/endpoints.yml).
+        config.get("url") or config.get("host"),
         validate_port(config.get("port")),
         db,
         config.get("username"),  # type: ignore[arg-type]
@@ -445,14 +445,18 @@ def read_missed(
 
 
 def conversations(settings: Settings) -> Optional[sa.engine.Engine]:
-    """The tracker store the Rasa server writes, from endpoints.yml and the environment.
+    """The tracker store the Rasa server writes, named by its endpoints file.
 
-    ``TRACKER_DB`` is the settings' own (the environment's, or its default).
+    The file is ``ENDPOINTS``; ``TRACKER_DB`` is the settings' own (the environment's,
+    or its default).
     """
+    return tracker_store_engine(store_config(settings), settings.project.root)
+
+
+def store_config(settings: Settings) -> Dict[str, Any]:
+    """The ``tracker_store`` section of the endpoints file, its variables filled in."""
     environ = {**os.environ, "TRACKER_DB": str(settings.tracker_db)}
-    root = settings.project.root
-    config = tracker_store_config(root / ENDPOINTS_FILE, environ)
-    return tracker_store_engine(config, root)
+    return tracker_store_config(settings.endpoints_file, environ)
 
 
 def group(

@@ -126,6 +126,14 @@ class Settings:
     rasa_url: str
     api_token: Optional[str]
     min_heldout_accuracy: float
+    # The Rasa endpoints file (``ENDPOINTS``), whose tracker store the staff tools
+    # read; None: the project's endpoints.yml.
+    endpoints: Optional[Path] = None
+
+    @property
+    def endpoints_file(self) -> Path:
+        """The endpoints file the Rasa server reads (the scaled profile's, say)."""
+        return self.endpoints or self.project.root / "endpoints.yml"
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -140,6 +148,7 @@ class Settings:
             rasa_url=config.rasa_url,
             api_token=token,
             min_heldout_accuracy=config.min_heldout_accuracy,
+            endpoints=config.endpoints,
         )
 
 
