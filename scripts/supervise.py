@@ -61,7 +61,7 @@ class Part:
     name: str
     title: str
     command: Tuple[str, ...]
-    probe: str  # a URL that answers 200 while the part serves
+    probe: str  # a URL that answers 200 while the part serves ("": a job, no server)
     stopwaitsecs: int = 10
 
     def argv(self, environ: Mapping[str, str]) -> List[str]:
@@ -103,6 +103,13 @@ HEALTH = Part(
     "health endpoint",
     ("{VENV}/bin/python", "-m", "scripts.health", "--port", "{HEALTH_PORT}"),
     "http://127.0.0.1:{HEALTH_PORT}/health",
+)
+# Patients' data kept only as long as needed: clinicbot retention at start and daily.
+RETENTION_JOB = Part(
+    "retention",
+    "daily retention",
+    ("{VENV}/bin/python", "-m", "scripts.daily"),
+    "",
 )
 # Environment variables an operator may set that scripts/env.sh gives no default.
 OPTIONAL_VARIABLES = (
@@ -203,7 +210,7 @@ def supervisord_config(environ: Mapping[str, str]) -> str:
         f"serverurl=unix://{_value(str(socket))}",
         "",
     ]
-    for part in [*enabled_parts(environ), HEALTH]:
+    for part in [*enabled_parts(environ), HEALTH, RETENTION_JOB]:
         lines += _program(part, environ, logs)
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import pytest
 import sqlalchemy as sa
@@ -30,6 +30,7 @@ from scheduling.base import Patient
 from scheduling.callbacks import CallbackStore
 from scheduling.config import scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
+from scripts import daily, supervise
 from scripts.services import Postgres
 from staff import cli, retention
 from staff.faq_data import Refused
@@ -300,3 +301,40 @@ def test_the_commands(
     assert "conversations (tracker store): 3" in out
     assert "opt-out: kept" in out
     assert cli.main(["forget", "--phone", "12"]) == 1
+
+
+# --- the daily job (scripts/daily.py) ------------------------------------------------
+
+
+def test_the_daily_job_runs_at_start_then_at_three_and_retries_a_failure() -> None:
+    clock = [datetime(2026, 3, 7, 14, 30)]
+    runs: List[datetime] = []
+    results = iter([0, 1, 0])
+
+    def command(argv: Sequence[str]) -> int:
+        assert list(argv) == ["retention"]
+        runs.append(clock[0])
+        return next(results, 0)
+
+    def sleep(seconds: float) -> None:
+        if len(runs) == 3:
+            raise StopIteration
+        clock[0] += timedelta(seconds=seconds)
+
+    with pytest.raises(StopIteration):
+        daily.run_forever(command, sleep, lambda: clock[0])
+
+    assert runs == [
+        datetime(2026, 3, 7, 14, 30),
+        datetime(2026, 3, 8, 3, 0),
+        datetime(2026, 3, 8, 4, 0),  # an hour after the failed run
+    ]
+
+
+def test_supervisord_runs_the_daily_job(tmp_path: Path) -> None:
+    ports = ("RASA_PORT", "ACTION_PORT", "WEB_PORT", "STAFF_PORT", "HEALTH_PORT")
+    environ = {name: str(15000 + n) for n, name in enumerate(ports)}
+    environ.update(VENV="/venv", STATE_DIR=str(tmp_path), MODEL_PATH="m.tar.gz")
+    config = supervise.supervisord_config(environ)
+    assert "[program:retention]" in config
+    assert "command=/venv/bin/python -m scripts.daily" in config
