@@ -220,6 +220,7 @@ class CallbackStore:
         """
         done = (int(before.timestamp()),)
         with self._db.write() as connection:
+            connection.execute("PRAGMA secure_delete = ON")  # bytes overwritten
             count = int(
                 connection.execute(
                     "SELECT count(*) FROM callback_requests"
@@ -250,6 +251,7 @@ class CallbackStore:
         """
         self._import_spool()
         with self._db.write() as connection:
+            connection.execute("PRAGMA secure_delete = ON")  # bytes overwritten
             chosen = [
                 row["callback_id"]
                 for row in connection.execute(

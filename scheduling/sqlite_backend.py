@@ -305,6 +305,7 @@ class SqliteScheduler:
             ]
             if dry_run or not references:
                 return len(references)
+            connection.execute("PRAGMA secure_delete = ON")  # old bytes overwritten
             marks = ", ".join("?" * len(references))
             if cancel:
                 now = _epoch(self._now())

@@ -27,7 +27,9 @@ cancelled, freeing its time), the call-backs, the offered buttons and outbox row
 The opt-out stays.
 
 Both report counts per store, nothing else: no name, number or message. A dry run
-counts without changing anything.
+counts without changing anything. On SQLite, what they delete is overwritten in the
+file (``secure_delete``), not left in its free pages; PostgreSQL's autovacuum
+reclaims deleted rows.
 
 A conversation removed while the Rasa server holds it in memory does not come back:
 ``CachedSQLTrackerStore`` checks the database before using its cache, and a turn
@@ -41,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 import phonenumbers
 import sqlalchemy as sa
@@ -157,7 +159,14 @@ def tracker_engine(settings: Settings) -> Optional[sa.engine.Engine]:
     path = settings.project.root / str(config.get("db") or "rasa.db")
     if not path.is_file():
         return None
-    return sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+    sa.event.listen(engine, "connect", _overwrite_deleted)
+    return engine
+
+
+def _overwrite_deleted(dbapi_connection: Any, _record: Any) -> None:
+    """Deleted events are overwritten in the file, not left in its free pages."""
+    dbapi_connection.execute("PRAGMA secure_delete = ON")
 
 
 def _old_conversations(connection: sa.engine.Connection, before: float) -> List[str]:
