@@ -1,9 +1,9 @@
 """The scaled profile on one machine: ``make run-scaled``.
 
 PostgreSQL (conversations), Redis (Rasa's lock store), M action servers, N Rasa
-servers, the demo page, the staff page (with STAFF_PASSWORD) and nginx in front,
-started in that order, each until it answers; Ctrl-C or SIGTERM stops them in the
-reverse order. Everything but nginx's public ports listens on loopback. Through
+servers, the demo page, the staff page (with STAFF_PASSWORD), the daily retention
+job (one for the profile, scripts/daily.py) and nginx in front, started in that
+order, each until it answers; Ctrl-C or SIGTERM stops them in the reverse order. Everything but nginx's public ports listens on loopback. Through
 nginx: the Twilio webhook (any Rasa server), Socket.IO (sticky by client address,
 WebSocket upgrades) and the widget's demo page and file on NGINX_PORT, and the staff
 page on STAFF_PUBLIC_PORT. Neither REST nor Rasa's HTTP API is exposed. With more
@@ -56,6 +56,7 @@ from scripts.services import (
     require_packages,
     secret,
 )
+from scripts.supervise import RETENTION_JOB
 
 ENDPOINTS = ROOT / "deploy" / "scaled" / "endpoints.yml"
 DATABASE = "clinic"
@@ -294,6 +295,9 @@ class ScaledProfile:
                     expand(RASA_PROBE, {"RASA_PORT": str(rasa_port)}), RASA_TIMEOUT
                 )
             self._start_pages()
+            # One daily retention job for the whole profile (clinicbot retention
+            # at start and at 03:00), on the same stores as the servers.
+            self._started(self._process("retention", RETENTION_JOB.command))
             nginx = self._started(
                 self.nginx().process(self.env, self.logs / "nginx.log")
             )

@@ -218,18 +218,20 @@ def supervisord_config(environ: Mapping[str, str]) -> str:
 def env_file(environ: Mapping[str, str]) -> str:
     """``NAME="value"`` lines for systemd's EnvironmentFile=.
 
-    Every variable scripts/env.sh exports, and those of ``OPTIONAL_VARIABLES`` that
-    are set.
+    Every variable scripts/env.sh exports, those of ``OPTIONAL_VARIABLES`` that
+    are set, and ``ENDPOINTS`` always (the Rasa server's unit names it; default
+    ``endpoints.yml``).
     """
     exported = re.findall(
         r"^export ([A-Z_]+)\b", (ROOT / "scripts" / "env.sh").read_text(), re.M
     )
     names = list(dict.fromkeys([*exported, *OPTIONAL_VARIABLES]))
+    values = {name: environ[name] for name in names if name in environ}
+    values["ENDPOINTS"] = expand("{ENDPOINTS}", environ)
     lines = ["# Written by: python -m scripts.supervise env-file (mode 600: secrets)"]
-    for name in names:
-        if name in environ:
-            value = environ[name].replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'{name}="{value}"')
+    for name, value in values.items():
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'{name}="{quoted}"')
     return "\n".join(lines) + "\n"
 
 

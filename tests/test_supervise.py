@@ -25,7 +25,7 @@ from supervisor.options import ServerOptions
 
 from scripts import api_token, rasa_server, supervise
 from scripts.health import report, restarts_from_log
-from scripts.supervise import HEALTH, PARTS, Part
+from scripts.supervise import HEALTH, PARTS, RETENTION_JOB, Part
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "deploy" / "systemd"
@@ -77,6 +77,7 @@ def test_config_runs_every_part_restarted_with_backoff_and_logs(tmp_path: Path) 
         "demo_page",
         "health",
         "rasa_server",
+        "retention",
         "staff_page",
     ]
     for name, program in found.items():
@@ -125,7 +126,13 @@ def test_config_without_staff_password_leaves_the_staff_page_out(
     tmp_path: Path,
 ) -> None:
     found = programs(load_config(tmp_path, environment(tmp_path / "state")))
-    assert sorted(found) == ["action_server", "demo_page", "health", "rasa_server"]
+    assert sorted(found) == [
+        "action_server",
+        "demo_page",
+        "health",
+        "rasa_server",
+        "retention",
+    ]
 
 
 def test_control_socket_is_a_private_unix_socket_in_the_state_dir(
@@ -165,6 +172,7 @@ def test_env_file_for_systemd_quotes_values_and_keeps_the_token(
     assert 'RASA_PORT="15005"' in lines
     assert f'RASA_API_TOKEN="{"ab" * 32}"' in lines
     assert 'CLINIC_CONFIG="say \\"hi\\""' in lines
+    assert 'ENDPOINTS="endpoints.yml"' in lines  # the Rasa server's unit names it
     assert not any(line.startswith("STAFF_PASSWORD=") for line in lines)  # unset
 
 
@@ -195,7 +203,7 @@ def test_summary_says_where_everything_is(tmp_path: Path) -> None:
 
 
 def unit_parts() -> List[Part]:
-    return [*PARTS, HEALTH]
+    return [*PARTS, HEALTH, RETENTION_JOB]
 
 
 @pytest.mark.parametrize("part", unit_parts(), ids=lambda part: part.name)
