@@ -50,6 +50,7 @@ DEFAULT_STAFF_USERNAME = "staff"
 DEFAULT_MIN_HELDOUT_ACCURACY = 0.90
 DEFAULT_RETENTION_DAYS = 90.0  # conversations whose last event is older go
 DEFAULT_BOOKING_RETENTION_DAYS = 90.0  # past visits lose the patient's name and phone
+DEFAULT_LOCK_WAIT_SECONDS = 20.0  # a message waits this long for its conversation
 
 
 class SettingsError(ValueError):
@@ -95,6 +96,7 @@ class Settings:
     min_heldout_accuracy: float
     retention_days: float
     booking_retention_days: float
+    lock_wait_seconds: float
 
 
 def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -169,6 +171,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
         booking_retention_days=env.days(
             "BOOKING_RETENTION_DAYS", DEFAULT_BOOKING_RETENTION_DAYS
         ),
+        lock_wait_seconds=env.seconds("LOCK_WAIT_SECONDS", DEFAULT_LOCK_WAIT_SECONDS),
     )
 
 
