@@ -50,6 +50,7 @@ DEFAULT_STAFF_USERNAME = "staff"
 DEFAULT_MIN_HELDOUT_ACCURACY = 0.90
 DEFAULT_RETENTION_DAYS = 90.0  # conversations whose last event is older go
 DEFAULT_BOOKING_RETENTION_DAYS = 90.0  # past visits lose the patient's name and phone
+DEFAULT_STORE_POOL_SIZE = 4  # PostgreSQL connections per process for the small stores
 DEFAULT_LOCK_WAIT_SECONDS = 20.0  # a message waits this long for its conversation
 
 
@@ -75,6 +76,8 @@ class Settings:
     scheduler_webhook_secret: str = field(repr=False)
     callback_db: Path
     channel_db: Path
+    store_database_url: str = field(repr=False)  # may hold a password
+    store_pool_size: int
     tracker_db: Path
     endpoints: Path
     model_path: Path
@@ -130,6 +133,15 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
         scheduler_webhook_secret=env.text("SCHEDULER_WEBHOOK_SECRET"),
         callback_db=env.path("CALLBACK_DB", state / "callbacks.db"),
         channel_db=env.path("CHANNEL_DB", state / "channels.db"),
+        store_database_url=env.text("STORE_DATABASE_URL"),
+        store_pool_size=int(
+            env.number(
+                "STORE_POOL_SIZE",
+                DEFAULT_STORE_POOL_SIZE,
+                lambda value: value >= 1 and value == int(value),
+                "a whole number of connections, 1 or more",
+            )
+        ),
         tracker_db=env.path("TRACKER_DB", state / "tracker.db"),
         # A relative path is the project's, wherever the process runs.
         endpoints=root / env.path("ENDPOINTS", Path("endpoints.yml")),
