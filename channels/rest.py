@@ -2,8 +2,9 @@
 
 Rasa's own ``RestInput`` answers a body that is not a JSON object with a 500 and
 logs the patient's text when a message fails. This one checks the request first and
-answers 400 with a short reason, never logs message text, and passes the text
-through ``channels.guard`` so only offered buttons can send Rasa commands.
+answers 400 with a short reason, never logs message text, passes the text
+through ``channels.guard`` so only offered buttons can send Rasa commands, and
+answers a sender over its rate limit itself (``channels.rate_limit``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from channels.guard import guard_text, remember_buttons
+from channels.rate_limit import RateLimits, domain_of, replies_over_limit
 from channels.store import ChannelStore, OpensStoreLazily
 
 logger = logging.getLogger(__name__)
@@ -60,9 +62,12 @@ def parse_body(request: Request) -> Tuple[Optional[Dict[str, Any]], Optional[str
 class GuardedRestInput(OpensStoreLazily, RestInput):
     """REST input that validates requests and guards command payloads."""
 
-    def __init__(self, store: Optional[ChannelStore] = None) -> None:
+    def __init__(
+        self, store: Optional[ChannelStore] = None, limits: Optional[RateLimits] = None
+    ) -> None:
         """Creates the channel; the store is opened on first use."""
         self._store = store
+        self.limits = limits or RateLimits.from_settings()
 
     @classmethod
     def name(cls) -> str:
@@ -85,6 +90,14 @@ class GuardedRestInput(OpensStoreLazily, RestInput):
             if body is None:
                 return bad_request(problem or "Bad request.")
             sender = body["sender"].strip()
+            verdict = self.limits.check(sender)
+            replies = await replies_over_limit(
+                verdict, body["message"], domain_of(request.app), self.name()
+            )
+            if replies is not None:
+                return response.json(
+                    [{"recipient_id": sender, "text": reply} for reply in replies]
+                )
             text = guard_text(self.store, self.name(), sender, body["message"])
             collector = CollectingOutputChannel()
             try:

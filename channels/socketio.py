@@ -8,7 +8,13 @@ answers. This channel keeps its name, events and protocol and:
 
 - answers a malformed ``user_uttered`` with a ``message_error`` event and a short
   reason, and a failed turn with a ``message_error`` too, instead of silence;
-- speaks only for the session the socket asked for with ``session_request``;
+- issues the conversation id itself: ``session_request`` gets back the id it
+  named only if this server signed it (:func:`issue_session_id`), else a new one,
+  so a client cannot join a conversation by naming its id (another widget's, or a
+  REST or SMS sender's); the widget keeps the id it got and names it on reconnect;
+- speaks only for the session the socket got with ``session_request``;
+- answers a session or client address over its rate limit itself
+  (``channels.rate_limit``);
 - starts the Rasa session as soon as the widget asks for it, so the assistant's
   introduction (``utter_intro``: what it is, not medical advice, 911) is the first
   thing the patient reads when the chat opens, and the widget needs no greeting of
@@ -20,10 +26,11 @@ answers. This channel keeps its name, events and protocol and:
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
-import uuid
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+import secrets
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, TypeGuard
 
 from rasa.core.agent import Agent
 from rasa.core.channels.channel import (
@@ -39,8 +46,16 @@ from sanic.response import HTTPResponse
 from socketio import AsyncServer
 
 from channels.guard import guard_text, remember_buttons
+from channels.rate_limit import (
+    RateLimits,
+    Verdict,
+    client_address,
+    domain_of,
+    replies_over_limit,
+)
 from channels.store import ChannelStore, OpensStoreLazily
 from clinic_common import settings
+from clinic_common.privacy import conversation_key
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +64,7 @@ ERROR_EVENT = "message_error"
 MAX_MESSAGE_LENGTH = 10_000
 # One Engine.IO packet: a 10,000-character message, JSON-escaped, fits easily.
 MAX_PACKET_BYTES = 128 * 1024
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+SESSION_TOKEN = re.compile(r"[0-9a-f]{32}")
 NO_SESSION = "Ask for a session with 'session_request' first."
 WRONG_SESSION = "'session_id' is not the session of this connection."
 TURN_FAILED = "The assistant could not answer. Please try again."
@@ -58,6 +73,33 @@ TURN_FAILED = "The assistant could not answer. Please try again."
 def allowed_origins() -> List[str]:
     """``$WIDGET_ALLOWED_ORIGINS`` (comma-separated), else the demo page's origin."""
     return list(settings.load().widget_allowed_origins)
+
+
+def session_signature(token: str) -> str:
+    """The server's signature of a session token (12 hex characters).
+
+    The keyed hash of ``clinic_common.privacy`` (the install's secret in
+    ``$STATE_DIR``, mode 600), under this channel's own prefix, so it never equals a
+    conversation key in the logs. Guessing one takes about 2**47 tries, each a
+    ``session_request`` under nginx's per-address limit.
+    """
+    return conversation_key(f"{CHANNEL}-session:{token}").removeprefix("c-")
+
+
+def issue_session_id() -> str:
+    """A new conversation id: a random token and the server's signature of it."""
+    token = secrets.token_hex(16)
+    return f"{token}-{session_signature(token)}"
+
+
+def is_issued(session_id: Any) -> TypeGuard[str]:
+    """Whether ``session_id`` is one this server issued (its signature is right)."""
+    if not isinstance(session_id, str):
+        return False
+    token, _, signature = session_id.partition("-")
+    return bool(SESSION_TOKEN.fullmatch(token)) and hmac.compare_digest(
+        signature, session_signature(token)
+    )
 
 
 def message_problem(data: Any, metadata_key: str = "metadata") -> Optional[str]:
@@ -148,11 +190,16 @@ class GuardedSocketIOInput(OpensStoreLazily, SocketIOInput):
         )
 
     def __init__(
-        self, *args: Any, store: Optional[ChannelStore] = None, **kwargs: Any
+        self,
+        *args: Any,
+        store: Optional[ChannelStore] = None,
+        limits: Optional[RateLimits] = None,
+        **kwargs: Any,
     ) -> None:
         """Rasa's arguments; the store is opened on first use."""
         super().__init__(*args, **kwargs)
         self._store = store
+        self.limits = limits or RateLimits.from_settings()
 
     def get_output_channel(self) -> Optional[OutputChannel]:
         """The output for messages Rasa sends on its own (reminders, events)."""
@@ -185,30 +232,39 @@ class GuardedSocketIOInput(OpensStoreLazily, SocketIOInput):
 
         @sio.on("connect", namespace=namespace)
         async def connect(sid: str, environ: Dict[str, Any], auth: Any) -> bool:
-            if not self.jwt_key:
-                return True
-            token = auth.get("token") if isinstance(auth, dict) else None
-            return bool(
-                isinstance(token, str)
-                and decode_bearer_token(token, self.jwt_key, self.jwt_algorithm or "")
+            if self.jwt_key:
+                token = auth.get("token") if isinstance(auth, dict) else None
+                if not isinstance(token, str) or not decode_bearer_token(
+                    token, self.jwt_key, self.jwt_algorithm or ""
+                ):
+                    return False
+            request = environ.get("sanic.request")
+            address = client_address(
+                getattr(request, "ip", None), environ.get("HTTP_X_FORWARDED_FOR")
             )
+            await sio.save_session(sid, {"address": address}, namespace=namespace)
+            return True
 
         @sio.on("session_request", namespace=namespace)
         async def session_request(sid: str, data: Any) -> None:
             asked = data.get("session_id") if isinstance(data, dict) else None
-            if not isinstance(asked, str) or not SESSION_ID.fullmatch(asked):
-                asked = uuid.uuid4().hex
+            if not is_issued(asked):
+                asked = issue_session_id()
+            session = await sio.get_session(sid, namespace=namespace)
             if self.session_persistence:
-                session = await sio.get_session(sid, namespace=namespace)
                 previous = session.get("session_id")
                 if previous and previous != asked:
                     await sio.leave_room(sid, previous, namespace=namespace)
                 await sio.enter_room(sid, asked, namespace=namespace)
-                await sio.save_session(sid, {"session_id": asked}, namespace=namespace)
+                session["session_id"] = asked
+                await sio.save_session(sid, session, namespace=namespace)
             await sio.emit("session_confirm", asked, to=sid, namespace=namespace)
             agent = blueprint.agent()
-            if agent is None:
-                return  # the first message starts the session, as on other channels
+            address = session.get("address", "")
+            if agent is None or self.limits.check_address(address) is not Verdict.PASS:
+                # The first message starts the session, as on other channels: a
+                # flood of session requests loads and writes no conversations.
+                return
             sender = asked if self.session_persistence else sid
             output = GuardedSocketIOOutput(sio, self.bot_message_evt, self.store)
             try:
@@ -239,6 +295,16 @@ class GuardedSocketIOInput(OpensStoreLazily, SocketIOInput):
                 await send_error(sid, problem)
                 return
             output = GuardedSocketIOOutput(sio, self.bot_message_evt, self.store)
+            session = await sio.get_session(sid, namespace=namespace)
+            verdict = self.limits.check(sender, session.get("address"))
+            app = getattr(blueprint.ctx, "app", None)
+            replies = await replies_over_limit(
+                verdict, data["message"], domain_of(app), CHANNEL
+            )
+            if replies is not None:
+                for reply in replies:
+                    await output.send_text_message(sender, reply)
+                return
             text = guard_text(self.store, CHANNEL, sender, data["message"])
             try:
                 await on_new_message(

@@ -44,6 +44,10 @@ What a patient can send, and what happens:
 - **A very long text** (Twilio joins the parts of a long message; people paste whole
   letters) is answered like on the other channels: Rasa's ``TextCleaner`` reads its
   first 1,000 characters. Only beyond ``MAX_INBOUND_CHARS`` is it cut here.
+- **A number sending faster than ``RATE_LIMIT_PER_SECOND``** (``channels.rate_limit``)
+  gets one polite "please wait" a minute and no more; its messages are not passed to
+  Rasa, except that a red flag still gets the emergency guidance. STOP, START and
+  HELP are honoured whatever the rate.
 
 The replies of one turn are joined with blank lines and split into as few messages
 of at most 1,600 characters as reads well: at paragraphs, then lines, sentences and
@@ -81,12 +85,20 @@ from rasa.core.channels.channel import (
     InputChannel,
     UserMessage,
 )
+from rasa.shared.core.domain import Domain
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 from twilio.request_validator import RequestValidator
 
 from channels.guard import buttons_of, guard_text
+from channels.rate_limit import (
+    SMS_NOTICE_INTERVAL,
+    RateLimits,
+    Verdict,
+    domain_of,
+    replies_over_limit,
+)
 from channels.sms_outbox import (
     OPTED_OUT,
     Delivery,
@@ -443,6 +455,7 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         config: TwilioConfig,
         store: Optional[ChannelStore] = None,
         retry: Optional[RetryPolicy] = None,
+        limits: Optional[RateLimits] = None,
     ) -> None:
         """Creates the channel; the store and the HTTP session open on first use.
 
@@ -451,9 +464,11 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             store: the channel store; by default ``$STATE_DIR/channels.db``.
             retry: how long and how often replies are tried; by default one hour
                 (``SMS_RETRY_WINDOW_SECONDS``), waits of 1 s doubling to 60 s.
+            limits: the per-number message limits; by default from the settings.
         """
         self.config = config
         self._store = store
+        self.limits = limits or RateLimits.from_settings(SMS_NOTICE_INTERVAL)
         policy = retry or RetryPolicy.from_env()
         self.messages = TwilioMessages(config, policy.timeout)
         self.outbox = SmsOutbox(
@@ -513,7 +528,12 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             # Recorded before it is handled: Twilio's retry of this webhook (after
             # a slow or lost answer) gets the same answer and is not handled again.
             if not sms.message_sid or self.store.first_time_seen(sms.message_sid):
-                self._start(self._handle(sms, on_new_message))
+                # Counted when it arrives, not when its turn comes after the
+                # number's earlier messages.
+                verdict = self.limits.check(sms.phone)
+                self._start(
+                    self._handle(sms, on_new_message, verdict, domain_of(request.app))
+                )
             else:
                 logger.info(
                     "An SMS from %s was received again (a webhook retry): not "
@@ -578,19 +598,30 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
                 self._turns[phone] = (lock, waiting - 1)
 
     async def _handle(
-        self, sms: InboundSms, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+        self,
+        sms: InboundSms,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+        verdict: Verdict = Verdict.PASS,
+        domain: Optional[Domain] = None,
     ) -> None:
         try:
             async with self._turn_of(sms.phone):
-                paragraphs = await self._answer(sms, on_new_message)
+                paragraphs = await self._answer(sms, on_new_message, verdict, domain)
                 await self._send(sms.phone, paragraphs)
         except Exception:  # noqa: BLE001 - the next message must still work
             log_failure(logger, "An SMS from %s failed (%s).", self.log_id(sms.phone))
 
     async def _answer(
-        self, sms: InboundSms, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+        self,
+        sms: InboundSms,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+        verdict: Verdict,
+        domain: Optional[Domain],
     ) -> List[str]:
-        """The paragraphs to send back; Rasa is asked only when it should be."""
+        """The paragraphs to send back; Rasa is asked only when it should be.
+
+        STOP, START and HELP are honoured over the rate limit too.
+        """
         keyword = sms.opt_out_type or keyword_of(sms.text)
         if keyword == STOP:
             self.store.set_opted_out(sms.phone, True)
@@ -604,6 +635,9 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             return [welcome_text()]
         if keyword == HELP:
             return [help_text()]
+        over_limit = await replies_over_limit(verdict, sms.text, domain, CHANNEL_NAME)
+        if over_limit is not None:
+            return over_limit
 
         notes = [MEDIA_NOTE] if sms.media_count else []
         if not sms.text.strip() and sms.media_count:

@@ -42,6 +42,7 @@ from sanic import Sanic
 from twilio.request_validator import RequestValidator
 
 from actions.settings import clinic
+from channels.rate_limit import POLITE_REPLY, SMS_NOTICE_INTERVAL, RateLimits
 from channels.sms_outbox import DEFAULT_RETRY_WINDOW, RetryPolicy
 from channels.store import ChannelStore
 from channels.twilio_sms import (
@@ -362,8 +363,11 @@ async def running(
     twilio: FakeTwilioApi,
     rasa: FakeRasa,
     retry: RetryPolicy = FAST,
+    limits: Optional[RateLimits] = None,
 ) -> AsyncIterator[Sms]:
-    channel = TwilioSmsInput(config, ChannelStore(tmp_path / "channels.db"), retry)
+    channel = TwilioSmsInput(
+        config, ChannelStore(tmp_path / "channels.db"), retry, limits
+    )
     # Several apps in one process: Sanic's test mode keeps its per-process code
     # rewriting ("touchup") from running twice on the same methods.
     Sanic.test_mode = True
@@ -429,6 +433,34 @@ async def test_a_question_is_answered_by_sms(sms: Sms) -> None:
     assert message.output_channel.name() == "twilio"
     (sent,) = sms.twilio.messages
     assert (sent.to, sent.from_, sent.messaging_service_sid) == (PHONE, FROM, "")
+
+
+async def test_a_flooding_number_gets_one_polite_reply_and_rasa_never_its_excess(
+    tmp_path: Path, twilio: FakeTwilioApi
+) -> None:
+    limits = RateLimits(rate=0.01, burst=3, notice_interval=SMS_NOTICE_INTERVAL)
+    rasa = FakeRasa()
+    async with running(
+        tmp_path, config_for(twilio), twilio, rasa, limits=limits
+    ) as sms:
+        answers = await asyncio.gather(
+            *(sms.post(question_form(f"message {n}")) for n in range(12))
+        )
+        assert {status for status, _, _ in answers} == {200}  # never an error
+        await sms.channel.drain()
+        assert len(rasa.texts) == 3
+        sent = twilio.sent_to(PHONE)
+        assert sent.count(POLITE_REPLY) == 1
+        assert len(sent) == 4  # three answers, one polite reply, nothing more
+        # Over the limit still: a red flag reaches Rasa while no model is loaded
+        # (tests/channels/test_rate_limit.py: the guidance once one is), STOP works,
+        # and another number is not affected.
+        await sms.send("I lost control of my bladder")
+        assert rasa.texts[-1] == "I lost control of my bladder"
+        assert await sms.send("STOP") == []
+        assert sms.channel.store.is_opted_out(PHONE)
+        other = "+18175550999"
+        assert await sms.send("hi", phone=other) == ["You said: hi"]
 
 
 @pytest.mark.parametrize(
