@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup run run-scaled chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler faults staff faq missed retrain rollback lock clean
+.PHONY: setup run run-scaled chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler bench-scale faults chaos staff faq missed retrain rollback lock clean
 
 setup:            ## create .venv (Python 3.10) with the pinned packages
 	@$(ENV) scripts/setup.sh
@@ -43,6 +43,12 @@ bench-booking: train  ## benchmark: whole booking conversations over REST, 1 and
 
 faults: train      ## fault drill: break each part, show what patients got (about 4 min)
 	@$(ENV) $$VENV/bin/python scripts/faults.py
+
+bench-scale: train  ## benchmark: embedded vs 1, 2, 4 Rasa servers behind nginx (ARGS=--quick)
+	@$(ENV) scripts/install_services.sh && $$VENV/bin/python benchmarks/bench_scale.py $(ARGS)
+
+chaos: train      ## fault drill of the scaled profile under load (about 4 min)
+	@$(ENV) scripts/install_services.sh && $$VENV/bin/python -m scripts.chaos $(ARGS)
 
 bench-scheduler: setup  ## benchmark: SQLite scheduler bookings/s under contention
 	@$(ENV) $$VENV/bin/python benchmarks/bench_scheduler.py
