@@ -340,16 +340,58 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class RequestLimit:
+    """nginx's limit on the requests one client address sends to some URIs.
+
+    A backstop in front of the channels' own limits (channels/rate_limit.py), which
+    answer a flooding sender politely: this one only stops an address whose flood
+    would otherwise reach the Rasa servers, with a 429 (never a 5xx) and nothing in
+    the logs (a client address is patient data).
+    """
+
+    zone: str  # also names the map variable: letters and underscores
+    uris: str  # a regular expression of the URIs it counts
+    rate: int  # requests per second, sustained
+    burst: int  # requests at once beyond the rate
+
+    def block(self) -> str:
+        """The ``map``, ``limit_req_zone`` and ``limit_req`` lines (http level).
+
+        Requests to other URIs get an empty key, which nginx does not count, so the
+        limit applies in every ``server`` without a line in any of them.
+        """
+        key = f"${self.zone}_client"
+        return (
+            f'  map $uri {key} {{\n    default "";\n'
+            f'    "~{self.uris}" $binary_remote_addr;\n  }}\n'
+            f"  limit_req_zone {key} zone={self.zone}:10m rate={self.rate}r/s;\n"
+            f"  limit_req zone={self.zone} burst={self.burst} nodelay;\n"
+        )
+
+
+PATIENT_LIMITS = (
+    # Twilio posts every patient's SMS from a few addresses of its own: generous
+    # (a clinic's busiest minute is a few SMS a second), against forged posts.
+    RequestLimit("twilio_webhook", r"^/webhooks/twilio/webhook$", rate=50, burst=200),
+    # A widget makes a few requests per message (long polling) and a waiting
+    # room's patients may share one address.
+    RequestLimit("socket_io", r"^/socket\.io/", rate=20, burst=200),
+)
+
+
+@dataclass(frozen=True)
 class Nginx:
     """nginx with a configuration generated in ``prefix`` (pid, logs, temp files).
 
     ``servers`` are the ``server`` blocks (see scripts/run_scaled.py); ``upstreams``
-    the backends they proxy to. ``daemon off``: it runs as a ``launcher.Process``.
+    the backends they proxy to; ``limits`` the requests each client address may send
+    to patients' URIs. ``daemon off``: it runs as a ``launcher.Process``.
     """
 
     prefix: Path
     upstreams: Sequence[Upstream]
     servers: Sequence[str]
+    limits: Sequence[RequestLimit] = PATIENT_LIMITS
 
     def config(self) -> str:
         """nginx.conf: workers as www-data when root, every path in the prefix."""
@@ -372,6 +414,9 @@ class Nginx:
             "  proxy_request_buffering off;\n  proxy_max_temp_file_size 0;\n"
             f"{paths}"
             "  map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n"
+            # Over a limit: 429, and no log line naming the client's address.
+            "  limit_req_status 429;\n  limit_req_log_level info;\n"
+            + "".join(limit.block() for limit in self.limits)
             + "".join(upstream.block() for upstream in self.upstreams)
             + "".join(self.servers)
             + "}\n"

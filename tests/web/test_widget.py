@@ -242,6 +242,29 @@ def test_new_chat_forgets_the_conversation(page: Page) -> None:
     assert shown(page)[:2] == [f"Assistant: {intro()}", "You: hello"]
 
 
+def test_the_conversation_id_is_the_servers(page: Page) -> None:
+    open_chat(page)
+    say(page, "hello")
+    issued = session_id(page)
+    assert re.fullmatch(r"[0-9a-f]{32}-[0-9a-f]{12}", issued), issued
+    # An id the server did not sign (a script's, another conversation's) is not
+    # taken: a new conversation starts, and the one shown is cleared.
+    page.evaluate(
+        """chosen => {
+            for (const key of Object.keys(localStorage)) {
+                const saved = JSON.parse(localStorage.getItem(key));
+                saved.sessionId = chosen;
+                localStorage.setItem(key, JSON.stringify(saved));
+            }
+        }""",
+        "chosen-by-the-page",
+    )
+    page.reload()
+    expect(bot_messages(page)).to_have_text([f"Assistant: {intro()}"])
+    expect(page.locator(".cc-user")).to_have_count(0)
+    assert session_id(page) not in ("chosen-by-the-page", issued)
+
+
 def test_book_an_appointment_end_to_end(page: Page) -> None:
     open_chat(page)
     say(page, "I'd like to book an appointment")

@@ -21,7 +21,9 @@
  *
  * Persistence: the session id and the transcript are kept together in localStorage
  * (one key per server), so a reload or another page of the site carries on the
- * same conversation. They are forgotten after `sessionMinutes` without a message
+ * same conversation. The id is the server's: it issues and signs one on the first
+ * session_request, and takes back only an id it signed (a stored id it does not
+ * take starts a new conversation, and the transcript shown is cleared). They are forgotten after `sessionMinutes` without a message
  * (Rasa starts a new session then too) or when the patient clicks "New chat".
  */
 import { io } from "socket.io-client";
