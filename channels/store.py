@@ -13,20 +13,20 @@
 
 The file (``$STATE_DIR/channels.db`` by default, ``CHANNEL_DB`` to change it) holds
 phone numbers and the text of replies not sent yet: it is created readable by its
-owner only.
+owner only. In the scaled profile the same tables are in PostgreSQL
+(``STORE_DATABASE_URL``), shared by every Rasa server (see
+:class:`clinic_common.sqlite.Database`); writes are one at a time either way.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from clinic_common import settings, sqlite
+from clinic_common.sqlite import StrPath
 
 # A conversation keeps at most this many offered payloads (the newest).
 MAX_REMEMBERED_OFFERS = 100
@@ -118,30 +118,26 @@ def default_path() -> Path:
     return settings.load().channel_db
 
 
+def default_location() -> StrPath:
+    """``$STORE_DATABASE_URL`` if set (scaled profile), else :func:`default_path`."""
+    return settings.load().store_database_url or default_path()
+
+
 class ChannelStore:
     """Offered buttons, SMS opt-outs, outbox and received SIDs; safe across threads."""
 
-    def __init__(self, path: Optional[Path] = None) -> None:
-        """Opens (and creates, owner-only) the database file."""
-        self.path = Path(path or default_path())
-        self._lock = threading.Lock()
-        self._ready = False
+    def __init__(self, path: Optional[StrPath] = None) -> None:
+        """Prepares the store (a file is created, owner-only, on first use).
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if not self._ready:
-                sqlite.prepare_file(self.path)
-            connection = sqlite.connect(self.path)
-            try:
-                if not self._ready:
-                    sqlite.enable_wal(connection, sqlite.BUSY_TIMEOUT_SECONDS)
-                    connection.executescript(_SCHEMA)
-                    self._ready = True
-                with connection:
-                    yield connection
-            finally:
-                connection.close()
+        ``path``: the SQLite file or a PostgreSQL URL (default:
+        :func:`default_location`).
+        """
+        self._db = sqlite.Database(path or default_location(), _SCHEMA, None)
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (ValueError when the store is in PostgreSQL)."""
+        return self._db.path
 
     # --- offered buttons ---------------------------------------------------------
 
@@ -152,9 +148,11 @@ class ChannelStore:
         if not choices:
             return
         now = time.time()
-        with self._connect() as db:
+        with self._db.write() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO offers VALUES (?, ?, ?, ?)",
+                "INSERT INTO offers VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (channel, sender, payload)"
+                " DO UPDATE SET offered_at = excluded.offered_at",
                 [(channel, sender, payload, now) for _, payload in choices],
             )
             db.execute(
@@ -177,7 +175,7 @@ class ChannelStore:
 
     def was_offered(self, channel: str, sender: str, payload: str) -> bool:
         """Whether this payload was offered to this conversation."""
-        with self._connect() as db:
+        with self._db.connection() as db:
             row = db.execute(
                 "SELECT 1 FROM offers WHERE channel = ? AND sender = ? AND payload = ?",
                 (channel, sender, payload),
@@ -186,7 +184,7 @@ class ChannelStore:
 
     def latest_choices(self, channel: str, sender: str) -> List[Tuple[str, str]]:
         """The (title, payload) list offered last, in order."""
-        with self._connect() as db:
+        with self._db.connection() as db:
             rows = db.execute(
                 "SELECT title, payload FROM latest_choices"
                 " WHERE channel = ? AND sender = ? ORDER BY position",
@@ -196,7 +194,7 @@ class ChannelStore:
 
     def forget_choices(self, channel: str, sender: str) -> None:
         """Drops the latest numbered list (after it was answered)."""
-        with self._connect() as db:
+        with self._db.write() as db:
             db.execute(
                 "DELETE FROM latest_choices WHERE channel = ? AND sender = ?",
                 (channel, sender),
@@ -206,10 +204,11 @@ class ChannelStore:
 
     def set_opted_out(self, phone: str, opted_out: bool) -> None:
         """Records STOP (True) or START (False) for a phone number."""
-        with self._connect() as db:
+        with self._db.write() as db:
             if opted_out:
                 db.execute(
-                    "INSERT OR REPLACE INTO opt_outs VALUES (?, ?)",
+                    "INSERT INTO opt_outs VALUES (?, ?) ON CONFLICT (phone)"
+                    " DO UPDATE SET opted_out_at = excluded.opted_out_at",
                     (phone, time.time()),
                 )
             else:
@@ -217,7 +216,7 @@ class ChannelStore:
 
     def is_opted_out(self, phone: str) -> bool:
         """Whether this number said STOP and not START since."""
-        with self._connect() as db:
+        with self._db.connection() as db:
             row = db.execute(
                 "SELECT 1 FROM opt_outs WHERE phone = ?", (phone,)
             ).fetchone()
@@ -237,7 +236,7 @@ class ChannelStore:
         if not bodies:
             return
         now = time.time() if now is None else now
-        with self._connect() as db:
+        with self._db.write() as db:
             db.executemany(
                 "INSERT INTO sms_outbox (phone, body, phone_key, conversation,"
                 " created_at, next_attempt_at, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -259,7 +258,7 @@ class ChannelStore:
         A number's next reply waits until the one before it is sent or has failed,
         so the replies to one number go out in order.
         """
-        with self._connect() as db:
+        with self._db.connection() as db:
             rows = db.execute(
                 "SELECT id, phone, body, created_at, attempts FROM sms_outbox"
                 " WHERE id IN (SELECT MIN(id) FROM sms_outbox WHERE state = ?"
@@ -274,7 +273,7 @@ class ChannelStore:
 
     def next_sms_due(self) -> Optional[float]:
         """When the earliest pending reply is due; None if nothing is pending."""
-        with self._connect() as db:
+        with self._db.connection() as db:
             (due,) = db.execute(
                 "SELECT MIN(next_attempt_at) FROM sms_outbox WHERE state = ?",
                 (PENDING,),
@@ -283,7 +282,7 @@ class ChannelStore:
 
     def pending_sms(self) -> int:
         """How many replies are waiting to be sent."""
-        with self._connect() as db:
+        with self._db.connection() as db:
             (count,) = db.execute(
                 "SELECT COUNT(*) FROM sms_outbox WHERE state = ?", (PENDING,)
             ).fetchone()
@@ -296,13 +295,13 @@ class ChannelStore:
         finished, say in a crash, may be tried again), so two senders on one file
         never send it at the same time.
         """
-        with self._connect() as db:
+        with self._db.write() as db:
             cursor = db.execute(
                 "UPDATE sms_outbox SET next_attempt_at = ?"
                 " WHERE id = ? AND state = ? AND next_attempt_at <= ?",
                 (until, sms_id, PENDING, now),
             )
-        return cursor.rowcount == 1
+        return int(cursor.rowcount) == 1
 
     def sms_retry_later(
         self,
@@ -313,7 +312,7 @@ class ChannelStore:
         error_code: Optional[int],
     ) -> None:
         """Records a failed attempt that is worth another one at ``next_attempt_at``."""
-        with self._connect() as db:
+        with self._db.write() as db:
             db.execute(
                 "UPDATE sms_outbox SET attempts = attempts + 1, last_attempt_at = ?,"
                 " next_attempt_at = ?, http_status = ?, error_code = ?"
@@ -325,7 +324,7 @@ class ChannelStore:
         self, sms_id: int, now: float, http_status: int, message_sid: Optional[str]
     ) -> None:
         """Records that Twilio took the reply; its number and text are deleted."""
-        with self._connect() as db:
+        with self._db.write() as db:
             db.execute(
                 "UPDATE sms_outbox SET state = ?, phone = NULL, body = NULL,"
                 " attempts = attempts + 1, last_attempt_at = ?, http_status = ?,"
@@ -342,7 +341,7 @@ class ChannelStore:
         error_code: Optional[int] = None,
     ) -> None:
         """Records a last, failed attempt; the reply's number and text are deleted."""
-        with self._connect() as db:
+        with self._db.write() as db:
             db.execute(
                 "UPDATE sms_outbox SET state = ?, phone = NULL, body = NULL,"
                 " attempts = attempts + 1, last_attempt_at = ?, http_status = ?,"
@@ -352,7 +351,7 @@ class ChannelStore:
 
     def drop_pending_sms(self, phone: str, reason: str) -> int:
         """Fails, without another attempt, every reply still waiting for ``phone``."""
-        with self._connect() as db:
+        with self._db.write() as db:
             cursor = db.execute(
                 "UPDATE sms_outbox SET state = ?, phone = NULL, body = NULL,"
                 " reason = ? WHERE phone = ? AND state = ?",
@@ -362,7 +361,7 @@ class ChannelStore:
 
     def failed_sms(self, since: float) -> List[FailedSms]:
         """The replies that finally failed, created since ``since``, newest first."""
-        with self._connect() as db:
+        with self._db.connection() as db:
             rows = db.execute(
                 "SELECT id, created_at, last_attempt_at, phone_key, conversation,"
                 " attempts, http_status, error_code, reason FROM sms_outbox"
@@ -392,15 +391,16 @@ class ChannelStore:
         SIDs older than ``SEEN_SMS_DAYS`` are forgotten.
         """
         now = time.time() if now is None else now
-        with self._connect() as db:
+        with self._db.write() as db:
             db.execute(
                 "DELETE FROM sms_seen WHERE received_at < ?",
                 (now - SEEN_SMS_DAYS * DAY,),
             )
             cursor = db.execute(
-                "INSERT OR IGNORE INTO sms_seen VALUES (?, ?)", (message_sid, now)
+                "INSERT INTO sms_seen VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (message_sid, now),
             )
-        return cursor.rowcount == 1
+        return int(cursor.rowcount) == 1
 
     # --- retention (staff: clinicbot retention, clinicbot forget) -----------------
 
@@ -476,8 +476,8 @@ class ChannelStore:
     ) -> Dict[str, int]:
         """Counts, and unless ``dry_run`` deletes, ``FROM`` each kind's rows."""
         counts: Dict[str, int] = {}
-        with self._connect() as db:
-            db.execute("PRAGMA secure_delete = ON")  # deleted bytes overwritten
+        with self._db.write() as db:
+            db.secure_delete()
             for kind, (where, parameters) in rows.items():
                 counts[kind] = int(
                     db.execute(f"SELECT count(*) FROM {where}", parameters).fetchone()[

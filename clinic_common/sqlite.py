@@ -10,9 +10,11 @@ list each keep a SQLite file under ``$STATE_DIR``. They hold patient data, so:
 - every connection waits out another writer for a while (the busy timeout) before
   "database is locked", and enforces foreign keys.
 
-:class:`Database` adds what the scheduling stores share: the schema made on first
-use in WAL mode, a connection per call (safe from worker threads and several
-processes) and one writer at a time. (The Rasa tracker store is SQLAlchemy's, and
+:class:`Database` adds what the stores share: the schema made on first use in WAL
+mode, a connection per call (safe from worker threads and several processes) and
+one writer at a time. In the scaled profile the same class keeps a store's tables
+in PostgreSQL instead (``STORE_DATABASE_URL``, :mod:`clinic_common.postgres`), with
+the same SQL and the same guarantees. (The Rasa tracker store is SQLAlchemy's, and
 not opened here.)
 """
 
@@ -27,7 +29,17 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 from time import monotonic, sleep
-from typing import Callable, Iterator, Union
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,77 +101,170 @@ def enable_wal(connection: sqlite3.Connection, timeout: float) -> None:
         logger.warning("SQLite WAL mode unavailable, using %s", mode)
 
 
-Unavailable = Callable[[Path, BaseException], Exception]
+Unavailable = Callable[[StrPath, BaseException], Exception]
+
+
+class Connection:
+    """One connection to a store, SQLite or PostgreSQL, taking SQLite's SQL.
+
+    ``execute`` and ``executemany`` return the driver's cursor: rows are read by
+    name or position either way. ``IntegrityError`` is the driver's (a refused
+    constraint).
+    """
+
+    def __init__(self, raw: Any, postgres: bool) -> None:
+        self._raw = raw
+        self._postgres = postgres
+        self.IntegrityError: Type[Exception] = raw.IntegrityError
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        """Runs one statement with ``?`` or ``:name`` parameters."""
+        if not self._postgres:
+            return self._raw.execute(sql, parameters)
+        from clinic_common import postgres
+
+        cursor = postgres.cursor(self._raw)
+        cursor.execute(postgres.statement(sql), parameters or None)
+        return cursor
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        """Runs one statement once per row of parameters."""
+        if not self._postgres:
+            return self._raw.executemany(sql, rows)
+        from clinic_common import postgres
+
+        cursor = postgres.cursor(self._raw)
+        cursor.executemany(postgres.statement(sql), list(rows))
+        return cursor
+
+    def secure_delete(self) -> None:
+        """SQLite overwrites the bytes this connection deletes (PostgreSQL: no-op).
+
+        PostgreSQL's deleted rows are gone once VACUUM (autovacuum) reuses them.
+        """
+        if not self._postgres:
+            self._raw.execute("PRAGMA secure_delete = ON")
 
 
 class Database:
-    """One SQLite file, created with its schema on first use, a connection per call.
+    """One store's tables, created on first use, a connection per call.
 
-    Rows are ``sqlite3.Row``. Nothing touches the disk until the first call.
+    The store is a SQLite file, or a PostgreSQL database when ``location`` is a
+    ``postgresql://`` URL (``STORE_DATABASE_URL``; see :mod:`clinic_common.postgres`).
+    Nothing is opened until the first call.
 
     Args:
-        path: the file.
-        schema: SQL run once per instance, in one transaction (``IF NOT EXISTS``).
-        unavailable: turns a SQLite or file error into the exception the caller's
-            users expect (say, a typed "backend unavailable" outcome).
+        location: the file, or the database URL.
+        schema: SQLite DDL run once per instance, in one transaction (``IF NOT
+            EXISTS``); on PostgreSQL with its types.
+        unavailable: turns a database or file error into the exception the
+            caller's users expect (say, a typed "backend unavailable" outcome);
+            None: errors are raised as they are.
+        sqlite_only, postgres_only: DDL run after ``schema`` on that kind only
+            (SQLite's triggers, PostgreSQL's constraints).
     """
 
-    def __init__(self, path: StrPath, schema: str, unavailable: Unavailable) -> None:
-        self.path = Path(path)
-        self._schema = schema
+    def __init__(
+        self,
+        location: StrPath,
+        schema: str,
+        unavailable: Optional[Unavailable],
+        *,
+        sqlite_only: str = "",
+        postgres_only: str = "",
+    ) -> None:
+        self._url = str(location) if _is_url(location) else ""
+        self.location: StrPath = self._url or Path(location)
+        self._errors: Tuple[Type[BaseException], ...] = (OSError, sqlite3.Error)
+        if self._url:
+            from clinic_common import postgres
+
+            self._errors += postgres.ERRORS
+            self._shown: StrPath = postgres.shown(self._url)
+            self._schema = postgres.schema(schema) + postgres_only
+            # One writer at a time per store, like BEGIN IMMEDIATE on its file.
+            self._lock_key = postgres.lock_key(schema)
+        else:
+            self._shown = self.location
+            self._schema = schema + sqlite_only
         self._unavailable = unavailable
         self._ready = False
         self._lock = threading.Lock()  # guards the one-time setup
         self._write_lock = threading.Lock()  # see write()
 
+    @property
+    def path(self) -> Path:
+        """The SQLite file (ValueError on PostgreSQL)."""
+        if self._url:
+            raise ValueError("this store is in PostgreSQL, not in a file")
+        return Path(self.location)
+
     @contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        """A fresh connection in autocommit mode; errors become ``unavailable``."""
+    def connection(self) -> Iterator[Connection]:
+        """A fresh connection (SQLite: autocommit; PostgreSQL: commits at the end)."""
         try:
             self._ensure_ready()
             connection = self._connect()
-        except (OSError, sqlite3.Error) as error:
-            raise self._unavailable(self.path, error) from error
+        except self._errors as error:
+            raise self._failed(error) from error
         try:
             yield connection
-        except sqlite3.Error as error:
-            raise self._unavailable(self.path, error) from error
+            if self._url:
+                connection._raw.commit()
+        except self._errors as error:
+            raise self._failed(error) from error
         finally:
-            connection.close()
+            connection._raw.close()  # PostgreSQL: rolled back, back to the pool
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``: one writer at a time.
+    def write(self) -> Iterator[Connection]:
+        """A connection inside a transaction: one writer at a time.
 
         Commits when the block ends normally, rolls back when it raises.
+        SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock of this store
+        for the transaction. Either waits ``BUSY_TIMEOUT_SECONDS`` at most.
 
         Threads of this process first queue on a lock. SQLite's own wait polls
         with growing sleeps, so under heavy contention one writer can lose every
         round until the busy timeout (seen with 32 threads in the benchmark); the
         lock wakes the next writer as soon as one is done. Other processes still
-        wait on SQLite's busy timeout, and BEGIN IMMEDIATE alone is what keeps
-        writers apart.
+        wait on the database, and the database's lock alone is what keeps writers
+        apart.
         """
         if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
-            error = TimeoutError("waited too long to write")
-            raise self._unavailable(self.path, error)
+            raise self._failed(TimeoutError("waited too long to write"))
         try:
             with self.connection() as connection:
-                connection.execute("BEGIN IMMEDIATE")
+                if self._url:
+                    connection.execute(
+                        "SELECT pg_advisory_xact_lock(?)", (self._lock_key,)
+                    )
+                else:
+                    connection.execute("BEGIN IMMEDIATE")
                 try:
                     yield connection
                 except BaseException:
-                    connection.rollback()
+                    connection._raw.rollback()
                     raise
-                connection.commit()
+                connection._raw.commit()
         finally:
             self._write_lock.release()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _failed(self, error: BaseException) -> BaseException:
+        """What to raise for ``error``: the caller's exception, else ``error``."""
+        if self._unavailable is None:
+            return error
+        return self._unavailable(self._shown, error)
+
+    def _connect(self) -> Connection:
         # The module's timeout is looked up on each call, so a test can shorten it.
-        connection = connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, autocommit=True)
-        connection.row_factory = sqlite3.Row
-        return connection
+        if self._url:
+            from clinic_common import postgres
+
+            return Connection(postgres.connect(self._url, BUSY_TIMEOUT_SECONDS), True)
+        raw = connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, autocommit=True)
+        raw.row_factory = sqlite3.Row
+        return Connection(raw, False)
 
     def _ensure_ready(self) -> None:
         """Creates the file and tables once per instance; safe in parallel processes."""
@@ -168,11 +273,35 @@ class Database:
         with self._lock:
             if self._ready:
                 return
-            prepare_file(self.path)
-            connection = self._connect()
-            try:
-                enable_wal(connection, BUSY_TIMEOUT_SECONDS)
-                connection.executescript(f"BEGIN IMMEDIATE;{self._schema}COMMIT;")
-            finally:
-                connection.close()
+            if self._url:
+                self._create_postgres_tables()
+            else:
+                self._create_sqlite_tables()
             self._ready = True
+
+    def _create_sqlite_tables(self) -> None:
+        prepare_file(self.path)
+        raw = connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, autocommit=True)
+        try:
+            enable_wal(raw, BUSY_TIMEOUT_SECONDS)
+            raw.executescript(f"BEGIN IMMEDIATE;{self._schema}COMMIT;")
+        finally:
+            raw.close()
+
+    def _create_postgres_tables(self) -> None:
+        """The schema under the store's write lock: processes start together."""
+        from clinic_common import postgres
+
+        raw = postgres.connect(self._url, BUSY_TIMEOUT_SECONDS)
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            cursor.execute(self._schema)
+            raw.commit()
+        finally:
+            raw.close()
+
+
+def _is_url(location: StrPath) -> bool:
+    """Whether a store's location is a database URL rather than a SQLite file."""
+    return isinstance(location, str) and "://" in location

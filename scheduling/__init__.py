@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from pathlib import Path
 
 from clinic_common import settings
+from clinic_common.sqlite import StrPath
 from scheduling.base import BackendUnavailable, Scheduler
 
 BACKENDS = ("sqlite", "fhir", "webhook")
@@ -55,7 +55,7 @@ def get_scheduler() -> Scheduler:
     )
 
 
-def database_unavailable(path: Path, error: BaseException) -> BackendUnavailable:
+def database_unavailable(path: StrPath, error: BaseException) -> BackendUnavailable:
     """What a failed SQLite file of the scheduler or the call-backs raises.
 
     Logs the cause (a file name and SQLite's words: no patient data) and returns

@@ -6,7 +6,8 @@ scheduling.staff callbacks``). Everything the patient typed is stored as
 typed: nothing is validated away or shortened.
 
 The requests live in a SQLite file of their own (``$CALLBACK_DB``, else
-``$STATE_DIR/callbacks.db``), not in the scheduler's: a call back is offered exactly
+``$STATE_DIR/callbacks.db``; in the scaled profile a table of
+``$STORE_DATABASE_URL``), not in the scheduler's: a call back is offered exactly
 when the scheduler, and so maybe its database, is locked or broken. Should this file
 fail too, the request is appended to a spool file beside it
 (``callbacks.db.spool``, one JSON line a request, written with fsync) and moved
@@ -27,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Collection, Dict, Iterator, List, Optional
 
+from clinic_common import settings
 from clinic_common.sqlite import Database, StrPath, prepare_file
 from scheduling import database_unavailable
 from scheduling.base import BackendUnavailable, Clock, utc_now
@@ -79,7 +81,7 @@ class CallbackStore:
     """Callback requests in SQLite (a connection per call), a spool as last resort.
 
     Args:
-        path: the SQLite file (default:
+        path: the SQLite file or a PostgreSQL URL (default:
             :func:`~scheduling.config.default_callback_db_path`).
         clock: returns the current aware time; injectable for tests.
     """
@@ -89,9 +91,12 @@ class CallbackStore:
         path: Optional[StrPath] = None,
         clock: Optional[Clock] = None,
     ) -> None:
-        db_path = Path(path if path is not None else default_callback_db_path())
-        self._db = Database(db_path, _SCHEMA, database_unavailable)
-        self.spool_path = db_path.with_name(db_path.name + ".spool")
+        location = path if path is not None else default_callback_db_path()
+        self._db = Database(location, _SCHEMA, database_unavailable)
+        file = self._db.location
+        if not isinstance(file, Path):  # PostgreSQL: the spool is this machine's
+            file = settings.load().state_dir / "callbacks.db"
+        self.spool_path = file.with_name(file.name + ".spool")
         self._clock = clock or utc_now
 
     def add(
@@ -119,8 +124,10 @@ class CallbackStore:
         try:
             self._import_spool()
             with self._db.write() as connection:
-                cursor = connection.execute(_INSERT, (*values, created))
-                callback_id = int(cursor.lastrowid or 0)
+                cursor = connection.execute(
+                    _INSERT + " RETURNING callback_id", (*values, created)
+                )
+                callback_id = int(cursor.fetchone()[0])
         except BackendUnavailable:
             self._spool(
                 {**dict(zip(_COLUMNS, values, strict=True)), "created_utc": created}
@@ -209,7 +216,7 @@ class CallbackStore:
             )
         if cursor.rowcount:
             logger.info("Callback request %d done", callback_id)
-        return cursor.rowcount > 0
+        return int(cursor.rowcount) > 0
 
     # --- retention (staff: clinicbot retention, clinicbot forget) -----------------
 
@@ -220,7 +227,7 @@ class CallbackStore:
         """
         done = (int(before.timestamp()),)
         with self._db.write() as connection:
-            connection.execute("PRAGMA secure_delete = ON")  # bytes overwritten
+            connection.secure_delete()
             count = int(
                 connection.execute(
                     "SELECT count(*) FROM callback_requests"
@@ -251,7 +258,7 @@ class CallbackStore:
         """
         self._import_spool()
         with self._db.write() as connection:
-            connection.execute("PRAGMA secure_delete = ON")  # bytes overwritten
+            connection.secure_delete()
             chosen = [
                 row["callback_id"]
                 for row in connection.execute(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, time
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clinic_common import settings
@@ -294,15 +294,22 @@ def scheduling_config() -> SchedulingConfig:
     return load_scheduling_config(clinic_config_path())
 
 
-def default_db_path() -> Path:
-    """The scheduler's SQLite file: ``$SCHEDULER_DB`` or ``$STATE_DIR/scheduler.db``."""
-    return settings.load().scheduler_db
+def default_db_path() -> Union[Path, str]:
+    """The scheduler's store: ``$STORE_DATABASE_URL`` if set, else its SQLite file.
 
-
-def default_callback_db_path() -> Path:
-    """Call-back requests: ``$CALLBACK_DB`` or ``$STATE_DIR/callbacks.db``.
-
-    A file of their own: they are taken exactly when the scheduler (and so its
-    database) is in trouble.
+    The file is ``$SCHEDULER_DB`` or ``$STATE_DIR/scheduler.db``.
     """
-    return settings.load().callback_db
+    loaded = settings.load()
+    return loaded.store_database_url or loaded.scheduler_db
+
+
+def default_callback_db_path() -> Union[Path, str]:
+    """Call-back requests: ``$STORE_DATABASE_URL`` if set, else their SQLite file.
+
+    The file is ``$CALLBACK_DB`` or ``$STATE_DIR/callbacks.db``: a file of their
+    own, as they are taken exactly when the scheduler (and so its database) is in
+    trouble. On PostgreSQL the spool (see :mod:`scheduling.callbacks`) is
+    ``$STATE_DIR/callbacks.db.spool``.
+    """
+    loaded = settings.load()
+    return loaded.store_database_url or loaded.callback_db

@@ -13,6 +13,11 @@ that one transaction. Inside the database itself, triggers refuse any overlappin
 active booking of a provider (whoever writes it), backed by a partial unique index
 (one active booking per provider and start) and CHECK constraints.
 
+The same code keeps the bookings in PostgreSQL when given a ``postgresql://`` URL
+(``STORE_DATABASE_URL``, the scaled profile's several action servers): there the
+one writer at a time is a transaction-scoped advisory lock, and an exclusion
+constraint takes the triggers' place (see :mod:`clinic_common.sqlite`).
+
 Daylight-saving time: slots are wall-clock times. A 9:00 slot is 9:00 local time on
 both sides of a change; a local time that does not exist (clocks jump forward) is
 never offered; a local time that happens twice (clocks fall back) is offered once,
@@ -34,7 +39,6 @@ import hashlib
 import json
 import logging
 import secrets
-import sqlite3
 from bisect import bisect_left
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
@@ -42,7 +46,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from clinic_common.sqlite import Database, StrPath
+from clinic_common.sqlite import Connection, Database, StrPath
 from scheduling import database_unavailable
 from scheduling.base import (
     BOOKED,
@@ -87,31 +91,12 @@ CREATE TABLE IF NOT EXISTS bookings (
     cancelled_utc INTEGER
 );
 -- One active booking per provider and start time. Overlaps of visits of different
--- lengths are ruled out by book(), which checks and inserts under BEGIN IMMEDIATE,
--- and again by the triggers below, which refuse any write that would overlap.
+-- lengths are ruled out by book(), which checks and inserts as the one writer,
+-- and again by _SQLITE_ONLY's triggers or _POSTGRES_ONLY's exclusion constraint,
+-- which refuse any write that would overlap.
 CREATE UNIQUE INDEX IF NOT EXISTS bookings_active_start
     ON bookings (provider, start_utc) WHERE status = 'booked';
 CREATE INDEX IF NOT EXISTS bookings_by_start ON bookings (start_utc);
-CREATE TRIGGER IF NOT EXISTS bookings_no_overlap_insert
-BEFORE INSERT ON bookings
-WHEN NEW.status = 'booked' AND EXISTS (
-    SELECT 1 FROM bookings
-     WHERE provider = NEW.provider AND status = 'booked'
-       AND start_utc < NEW.end_utc AND end_utc > NEW.start_utc)
-BEGIN
-    SELECT RAISE(ABORT, 'overlapping booking');
-END;
-CREATE TRIGGER IF NOT EXISTS bookings_no_overlap_update
-BEFORE UPDATE OF provider, start_utc, end_utc, status ON bookings
-WHEN NEW.status = 'booked' AND EXISTS (
-    SELECT 1 FROM bookings
-     WHERE provider = NEW.provider AND status = 'booked'
-       AND reference != NEW.reference
-       AND start_utc < NEW.end_utc AND end_utc > NEW.start_utc)
-BEGIN
-    SELECT RAISE(ABORT, 'overlapping booking');
-END;
-
 CREATE TABLE IF NOT EXISTS holds (
     hold_id TEXT PRIMARY KEY,
     slot_id TEXT NOT NULL,
@@ -140,6 +125,40 @@ CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL,
     reference TEXT NOT NULL REFERENCES bookings (reference)
 );
+"""
+
+_SQLITE_ONLY = """
+CREATE TRIGGER IF NOT EXISTS bookings_no_overlap_insert
+BEFORE INSERT ON bookings
+WHEN NEW.status = 'booked' AND EXISTS (
+    SELECT 1 FROM bookings
+     WHERE provider = NEW.provider AND status = 'booked'
+       AND start_utc < NEW.end_utc AND end_utc > NEW.start_utc)
+BEGIN
+    SELECT RAISE(ABORT, 'overlapping booking');
+END;
+CREATE TRIGGER IF NOT EXISTS bookings_no_overlap_update
+BEFORE UPDATE OF provider, start_utc, end_utc, status ON bookings
+WHEN NEW.status = 'booked' AND EXISTS (
+    SELECT 1 FROM bookings
+     WHERE provider = NEW.provider AND status = 'booked'
+       AND reference != NEW.reference
+       AND start_utc < NEW.end_utc AND end_utc > NEW.start_utc)
+BEGIN
+    SELECT RAISE(ABORT, 'overlapping booking');
+END;
+"""
+
+# PostgreSQL's own rule against overlaps: no two active bookings of one provider
+# whose [start, end) ranges meet (btree_gist lets "=" on text join the GiST index).
+_POSTGRES_ONLY = """
+CREATE EXTENSION IF NOT EXISTS btree_gist;
+DO $$ BEGIN
+    ALTER TABLE bookings ADD CONSTRAINT bookings_no_overlap EXCLUDE USING gist
+        (provider WITH =, int8range(start_utc, end_utc) WITH &&)
+        WHERE (status = 'booked');
+EXCEPTION WHEN duplicate_object OR duplicate_table THEN NULL;
+END $$;
 """
 
 # Everything that makes a provider busy in [lo, hi): one definition for both
@@ -246,7 +265,8 @@ class SqliteScheduler:
     """The embedded :class:`~scheduling.base.Scheduler`.
 
     Args:
-        path: the SQLite file; created (mode 0600) on first use.
+        path: the SQLite file, created (mode 0600) on first use, or a PostgreSQL
+            URL (tables created on first use).
         config: opening hours, visit types and providers.
         clock: returns the current aware time; injectable for tests.
     """
@@ -254,14 +274,25 @@ class SqliteScheduler:
     def __init__(
         self, path: StrPath, config: SchedulingConfig, clock: Optional[Clock] = None
     ) -> None:
-        self._db = Database(path, _SCHEMA, database_unavailable)
+        self._db = Database(
+            path,
+            _SCHEMA,
+            database_unavailable,
+            sqlite_only=_SQLITE_ONLY,
+            postgres_only=_POSTGRES_ONLY,
+        )
         self._config = config
         self._clock: Clock = clock or utc_now
 
     @property
     def path(self) -> Path:
-        """The SQLite file."""
+        """The SQLite file (ValueError when the bookings are in PostgreSQL)."""
         return self._db.path
+
+    @property
+    def location(self) -> StrPath:
+        """The SQLite file or the PostgreSQL URL."""
+        return self._db.location
 
     @property
     def config(self) -> SchedulingConfig:
@@ -523,12 +554,13 @@ class SqliteScheduler:
         if provider is not None and provider not in self._config.providers:
             raise ValueError(f"unknown provider '{provider}'")
         with self._db.write() as connection:
-            cursor = connection.execute(
-                "INSERT INTO blocks (provider, start_utc, end_utc, reason)"
-                " VALUES (?, ?, ?, ?)",
-                (provider, _epoch(start), _epoch(end), reason),
+            block_id = int(
+                connection.execute(
+                    "INSERT INTO blocks (provider, start_utc, end_utc, reason)"
+                    " VALUES (?, ?, ?, ?) RETURNING block_id",
+                    (provider, _epoch(start), _epoch(end), reason),
+                ).fetchone()[0]
             )
-            block_id = int(cursor.lastrowid or 0)
         logger.info("Added block %d", block_id)
         return Block(
             block_id,
@@ -544,7 +576,7 @@ class SqliteScheduler:
             cursor = connection.execute(
                 "DELETE FROM blocks WHERE block_id = ?", (block_id,)
             )
-        return cursor.rowcount > 0
+        return int(cursor.rowcount) > 0
 
     def list_blocks(self, include_past: bool = False) -> List[Block]:
         """The blocks, earliest first; by default only those not yet over."""
@@ -636,7 +668,7 @@ class SqliteScheduler:
 
     def _busy(
         self,
-        connection: sqlite3.Connection,
+        connection: Connection,
         lo: datetime,
         hi: datetime,
         now: datetime,
@@ -656,7 +688,7 @@ class SqliteScheduler:
 
     def _open_slots(
         self,
-        connection: sqlite3.Connection,
+        connection: Connection,
         visit: VisitType,
         times: Sequence[Tuple[datetime, datetime]],
         now: datetime,
@@ -682,7 +714,7 @@ class SqliteScheduler:
 
     def _require_free(
         self,
-        connection: sqlite3.Connection,
+        connection: Connection,
         slot: Slot,
         now: datetime,
         own_hold: str,
@@ -694,7 +726,7 @@ class SqliteScheduler:
             if owner is None or owner == slot.provider:
                 raise SlotUnavailable("That time is no longer available.")
 
-    def _unused_reference(self, connection: sqlite3.Connection) -> str:
+    def _unused_reference(self, connection: Connection) -> str:
         """A reference code no booking has yet (we hold the write lock)."""
         for _ in range(_REFERENCE_ATTEMPTS):
             reference = new_reference()
@@ -707,7 +739,7 @@ class SqliteScheduler:
 
     def _insert_booking(
         self,
-        connection: sqlite3.Connection,
+        connection: Connection,
         reference: str,
         slot: Slot,
         patient: Patient,
@@ -731,12 +763,12 @@ class SqliteScheduler:
                     _epoch(now),
                 ),
             )
-        except sqlite3.IntegrityError as error:
+        except connection.IntegrityError as error:
             raise SlotUnavailable("That time is no longer available.") from error
 
     def _replay(
         self,
-        connection: sqlite3.Connection,
+        connection: Connection,
         key: str,
         operation: str,
         fingerprint: str,
@@ -759,7 +791,7 @@ class SqliteScheduler:
             connection,
         )[0]
 
-    def _find(self, connection: sqlite3.Connection, code: str, phone: str) -> Booking:
+    def _find(self, connection: Connection, code: str, phone: str) -> Booking:
         """The booking with reference ``code`` and this phone; no hint which failed."""
         found = self._bookings(
             "SELECT * FROM bookings WHERE reference = ?", (code,), connection
@@ -772,7 +804,7 @@ class SqliteScheduler:
         self,
         sql: str,
         parameters: Tuple[object, ...],
-        connection: Optional[sqlite3.Connection] = None,
+        connection: Optional[Connection] = None,
     ) -> List[Booking]:
         """Runs a ``SELECT * FROM bookings`` query, on ``connection`` or a new one."""
         if connection is None:

@@ -15,6 +15,7 @@ from scheduling.base import BackendUnavailable
 from scheduling.callbacks import DONE, OPEN, CallbackRequest, CallbackStore
 from scheduling.config import parse_scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
+from tests.scheduling.conftest import Location, execute_raw
 
 START = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 
@@ -29,8 +30,9 @@ class FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> CallbackStore:
-    return CallbackStore(tmp_path / "state" / "callbacks.db", clock=FakeClock())
+def store(store_location: Location) -> CallbackStore:
+    """The call-backs on SQLite, then on PostgreSQL."""
+    return CallbackStore(store_location("callbacks.db"), clock=FakeClock())
 
 
 def test_requests_are_stored_as_typed_and_listed_oldest_first(
@@ -87,7 +89,7 @@ def test_long_text_is_kept_whole(store: CallbackStore) -> None:
     assert store.list_open()[0].note == note
 
 
-def test_mark_done(store: CallbackStore, tmp_path: Path) -> None:
+def test_mark_done(store: CallbackStore, store_location: Location) -> None:
     first = store.add("Ann", "+18175550100", "morning", "", "a")
     second = store.add("Bob", "+18175550111", "evening", "", "b")
 
@@ -96,12 +98,12 @@ def test_mark_done(store: CallbackStore, tmp_path: Path) -> None:
     assert store.mark_done(9999) is False  # unknown
 
     assert [request.callback_id for request in store.list_open()] == [second]
-    with sqlite3.connect(tmp_path / "state" / "callbacks.db") as connection:
-        rows = connection.execute(
-            "SELECT callback_id, status, done_utc IS NOT NULL FROM callback_requests"
-            " ORDER BY callback_id"
-        ).fetchall()
-    assert rows == [(first, DONE, 1), (second, OPEN, 0)]
+    rows = execute_raw(
+        store_location("callbacks.db"),
+        "SELECT callback_id, status, done_utc IS NOT NULL FROM callback_requests"
+        " ORDER BY callback_id",
+    )
+    assert [tuple(row) for row in rows] == [(first, DONE, 1), (second, OPEN, 0)]
 
 
 def test_requests_survive_a_new_store_apart_from_the_scheduler_file(
@@ -190,9 +192,8 @@ def test_a_broken_database_spools_the_request_and_loses_nothing(
         assert secret not in caplog.text
 
 
-def test_file_is_readable_by_its_owner_only(
-    store: CallbackStore, tmp_path: Path
-) -> None:
+def test_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    store = CallbackStore(tmp_path / "state" / "callbacks.db")
     old_umask = os.umask(0)
     try:
         store.add("Ann", "+18175550100", "morning", "", "a")

@@ -30,6 +30,13 @@ from scheduling.base import (
 )
 from scheduling.config import SchedulingConfig, parse_scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
+from tests.scheduling.conftest import (
+    INTEGRITY_ERRORS,
+    Location,
+    count_rows,
+    execute_raw,
+    is_url,
+)
 
 CHICAGO_NAME = "America/Chicago"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
@@ -87,8 +94,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def scheduler(tmp_path: Path, clock: FakeClock) -> SqliteScheduler:
-    return SqliteScheduler(tmp_path / "state" / "scheduler.db", CONFIG, clock=clock)
+def scheduler(store_location: Location, clock: FakeClock) -> SqliteScheduler:
+    """The scheduler on SQLite, then on PostgreSQL: every guarantee holds on both."""
+    return SqliteScheduler(store_location("scheduler.db"), CONFIG, clock=clock)
 
 
 def slot_at(
@@ -128,11 +136,6 @@ def grid(first: str, last: str) -> List[str]:
         times.append(f"{start:%H:%M}")
         start += timedelta(minutes=15)
     return times
-
-
-def count_rows(path: Path, sql: str) -> int:
-    with sqlite3.connect(path) as connection:
-        return int(connection.execute(sql).fetchone()[0])
 
 
 # --- slots --------------------------------------------------------------------------
@@ -414,27 +417,28 @@ def test_the_database_itself_refuses_overlapping_bookings(
         " end_utc, patient_name, patient_phone, status, created_utc)"
         " VALUES (?, 'x', 'dry_needling', ?, ?, ?, 'Eve', '+18175550122', ?, 0)"
     )
-    with sqlite3.connect(scheduler.path) as connection:
-        for provider, offset, status in [
-            ("provider-1", 30 * 60, "booked"),  # inside the 60-minute visit
-            ("provider-1", -15 * 60, "booked"),  # overlaps its start
-            ("provider-1", 0, "pending"),  # not a known status
-        ]:
-            with pytest.raises(sqlite3.IntegrityError):
-                connection.execute(
-                    insert,
-                    ("RAW001", provider, start + offset, start + offset + 1800, status),
-                )
-        connection.execute(  # another provider, or cancelled: fine
-            insert, ("RAW002", "provider-2", start, start + 1800, "booked")
-        )
-        connection.execute(
-            insert, ("RAW003", "provider-1", start, start + 1800, "cancelled")
-        )
-        with pytest.raises(sqlite3.IntegrityError):
-            connection.execute(
-                "UPDATE bookings SET status = 'booked' WHERE reference = 'RAW003'"
+    where = scheduler.location
+    for provider, offset, status in [
+        ("provider-1", 30 * 60, "booked"),  # inside the 60-minute visit
+        ("provider-1", -15 * 60, "booked"),  # overlaps its start
+        ("provider-1", 0, "pending"),  # not a known status
+    ]:
+        with pytest.raises(INTEGRITY_ERRORS):
+            execute_raw(
+                where,
+                insert,
+                ("RAW001", provider, start + offset, start + offset + 1800, status),
             )
+    execute_raw(  # another provider, or cancelled: fine
+        where, insert, ("RAW002", "provider-2", start, start + 1800, "booked")
+    )
+    execute_raw(
+        where, insert, ("RAW003", "provider-1", start, start + 1800, "cancelled")
+    )
+    with pytest.raises(INTEGRITY_ERRORS):
+        execute_raw(
+            where, "UPDATE bookings SET status = 'booked' WHERE reference = 'RAW003'"
+        )
 
 
 def test_a_held_slot_blocks_others_but_not_its_holder(
@@ -457,7 +461,7 @@ def test_a_held_slot_blocks_others_but_not_its_holder(
     booking = scheduler.book(slot, ANN, "ann", hold_id=hold.hold_id)
 
     assert booking.slot == slot and booking.status == BOOKED
-    assert count_rows(scheduler.path, "SELECT count(*) FROM holds") == 0
+    assert count_rows(scheduler.location, "SELECT count(*) FROM holds") == 0
 
 
 def test_hold_expires_after_hold_minutes(
@@ -534,7 +538,7 @@ def test_malformed_or_unscheduled_slot_ids_are_refused(
         scheduler.hold(slot)
     with pytest.raises(SlotUnavailable):
         scheduler.book(slot, ANN, "key-malformed-slot")
-    assert count_rows(scheduler.path, "SELECT count(*) FROM bookings") == 0
+    assert count_rows(scheduler.location, "SELECT count(*) FROM bookings") == 0
 
 
 def test_a_slot_that_does_not_match_its_id_is_refused(
@@ -579,7 +583,7 @@ def test_book_replay_returns_the_first_booking_and_changes_nothing(
     later = scheduler.book(slot, ANN, "request-1")
 
     assert again == first and later == first
-    assert count_rows(scheduler.path, "SELECT count(*) FROM bookings") == 1
+    assert count_rows(scheduler.location, "SELECT count(*) FROM bookings") == 1
 
 
 def test_same_key_for_a_different_request_is_refused(
@@ -595,7 +599,7 @@ def test_same_key_for_a_different_request_is_refused(
         scheduler.book(slot, BOB, "request-1")
     with pytest.raises(ValueError, match="different request"):
         scheduler.cancel(first.reference, ANN.phone, "request-1")
-    assert count_rows(scheduler.path, "SELECT count(*) FROM bookings") == 1
+    assert count_rows(scheduler.location, "SELECT count(*) FROM bookings") == 1
     assert scheduler.get_booking(first.reference, ANN.phone).status == BOOKED
 
 
@@ -713,7 +717,7 @@ def test_unusable_patients_are_refused(
         "the patient's name is empty",
         "the patient's phone must be in E.164 form, e.g. +18175550100",
     }
-    assert count_rows(scheduler.path, "SELECT count(*) FROM bookings") == 0
+    assert count_rows(scheduler.location, "SELECT count(*) FROM bookings") == 0
 
 
 # --- concurrency ---------------------------------------------------------------------
@@ -762,7 +766,7 @@ def test_fifty_threads_race_for_one_time(
         thread.join(timeout=60)
 
     assert sorted(results) == ["booked"] + ["unavailable"] * 49
-    assert count_rows(scheduler.path, "SELECT count(*) FROM bookings") == 1
+    assert count_rows(scheduler.location, "SELECT count(*) FROM bookings") == 1
 
 
 def _process_attempt(
@@ -775,6 +779,7 @@ def _process_attempt(
 def test_fifty_processes_race_for_one_slot(
     scheduler: SqliteScheduler, clock: FakeClock
 ) -> None:
+    """Exactly one wins, on one SQLite file as on PostgreSQL (several servers)."""
     slot = slot_at(scheduler, "dry_needling", "provider-1", local(2026, 3, 2, 9))
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(50)
@@ -783,7 +788,7 @@ def test_fifty_processes_race_for_one_slot(
         context.Process(
             target=_process_attempt,
             args=(
-                str(scheduler.path),
+                str(scheduler.location),
                 clock.now,
                 slot.slot_id,
                 index,
@@ -801,7 +806,7 @@ def test_fifty_processes_race_for_one_slot(
 
     assert sorted(outcomes) == ["booked"] + ["unavailable"] * 49
     assert all(process.exitcode == 0 for process in processes)
-    assert count_rows(scheduler.path, "SELECT count(*) FROM bookings") == 1
+    assert count_rows(scheduler.location, "SELECT count(*) FROM bookings") == 1
 
 
 # --- blocks and staff views ----------------------------------------------------------
@@ -984,6 +989,8 @@ def test_a_locked_database_is_backend_unavailable(
 ) -> None:
     slot = slot_at(scheduler, "dry_needling", "provider-1", local(2026, 3, 2, 9))
     scheduler.find_slots("dry_needling", local(2026, 3, 2), local(2026, 3, 3))  # create
+    if is_url(scheduler.location):
+        pytest.skip("SQLite's file lock (PostgreSQL's: test_pg_stores.py)")
     monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_SECONDS", 0.2)
     other = sqlite3.connect(scheduler.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Iterator
 
+import psycopg2
 import pytest
 
 from scripts.launcher import free_port
@@ -53,3 +54,19 @@ def endpoints(cluster: Postgres, database: str, store_type: str) -> str:
 def environment(cluster: Postgres) -> Dict[str, str]:
     """The variables ``endpoints`` uses."""
     return {"PG_PORT": str(cluster.port), "PG_PASSWORD": cluster.superuser_password}
+
+
+def store_url(cluster: Postgres) -> str:
+    """A ``STORE_DATABASE_URL`` of the cluster's ``postgres`` database, emptied first.
+
+    The public schema is dropped and made again, so each test's stores start with
+    no tables, as a new SQLite file would.
+    """
+    url = cluster.url("postgres").render_as_string(hide_password=False)
+    connection = psycopg2.connect(url)
+    try:
+        connection.autocommit = True
+        connection.cursor().execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        connection.close()
+    return url
