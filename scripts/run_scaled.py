@@ -3,7 +3,8 @@
 PostgreSQL (conversations), Redis (Rasa's lock store), M action servers, N Rasa
 servers, the demo page, the staff page (with STAFF_PASSWORD), the daily retention
 job (one for the profile, scripts/daily.py) and nginx in front, started in that
-order, each until it answers; Ctrl-C or SIGTERM stops them in the reverse order. Everything but nginx's public ports listens on loopback. Through
+order, each until it answers; Ctrl-C or SIGTERM stops them in the reverse order.
+Everything but nginx's public ports listens on loopback. Through
 nginx: the Twilio webhook (any Rasa server), Socket.IO (sticky by client address,
 WebSocket upgrades) and the widget's demo page and file on NGINX_PORT, and the staff
 page on STAFF_PUBLIC_PORT. Neither REST nor Rasa's HTTP API is exposed. With more
@@ -14,8 +15,9 @@ Usage: python -m scripts.run_scaled [--rasa-servers N] [--action-servers M]
        [--port NGINX_PORT] [--listen ADDRESS] [--public-url URL]
 Each option's default comes from the variable of the same name (RASA_SERVERS,
 ACTION_SERVERS, NGINX_PORT, NGINX_LISTEN, PUBLIC_URL): 2, 1, 8088, 0.0.0.0,
-http://127.0.0.1:NGINX_PORT. Exit codes: 3 when a Debian package is missing, 1 when a
-part fails to start or stops by itself.
+http://127.0.0.1:NGINX_PORT. A part that stops by itself (a crash, kill -9) is
+started again. Exit codes: 3 when a Debian package is missing, 1 when a part fails to
+start or keeps stopping (RESTART_LIMIT times in RESTART_WINDOW seconds).
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_OVERFLOW = 10
 SPARE_CONNECTIONS = 20
 SERVICE_TIMEOUT = 30.0
+# A part that stops by itself (a crash, kill -9) is started again, unless it
+# stopped this many times within RESTART_WINDOW seconds: then it is broken.
+RESTART_LIMIT = 5
+RESTART_WINDOW = 60.0
 # The headers every proxied request carries, so that the backends see the public
 # host (the Twilio signature) and the client's address.
 PROXY_HEADERS = (
@@ -187,10 +193,16 @@ class ScaledProfile:
 
         pool = int(env.get("SQL_POOL_SIZE") or DEFAULT_POOL_SIZE)
         overflow = int(env.get("SQL_MAX_OVERFLOW") or DEFAULT_MAX_OVERFLOW)
+        base = settings.load(env)
+        # The small stores' pool (STORE_POOL_SIZE) in every process that opens
+        # them: the Rasa servers (channels), the action servers (scheduler,
+        # call-backs), the staff page and the retention job's run.
+        store_processes = options.rasa_servers + options.action_servers + 2
         self.postgres = Postgres(
             state_dir / "postgres",
             port(5433),
             max_connections=options.rasa_servers * (pool + overflow)
+            + store_processes * base.store_pool_size
             + SPARE_CONNECTIONS,
         )
         self.redis = Redis(
@@ -200,7 +212,6 @@ class ScaledProfile:
         self.action_ports = [port() for _ in range(options.action_servers)]
         self.actions_lb_port = port() if options.action_servers > 1 else 0
         self.web_port, self.staff_port = port(), port()
-        base = settings.load(env)
         action_port = self.actions_lb_port or self.action_ports[0]
         origin = options.public_url
         self.env: Dict[str, str] = {
@@ -222,6 +233,11 @@ class ScaledProfile:
             "POSTGRES_PASSWORD": secret(self._secret("postgres-clinic")),
             "SQL_POOL_SIZE": str(pool),
             "SQL_MAX_OVERFLOW": str(overflow),
+            # Bookings, call-backs and the channels' store, shared by all servers.
+            "STORE_DATABASE_URL": self.postgres.url(
+                DATABASE, DB_USER, secret(self._secret("postgres-clinic"))
+            ).render_as_string(hide_password=False),
+            "STORE_POOL_SIZE": str(base.store_pool_size),
             "REDIS_HOST": LOOPBACK,
             "REDIS_PORT": str(self.redis.port),
             "REDIS_PASSWORD": self.redis.password,
@@ -235,6 +251,7 @@ class ScaledProfile:
         }
         self.staff_enabled = bool(base.staff_password)
         self.processes: List[Process] = []  # started ones, in order
+        self._restarts: Dict[str, List[float]] = {}  # log name: restart times
 
     def _secret(self, name: str) -> Path:
         return self.state_dir / f"{name}.password"
@@ -375,9 +392,27 @@ class ScaledProfile:
         ]
         return "\n".join(lines)
 
-    def stopped(self) -> Optional[Process]:
-        """A started process that is no longer running, if any."""
-        return next((p for p in self.processes if not p.alive()), None)
+    def restart_stopped(self) -> List[Process]:
+        """Starts again each part that stopped by itself; the ones restarted.
+
+        nginx sends the Rasa and action servers' requests to the others meanwhile.
+
+        Raises:
+            RuntimeError: a part stopped ``RESTART_LIMIT`` times in
+                ``RESTART_WINDOW`` seconds (the profile is left running).
+        """
+        stopped = [p for p in self.processes if not p.alive()]
+        now = time.monotonic()
+        for process in stopped:
+            times = self._restarts.setdefault(process.log.stem, [])
+            times[:] = [t for t in times if now - t < RESTART_WINDOW] + [now]
+            if len(times) > RESTART_LIMIT:
+                raise RuntimeError(
+                    f"{process.log.stem} keeps stopping ({process.log}):\n"
+                    f"{process.log_tail()}"
+                )
+            process.start()
+        return stopped
 
     def close(self) -> None:
         """Stops every part in the reverse order of starting."""
@@ -427,7 +462,7 @@ def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the profile until Ctrl-C, SIGTERM or a part stopping; the exit code."""
+    """Runs the profile until Ctrl-C, SIGTERM or a part keeps stopping; exit code."""
     options = parse_options(sys.argv[1:] if argv is None else argv, os.environ)
     os.umask(0o077)  # conversations and passwords are for this account only
     config = settings.load()
@@ -443,13 +478,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with profile:
             took = time.monotonic() - started
             print(f"{profile.summary()}\n  Started in {took:.0f} s.", flush=True)
-            while (stopped := profile.stopped()) is None:
+            while True:
+                for process in profile.restart_stopped():
+                    print(
+                        f"{process.log.stem} stopped; started again ({process.log}).",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 time.sleep(1)
-            print(
-                f"{stopped.argv[0]} stopped; stopping the rest ({stopped.log}).",
-                file=sys.stderr,
-            )
-            return 1
     except MissingPackage as missing:
         print(f"error: {missing}", file=sys.stderr)
         return 3
