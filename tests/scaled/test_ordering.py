@@ -97,8 +97,10 @@ def conversations(profile: ScaledProfile) -> Dict[str, List[Dict[str, object]]]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="Rasa's RedisLockStore issues tickets by read-modify-write, not atomically"
-    " (RasaHQ/rasa#9213): across servers a message is lost or read out of order",
+    reason="The lock store serves tickets atomically in the order they are issued"
+    " (clinic_core/lock_store.py), but the SMS channel asks for a message's ticket"
+    " only once its turn starts, after answering the webhook: a message's next one,"
+    " received by the other server meanwhile, can take its ticket first",
 )
 def test_each_message_is_handled_once_in_order_across_servers(
     profile: ScaledProfile,
