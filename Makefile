@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup run run-scaled chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler bench-scale faults chaos staff faq missed retrain rollback lock clean
+.PHONY: setup run run-scaled chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler bench-scale bench-flood faults chaos staff faq missed retrain rollback lock clean
 
 setup:            ## create .venv (Python 3.10) with the pinned packages
 	@$(ENV) scripts/setup.sh
@@ -46,6 +46,9 @@ faults: train      ## fault drill: break each part, show what patients got (abou
 
 bench-scale: train  ## benchmark: embedded vs 1, 2, 4 Rasa servers behind nginx (ARGS=--quick)
 	@$(ENV) scripts/install_services.sh && $$VENV/bin/python benchmarks/bench_scale.py $(ARGS)
+
+bench-flood: train  ## benchmark: other patients' answer times while one sender floods, limits off/on
+	@$(ENV) $$VENV/bin/python benchmarks/bench_flood.py $(ARGS)
 
 chaos: train      ## fault drill of the scaled profile under load (about 4 min)
 	@$(ENV) scripts/install_services.sh && $$VENV/bin/python -m scripts.chaos $(ARGS)

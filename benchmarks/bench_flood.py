@@ -1,0 +1,190 @@
+"""Benchmark: other patients' answer times while one sender floods, limits off and on.
+
+Starts the action server and the Rasa server (``$MODEL_PATH``) on free loopback
+ports with a fresh state directory, twice: with ``RATE_LIMIT_PER_SECOND=0`` (the
+channels' limits off) and with the default limits (channels/rate_limit.py). Each
+time, one sender posts ``--rate`` messages a second over REST for ``--seconds``
+while ``--patients`` other patients converse (a question, its answer, a short
+pause, the next). It prints, for each run: the other patients' answer times during
+the flood (p50, p95, max), how many of the flood's messages Rasa read (the rest got
+the polite reply), how long its requests took to be answered, and how many were
+not answered within ``FLOOD_GRACE_S`` after it.
+
+Issue 13's target: with the limits, other patients' p95 stays under 1 s.
+
+A script, not a test: ``make bench-flood`` or
+``python benchmarks/bench_flood.py [--patients 10] [--rate 200] [--seconds 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import aiohttp
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from benchmarks.bench import (  # noqa: E402
+    percentile,
+    project_environment,
+    wait_for_first_answer,
+)
+from channels.rate_limit import POLITE_REPLY  # noqa: E402
+from scripts.launcher import Servers  # noqa: E402
+
+QUESTIONS = (
+    "what is dry needling",
+    "how much does a trigger point injection cost",
+    "where are you located",
+    "what are your opening hours",
+    "what causes back spasms",
+)
+FLOOD_TEXT = "what is dry needling"
+PAUSE_S = 0.5  # between a patient's answer and their next message
+TIMEOUT_S = 300.0
+FLOOD_GRACE_S = 30.0  # after the flood, how long its last answers are waited for
+
+
+@dataclass
+class Run:
+    """What one run measured."""
+
+    patient_ms: List[float] = field(default_factory=list)
+    flood_ms: List[float] = field(default_factory=list)
+    flood_read: int = 0  # flood messages answered by Rasa, not by the polite reply
+    flood_unanswered: int = 0  # no answer (an error, or none within the grace)
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, sender: str, text: str
+) -> List[Dict[str, object]]:
+    """Posts one message over REST; the bot's messages (raises on an HTTP error)."""
+    async with session.post(url, json={"sender": sender, "message": text}) as reply:
+        reply.raise_for_status()
+        messages: List[Dict[str, object]] = await reply.json()
+        return messages
+
+
+async def patient(
+    session: aiohttp.ClientSession, url: str, sender: str, until: float, run: Run
+) -> None:
+    """Asks questions until ``until``, recording each answer's time."""
+    for text in itertools.cycle(QUESTIONS):
+        if time.monotonic() >= until:
+            return
+        started = time.perf_counter()
+        await post(session, url, sender, text)
+        run.patient_ms.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(PAUSE_S)
+
+
+async def flood_message(
+    session: aiohttp.ClientSession, url: str, sender: str, run: Run
+) -> None:
+    """One flood message: how long it took, and whether Rasa read it."""
+    started = time.perf_counter()
+    try:
+        messages = await post(session, url, sender, FLOOD_TEXT)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        run.flood_unanswered += 1
+        return
+    run.flood_ms.append((time.perf_counter() - started) * 1000)
+    if not any(message.get("text") == POLITE_REPLY for message in messages):
+        run.flood_read += 1
+
+
+async def measure(url: str, patients: int, rate: float, seconds: float) -> Run:
+    """One flood of ``rate`` messages/s for ``seconds``, ``patients`` conversing."""
+    run = Run()
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as calm,
+        aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=500)
+        ) as noisy,
+    ):
+        until = time.monotonic() + seconds
+        talking = [
+            asyncio.create_task(patient(calm, url, f"bench-patient-{n}", until, run))
+            for n in range(patients)
+        ]
+        flood: List[asyncio.Task[None]] = []
+        for n in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, until - seconds + n / rate - time.monotonic()))
+            flood.append(
+                asyncio.create_task(flood_message(noisy, url, "bench-flood", run))
+            )
+        await asyncio.gather(*talking)
+        _, late = await asyncio.wait(flood, timeout=FLOOD_GRACE_S)
+        for task in late:
+            task.cancel()
+        run.flood_unanswered += len(late)
+    return run
+
+
+def row(label: str, run: Run, flood_total: int) -> str:
+    """One line of the table."""
+
+    def ms(values: List[float], pct: float) -> str:
+        value = percentile(values, pct)
+        return "-" if value is None else f"{value:.0f}"
+
+    return (
+        f"{label:<7} {len(run.patient_ms):>8} {ms(run.patient_ms, 50):>8}"
+        f" {ms(run.patient_ms, 95):>8} {ms(run.patient_ms, 100):>8}"
+        f" {run.flood_read:>6}/{flood_total:<6} {ms(run.flood_ms, 95):>9}"
+        f" {run.flood_unanswered:>10}"
+    )
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the flood with the limits off, then on; prints a table."""
+    args = parse_args(argv)
+    base = project_environment()
+    model = Path(base["MODEL_PATH"])
+    if not model.is_file():
+        print(f"No model at {model}: run 'make train' first.", file=sys.stderr)
+        return 1
+    print(
+        f"One sender posts {args.rate:.0f} messages/s for {args.seconds:.0f} s over"
+        f" REST while {args.patients} other patients converse.\n"
+        "limits  patients  p50 (ms)  p95 (ms)  max (ms)  flood read    flood p95"
+        "  unanswered\n        messages   (other patients)"
+        "                          (ms)"
+    )
+    flood_total = int(args.rate * args.seconds)
+    for label, limit in (("off", {"RATE_LIMIT_PER_SECOND": "0"}), ("on", {})):
+        env = {k: v for k, v in base.items() if not k.startswith("RATE_LIMIT_")}
+        with tempfile.TemporaryDirectory(prefix="bench-flood-") as state:
+            env.update(
+                limit, SCHEDULER_BACKEND="sqlite", SCHEDULER_DB=f"{state}/scheduler.db"
+            )
+            with Servers(Path(state), model, env) as servers:
+                wait_for_first_answer(servers.rasa, servers.rest_url)
+                run = asyncio.run(
+                    measure(servers.rest_url, args.patients, args.rate, args.seconds)
+                )
+                print(row(label, run, flood_total), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
