@@ -4,23 +4,26 @@ Starts the scaled profile (scripts/run_scaled.py: two Rasa servers, two action
 servers behind nginx, PostgreSQL, Redis) in a temporary state folder, with the SMS
 channel pointed at a loopback fake of Twilio's API (tests/fakes/twilio_api.py).
 Patients text it through nginx's Twilio webhook (signed, each from its own number),
-a few of them booking, while one fault at a time is made:
+a few of them booking, while one fault at a time is made. As ``make run-scaled``
+does, a part that stops is started again (``ScaledProfile.restart_stopped``, each
+second); nothing else is done by hand:
 
-- one Rasa server killed (kill -9);
+- one Rasa server killed (kill -9), until it answers again;
 - an action server killed (kill -9) while patients are in the middle of a booking;
-- PostgreSQL restarted;
-- Redis stopped, then started 10 s later;
-- the scheduler's bookings table locked for 10 s (SQLite: an exclusive transaction;
-  PostgreSQL: ``LOCK TABLE ... IN ACCESS EXCLUSIVE MODE``).
+- PostgreSQL restarted (``pg_ctl stop -m fast``, which cuts every connection, then
+  ``start``);
+- Redis stopped;
+- the scheduler's bookings table locked for 10 s (PostgreSQL, ``STORE_DATABASE_URL``:
+  ``LOCK TABLE ... IN ACCESS EXCLUSIVE MODE``; SQLite: an exclusive transaction).
 
 For each fault it prints the failed requests (a webhook refusal, or no reply within
 ``REPLY_TIMEOUT``), the "please try again" replies, the recovery time (from the fault
-to the last message that was not answered normally) and whether the part is running
-again without a manual step; then, for the whole drill: every patient message got an
-answer or a clear "please try again"; no message the webhook acknowledged is missing
-from the conversations in PostgreSQL (unless its patient was asked to send it again);
-no booking is made twice, or half made (a reference told to a patient and not booked,
-or booked and never told). Exit status 1 if a check failed.
+to the last message that was not answered normally) and whether the part answers
+again by itself within ``RECOVERY_LIMIT``; then, for the whole drill: every patient
+message got an answer or a clear "please try again"; no message the webhook
+acknowledged is missing from the conversations in PostgreSQL (unless its patient was
+asked to send it again); no booking is made twice, or half made (a reference told to
+a patient and not booked, or booked and never told). Exit status 1 if a check failed.
 
 The SMS load client here (:class:`Patients`) is also benchmarks/bench_scale.py's.
 
@@ -41,6 +44,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass, field
@@ -54,7 +58,14 @@ from twilio.request_validator import RequestValidator
 from clinic_common import settings
 from scripts.evaluate_nlu import load_examples
 from scripts.faults import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, PUBLIC_URL
-from scripts.launcher import LOOPBACK, Process, free_port
+from scripts.launcher import (
+    ACTION_PROBE,
+    LOOPBACK,
+    RASA_PROBE,
+    Process,
+    expand,
+    free_port,
+)
 from scripts.run_scaled import DATABASE, DB_USER, Options, ScaledProfile
 from tests.fakes.twilio_api import FakeTwilioApi
 
@@ -295,6 +306,15 @@ class Drill:
         """The profile's process whose log is ``log_name`` (e.g. ``rasa-1``)."""
         return next(p for p in self.profile.processes if p.log.stem == log_name)
 
+    def probe(self, log_name: str) -> str:
+        """The URL that answers 200 when the server ``rasa-N`` or ``actions-N`` does."""
+        kind, number = log_name.split("-")
+        if kind == "rasa":
+            port = self.profile.rasa_ports[int(number) - 1]
+            return expand(RASA_PROBE, {"RASA_PORT": str(port)})
+        port = self.profile.action_ports[int(number) - 1]
+        return expand(ACTION_PROBE, {"ACTION_PORT": str(port)})
+
     async def _questions(self, patients: Patients, stop: asyncio.Event) -> None:
         """A patient asking question after question, a new number every 8."""
         phone = new_phone()
@@ -350,17 +370,24 @@ class Drill:
 
 
 def kill_part(drill: Drill, log_name: str, report: FaultReport) -> Callable[[], None]:
-    """Kill -9 of one part; whether it runs again within ``RECOVERY_LIMIT``."""
+    """One part killed (kill -9); the time until it answers again."""
 
     def fault() -> None:
         process = drill.process(log_name)
+        probe = drill.probe(log_name)
+        began = time.monotonic()
         process.kill()
-        deadline = time.monotonic() + RECOVERY_LIMIT
-        while not process.alive() and time.monotonic() < deadline:
-            time.sleep(1)
-        report.back_by_itself = process.alive()
-        if not report.back_by_itself:
-            report.note = "not restarted (the profile has no supervision)"
+        try:
+            while process.popen.poll() is not None:  # until the supervision's start
+                if time.monotonic() - began > RECOVERY_LIMIT:
+                    raise RuntimeError("not started again")
+                time.sleep(0.2)
+            process.wait_ready(probe, RECOVERY_LIMIT)
+        except RuntimeError as error:
+            report.back_by_itself = False
+            report.note = str(error).splitlines()[0]
+            return
+        report.note = f"answering again after {time.monotonic() - began:.1f} s"
 
     return fault
 
@@ -369,42 +396,46 @@ def restart_postgres(drill: Drill, report: FaultReport) -> Callable[[], None]:
     """PostgreSQL stopped (fast: clients cut off) and started again."""
 
     def fault() -> None:
+        began = time.monotonic()
         drill.profile.postgres.stop()
         drill.profile.postgres.start()
-        report.note = "restarted by the drill (pg_ctl), as a crash-restart would"
+        report.note = f"pg_ctl stop -m fast, start: {time.monotonic() - began:.1f} s"
 
     return fault
 
 
 def stop_start_redis(drill: Drill, report: FaultReport) -> Callable[[], None]:
-    """Redis stopped for 10 s, then started again on its port."""
+    """Redis stopped (SIGTERM); the profile's supervision starts it again."""
 
     def fault() -> None:
-        redis = drill.process("redis")
-        redis.stop()
-        time.sleep(10)
-        redis.start()
-        deadline = time.monotonic() + 30
+        began = time.monotonic()
+        drill.process("redis").stop()
+        deadline = began + RECOVERY_LIMIT
         while not drill.profile.redis.ready() and time.monotonic() < deadline:
             time.sleep(0.2)
-        report.note = "started again by the drill"
+        report.back_by_itself = drill.profile.redis.ready()
+        report.note = f"answering again after {time.monotonic() - began:.1f} s"
 
     return fault
 
 
 def lock_scheduler(drill: Drill, report: FaultReport) -> Callable[[], None]:
-    """The scheduler's bookings table locked for 10 s, on whichever store it is."""
+    """The scheduler's bookings table locked for 10 s, in whichever store it is.
+
+    The scheduler's store is ``STORE_DATABASE_URL`` when set (the scaled profile's
+    PostgreSQL), else its SQLite file.
+    """
     config = settings.load(drill.profile.env)
 
     def fault() -> None:
-        if config.scheduler_backend == "sqlite":
+        if not config.store_database_url:
             with contextlib.closing(sqlite3.connect(config.scheduler_db)) as db:
                 db.execute("BEGIN EXCLUSIVE")
                 time.sleep(10)
                 db.rollback()
             report.note = f"SQLite {config.scheduler_db.name}: BEGIN EXCLUSIVE"
             return
-        engine = postgres_engine(drill.profile)
+        engine = sa.create_engine(config.store_database_url)
         try:
             with engine.begin() as connection:
                 connection.execute(
@@ -450,10 +481,10 @@ def booked(profile: ScaledProfile) -> List[Tuple[str, str]]:
     """(reference, patient's phone) of every active booking, on either store."""
     config = settings.load(profile.env)
     query = "SELECT reference, patient_phone FROM bookings WHERE status = 'booked'"
-    if config.scheduler_backend == "sqlite":
+    if not config.store_database_url:
         with contextlib.closing(sqlite3.connect(config.scheduler_db)) as db:
             return [(str(a), str(b)) for a, b in db.execute(query)]
-    engine = postgres_engine(profile)
+    engine = sa.create_engine(config.store_database_url)
     try:
         with engine.connect() as connection:
             return [(str(a), str(b)) for a, b in connection.execute(sa.text(query))]
@@ -515,13 +546,26 @@ def running_profile(
     which run under their own accounts when this runs as root.
     """
     state = Path(tempfile.mkdtemp(prefix="chaos-"))
+    done = threading.Event()
     try:
         with scaled_profile(
             state, rasa_servers, action_servers, profile_environment(twilio)
         ) as profile:
-            yield profile
+            supervision = threading.Thread(target=supervise, args=(profile, done))
+            supervision.start()
+            try:
+                yield profile
+            finally:
+                done.set()
+                supervision.join()
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def supervise(profile: ScaledProfile, done: threading.Event) -> None:
+    """What ``make run-scaled`` does while it runs: a stopped part is started again."""
+    while not done.wait(1):
+        profile.restart_stopped()
 
 
 def run(names: Sequence[str], conversations: int, bookings: int, out: Path) -> int:
