@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from channels.store import ChannelStore
 from clinic_common.privacy import conversation_key
 from clinic_common.settings import load as load_settings
+from clinic_common.sqlite import StrPath
 from scheduling.callbacks import CallbackStore
 from scheduling.config import scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
@@ -73,9 +74,10 @@ class Stores:
     """Where patients' data is kept, and for how long (from the settings)."""
 
     staff: Settings
-    scheduler_db: Optional[Path]  # None: bookings are in a remote system
-    callback_db: Path
-    channel_db: Path
+    # Each a SQLite file, or STORE_DATABASE_URL's PostgreSQL database.
+    scheduler_db: Optional[StrPath]  # None: bookings are in a remote system
+    callback_db: StrPath
+    channel_db: StrPath
     retention_days: float
     booking_retention_days: float
 
@@ -83,13 +85,16 @@ class Stores:
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Stores:
         """The stores of the settings (``clinic_common.settings``)."""
         config = load_settings(environ)
+        database = config.store_database_url
         return cls(
             staff=Settings.from_env(environ),
             scheduler_db=(
-                config.scheduler_db if config.scheduler_backend == "sqlite" else None
+                database or config.scheduler_db
+                if config.scheduler_backend == "sqlite"
+                else None
             ),
-            callback_db=config.callback_db,
-            channel_db=config.channel_db,
+            callback_db=database or config.callback_db,
+            channel_db=database or config.channel_db,
             retention_days=config.retention_days,
             booking_retention_days=config.booking_retention_days,
         )
@@ -266,7 +271,7 @@ def retention(
         now - stores.booking_retention_days * DAY, timezone.utc
     )
     _bookings(stores, report, lambda s: s.anonymise_visits_before(visits, dry_run))
-    if stores.callback_db.is_file():
+    if _exists(stores.callback_db):
         done = CallbackStore(stores.callback_db).remove_done_before(visits, dry_run)
         report.add("call-backs marked done", done)
     _channel_counts(report, stores, lambda c: c.remove_old(now, dry_run))
@@ -290,7 +295,7 @@ def forget(stores: Stores, phone_text: str, dry_run: bool = False) -> Report:
     report.add("conversations (tracker store)", len(senders))
     _bookings(stores, report, lambda s: s.forget_phone(phone, dry_run))
     everyone = {phone, *senders}
-    if stores.callback_db.is_file():
+    if _exists(stores.callback_db):
         callbacks = CallbackStore(stores.callback_db).forget(
             lambda typed: phone in numbers_in(typed), everyone, dry_run
         )
@@ -303,15 +308,20 @@ def forget(stores: Stores, phone_text: str, dry_run: bool = False) -> Report:
     return report
 
 
+def _exists(location: StrPath) -> bool:
+    """Whether a store holds anything: a database URL, or a file made already."""
+    return isinstance(location, str) and "://" in location or Path(location).is_file()
+
+
 def _bookings(stores: Stores, report: Report, change: _SchedulerChange) -> None:
     if stores.scheduler_db is None:
         report.notes.append("bookings: kept by the clinic's own scheduling system")
-    elif stores.scheduler_db.is_file():
+    elif _exists(stores.scheduler_db):
         scheduler = SqliteScheduler(stores.scheduler_db, scheduling_config())
         report.add("bookings (name and phone)", change(scheduler))
 
 
 def _channel_counts(report: Report, stores: Stores, change: _ChannelChange) -> None:
-    if stores.channel_db.is_file():
+    if _exists(stores.channel_db):
         for kind, count in change(ChannelStore(stores.channel_db)).items():
             report.add(f"{kind} (channel store)", count)

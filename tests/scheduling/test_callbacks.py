@@ -15,7 +15,7 @@ from scheduling.base import BackendUnavailable
 from scheduling.callbacks import DONE, OPEN, CallbackRequest, CallbackStore
 from scheduling.config import parse_scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
-from tests.scheduling.conftest import Location, execute_raw
+from tests.staff.pgkit import Location, execute_raw
 
 START = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 

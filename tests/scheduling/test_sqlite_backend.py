@@ -30,7 +30,7 @@ from scheduling.base import (
 )
 from scheduling.config import SchedulingConfig, parse_scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
-from tests.scheduling.conftest import (
+from tests.staff.pgkit import (
     INTEGRITY_ERRORS,
     Location,
     count_rows,
