@@ -14,7 +14,10 @@ sorted set of tickets and a hash of their deadlines, times from Redis's clock so
 that servers' clocks need not agree):
 
 * a message's ticket number comes from ``INCR``, so tickets are served in the
-  order they were asked for, whichever server asked;
+  order they were asked for, whichever server asked. A channel that answers before
+  the message's turn (Twilio's webhook) takes the ticket as the message arrives,
+  with :meth:`RedisTicketLockStore.reserve`: otherwise the next message, received
+  by another server meanwhile, could take its ticket first;
 * a ticket is alive while its server keeps renewing it (every poll while it
   waits, every third of :data:`LEASE_SECONDS` while its turn runs, for at most
   Rasa's lock lifetime, ``TICKET_LOCK_LIFETIME``, 60 s by default); a killed
@@ -37,7 +40,9 @@ import logging
 import time
 from collections import deque
 from contextlib import asynccontextmanager, suppress
-from typing import AsyncIterator, List, Optional
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import AsyncIterator, List, Optional, Type
 
 import redis
 from rasa.core.lock import Ticket, TicketLock
@@ -85,6 +90,55 @@ return 1
 """
 
 
+class Reservation:
+    """A ticket taken when a message arrived, for the turn that will serve it.
+
+    Used as ``with reservation:`` around the message's handling: Rasa's
+    ``lock()`` of that conversation inside the block takes this ticket instead of a
+    new one; a ticket the block did not use (the message never reached Rasa) is
+    given back when it ends. Without Redis there is no ticket (``None``) and the
+    turn takes its own, as without a reservation.
+    """
+
+    def __init__(
+        self, store: RedisTicketLockStore, conversation_id: str, ticket: Optional[int]
+    ) -> None:
+        self.store = store
+        self.conversation_id = conversation_id
+        self.ticket = ticket
+        self._token: Optional[Token[Optional[Reservation]]] = None
+
+    def take(self, conversation_id: str) -> Optional[int]:
+        """The reserved ticket, once, if it is ``conversation_id``'s."""
+        if conversation_id != self.conversation_id:
+            return None
+        ticket, self.ticket = self.ticket, None
+        return ticket
+
+    def __enter__(self) -> Reservation:
+        self._token = _RESERVED.set(self)
+        return self
+
+    def __exit__(
+        self,
+        kind: Optional[Type[BaseException]],
+        error: Optional[BaseException],
+        trace: Optional[TracebackType],
+    ) -> None:
+        if self._token is not None:
+            _RESERVED.reset(self._token)
+        unused = self.take(self.conversation_id)
+        if unused is not None:
+            self.store.give_back(self.conversation_id, unused)
+
+
+# The reservation of the message being handled in this task (contextvars: each
+# asyncio task has its own), read by lock().
+_RESERVED: ContextVar[Optional[Reservation]] = ContextVar(
+    "clinic_reserved_turn", default=None
+)
+
+
 class RedisTicketLockStore(LockStore):
     """Rasa's ticket lock per conversation, with atomic tickets and a bounded wait."""
 
@@ -108,8 +162,9 @@ class RedisTicketLockStore(LockStore):
         base = self.prefix + conversation_id
         return [f"{base}:next", f"{base}:tickets", f"{base}:deadlines"]
 
-    def _lease_args(self) -> List[int]:
-        return [int(LEASE_SECONDS * 1000), KEY_IDLE_SECONDS * 1000]
+    @staticmethod
+    def _lease_args(lease: float) -> List[int]:
+        return [int(lease * 1000), KEY_IDLE_SECONDS * 1000]
 
     def issue_ticket(
         self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME
@@ -119,14 +174,35 @@ class RedisTicketLockStore(LockStore):
         Its life is the lease, renewed while its holder lives (``lock_lifetime``
         bounds how long a turn renews it: see :meth:`lock`).
         """
+        return self._issued(conversation_id, LEASE_SECONDS)
+
+    def _issued(self, conversation_id: str, lease: float) -> int:
         try:
-            return int(self._issue(self._keys(conversation_id), self._lease_args()))
+            return int(
+                self._issue(self._keys(conversation_id), self._lease_args(lease))
+            )
         except redis.RedisError as error:
             raise LockError(f"No ticket from Redis: {type(error).__name__}") from error
 
+    def reserve(self, conversation_id: str) -> Reservation:
+        """The conversation's next ticket, taken now, for the turn to come.
+
+        It lives ``LOCK_WAIT_SECONDS`` plus the lease without renewal: the time
+        the message may wait behind this server's earlier ones before its turn
+        starts renewing it. Never raises: without Redis, no ticket is reserved.
+        """
+        try:
+            ticket: Optional[int] = self._issued(
+                conversation_id, self.wait_seconds + LEASE_SECONDS
+            )
+        except LockError:
+            logger.warning("No ticket reserved: Redis failed.")
+            ticket = None
+        return Reservation(self, conversation_id, ticket)
+
     def _renewed(self, conversation_id: str, ticket: int) -> int:
         """1 if ``ticket`` is served now, 0 if it waits, -1 if it has expired."""
-        args = [*self._lease_args(), ticket]
+        args = [*self._lease_args(LEASE_SECONDS), ticket]
         return int(self._renew(self._keys(conversation_id), args))
 
     def finish_serving(self, conversation_id: str, ticket_number: int) -> None:
@@ -171,12 +247,17 @@ class RedisTicketLockStore(LockStore):
     ) -> AsyncIterator[TicketLock]:
         """Serves the conversation's messages one at a time, in ticket order.
 
+        The ticket is the one reserved for this conversation by the enclosing
+        ``with reservation:`` of this task, if any, else a new one.
         Waits at most ``LOCK_WAIT_SECONDS``, asking every ``wait_time_in_seconds``
         (at most :data:`POLL_SECONDS`: Rasa's default of 1 s would hold each
         queued message up to a second), then raises ``LockError``. The turn keeps
         its ticket alive for ``lock_lifetime`` seconds at most.
         """
-        ticket = self.issue_ticket(conversation_id, lock_lifetime)
+        reserved = _RESERVED.get()
+        ticket = reserved.take(conversation_id) if reserved else None
+        if ticket is None:
+            ticket = self.issue_ticket(conversation_id, lock_lifetime)
         try:
             await self._wait_for_turn(conversation_id, ticket, wait_time_in_seconds)
             renewing = asyncio.ensure_future(
@@ -189,7 +270,7 @@ class RedisTicketLockStore(LockStore):
                 with suppress(asyncio.CancelledError):
                     await renewing
         finally:
-            self._give_back(conversation_id, ticket)
+            self.give_back(conversation_id, ticket)
 
     async def _wait_for_turn(
         self, conversation_id: str, ticket: int, poll_seconds: float
@@ -226,8 +307,9 @@ class RedisTicketLockStore(LockStore):
                     "A turn's ticket was not renewed: %s.", type(error).__name__
                 )
 
-    def _give_back(self, conversation_id: str, ticket: int) -> None:
+    def give_back(self, conversation_id: str, ticket: int) -> None:
+        """Gives ``ticket`` back; if Redis fails, it expires after its lease."""
         try:
             self.finish_serving(conversation_id, ticket)
-        except redis.RedisError as error:  # it expires after the lease
+        except redis.RedisError as error:
             logger.warning("A ticket was not given back: %s.", type(error).__name__)

@@ -1,7 +1,8 @@
 """The scaled profile's lock store (clinic_core/lock_store.py) on a real Redis.
 
 Tickets served in the order they were issued and one at a time, from several
-processes and threads; a killed holder's ticket expiring; a turn longer than the
+processes and threads; a ticket reserved when a message arrives served before
+those issued after it; a killed holder's ticket expiring; a turn longer than the
 lease keeping its lock; the bounded wait raising Rasa's LockError; a ticket given
 back when the turn fails. And the Rasa interface it relies on, so that a Rasa
 upgrade that changes it fails here first.
@@ -33,7 +34,7 @@ from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import EndpointConfig
 
 from clinic_core import lock_store
-from clinic_core.lock_store import RedisTicketLockStore
+from clinic_core.lock_store import RedisTicketLockStore, Reservation
 from scripts.launcher import LOOPBACK, ROOT, free_port
 from scripts.run_scaled import wait_for
 from scripts.services import Redis
@@ -235,6 +236,47 @@ def test_processes_take_turns_one_at_a_time(
     )
     assert int(store.red.get(f"{store.prefix}most") or 0) == 1
     assert queued(store) == []
+
+
+# Tickets reserved when a message arrives.
+
+
+async def take_turn(
+    store: RedisTicketLockStore, reservation: Reservation, index: int, served: List[int]
+) -> None:
+    with reservation:
+        async with store.lock(CONVERSATION):
+            served.append(index)
+
+
+async def test_a_ticket_reserved_on_arrival_goes_first_whenever_its_turn_starts(
+    store: RedisTicketLockStore, config: EndpointConfig
+) -> None:
+    other_server = RedisTicketLockStore(config)
+    first, second = store.reserve(CONVERSATION), other_server.reserve(CONVERSATION)
+    served: List[int] = []
+    later = asyncio.ensure_future(take_turn(other_server, second, 2, served))
+    await asyncio.sleep(0.3)  # the second message's turn starts first, and waits
+    assert served == []
+    await asyncio.wait_for(take_turn(store, first, 1, served), 5)
+    await asyncio.wait_for(later, 5)
+    assert served == [1, 2]
+    assert queued(store) == []
+
+
+async def test_an_unused_reservation_is_given_back(store: RedisTicketLockStore) -> None:
+    with store.reserve(CONVERSATION):  # the message never reached Rasa
+        assert len(queued(store)) == 1
+    assert queued(store) == []
+    with store.reserve("+16825550199"):  # another conversation's: not taken
+        await asyncio.wait_for(enter(store), 1)
+    assert queued(store) == []
+
+
+def test_without_redis_nothing_is_reserved(server: Redis) -> None:
+    gone = config_of(server)
+    gone.kwargs["port"] = free_port()
+    assert RedisTicketLockStore(gone).reserve(CONVERSATION).ticket is None
 
 
 # Lifetimes and the bounded wait.
