@@ -2,27 +2,41 @@
 
 The widget's conversation ids are the server's (channels/socketio.py), and nginx
 answers a client address that floods the Twilio webhook or Socket.IO with a 429,
-never a 5xx (scripts/services.py, ``PATIENT_LIMITS``). The channels' own per-sender
-limits are tested in tests/channels. About 30 s, most of it starting the profile.
+never a 5xx (scripts/services.py, ``PATIENT_LIMITS``: shrunk here, so that a few
+requests show it). The channels' own per-sender limits are tested in tests/channels.
+About 30 s, most of it starting the profile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import pytest
 import socketio
 
+from scripts import services
 from scripts.run_scaled import ScaledProfile
-from scripts.services import PATIENT_LIMITS
 from tests.scaled.conftest import status_of
 
 pytestmark = pytest.mark.integration
 
 ISSUED = re.compile(r"[0-9a-f]{32}-[0-9a-f]{12}")
+# nginx's limits, far smaller than the profile's, so that a few requests reach them.
+SMALL = tuple(
+    dataclasses.replace(limit, rate=5, burst=20) for limit in services.PATIENT_LIMITS
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_limits() -> Iterator[None]:
+    """The module's profile (started after this) has nginx's limits shrunk."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "PATIENT_LIMITS", SMALL)
+        yield
 
 
 async def confirmed_session(profile: ScaledProfile, asked: Optional[str]) -> str:
@@ -67,8 +81,8 @@ def test_a_widget_cannot_choose_its_conversation_id(profile: ScaledProfile) -> N
 def test_nginx_answers_a_flooding_address_with_429(
     profile: ScaledProfile, path: str, body: Optional[bytes]
 ) -> None:
-    # Twice the burst at once, far faster than the rate: the excess gets 429.
-    count = 2 * max(limit.burst for limit in PATIENT_LIMITS)
+    # Three times the burst at once, far faster than the rate: the excess gets 429.
+    count = 3 * max(limit.burst for limit in SMALL)
     with ThreadPoolExecutor(max_workers=16) as pool:
         statuses: List[int] = list(
             pool.map(lambda _: status_of(profile.url + path, body), range(count))
