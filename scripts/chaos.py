@@ -94,6 +94,7 @@ NAMES = ("Oluwaseun Adeyemi", "Maria Lopez", "Chen Wei", "Anna Berg")
 WARM_UP = 4.0  # seconds of load before the fault: bookings in the middle
 AFTER_FAULT = 15.0  # seconds of load after the fault was made (or undone)
 RECOVERY_LIMIT = 60.0  # seconds a broken part has to come back by itself
+PATIENCE = 2.0  # seconds a patient who got no answer waits before writing again
 _numbers = itertools.count(1)
 REFERENCE = re.compile(r"reference is ([A-Z0-9]+)")
 
@@ -286,6 +287,7 @@ class FaultReport:
     fault: str
     sent: int = 0
     failed: int = 0  # refused by the webhook or not answered in time
+    refused: int = 0  # of which the webhook's answer was not 200 (or none)
     try_again: int = 0
     recovery_s: float = 0.0  # from the fault to the last message not answered
     back_by_itself: bool = True
@@ -325,7 +327,10 @@ class Drill:
                 phone = new_phone()
             question = self.questions[next(_numbers) % len(self.questions)]
             text = f"{question} ({count})"  # each message told apart in the tracker
-            self.replies.append(await patients.text(phone, text))
+            reply = await patients.text(phone, text)
+            self.replies.append(reply)
+            if reply.failed:  # as a patient would, not at once: no tight loop
+                await asyncio.sleep(PATIENCE)
 
     async def _booking(self, patients: Patients) -> None:
         """A patient booking by typed answers, each after the previous reply."""
@@ -363,6 +368,7 @@ class Drill:
         replies = self.replies[first:]
         report.sent = len(replies)
         report.failed = sum(r.failed for r in replies)
+        report.refused = sum(not r.acknowledged for r in replies)
         report.try_again = sum(r.try_again for r in replies)
         report.recovery_s = max(
             [r.sent - began for r in replies if not r.answered] + [0.0]
@@ -524,12 +530,13 @@ def checks(drill: Drill) -> Dict[str, str]:
 def fault_table(reports: Sequence[FaultReport]) -> str:
     """The reports as a markdown table."""
     lines = [
-        "| fault | messages | failed | 'try again' | recovery s | back by itself |"
-        " note |",
+        "| fault | messages | failed (refused) | 'try again' | recovery s |"
+        " back by itself | note |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
     lines += [
-        f"| {r.fault} | {r.sent} | {r.failed} | {r.try_again} | {r.recovery_s:.1f} |"
+        f"| {r.fault} | {r.sent} | {r.failed} ({r.refused}) | {r.try_again} |"
+        f" {r.recovery_s:.1f} |"
         f" {'yes' if r.back_by_itself else 'NO'} | {r.note} |"
         for r in reports
     ]
