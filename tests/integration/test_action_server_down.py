@@ -22,7 +22,7 @@ import itertools
 import re
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import socketio
@@ -159,16 +159,22 @@ class SocketPatient:
 
     def __init__(self, stack: Assistant) -> None:
         self.url = f"http://127.0.0.1:{stack.rasa_port}"
-        self.session_id = uuid.uuid4().hex
+        self.session_id: Optional[str] = None  # the server issues it
 
     async def say(self, messages: List[str], expect: List[int]) -> List[List[str]]:
         """Sends each message; collects ``expect[i]`` replies (and checks no more)."""
         client = socketio.AsyncClient()
         inbox: asyncio.Queue[str] = asyncio.Queue()
 
+        confirmed: asyncio.Queue[str] = asyncio.Queue()
+
         @client.on("bot_uttered")  # type: ignore[misc]
         async def _on_bot(data: Dict[str, str]) -> None:
             await inbox.put(str(data.get("text")))
+
+        @client.on("session_confirm")  # type: ignore[misc]
+        async def _on_confirm(session_id: str) -> None:
+            await confirmed.put(session_id)
 
         # Long polling: this aiohttp is too old for python-engineio's WebSocket
         # client; the server side is the same Socket.IO channel either way.
@@ -177,6 +183,7 @@ class SocketPatient:
         )
         try:
             await client.emit("session_request", {"session_id": self.session_id})
+            self.session_id = await asyncio.wait_for(confirmed.get(), timeout=60)
             turns: List[List[str]] = []
             for message, count in zip(messages, expect, strict=True):
                 await client.emit(

@@ -11,8 +11,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
 import socketio
@@ -77,19 +76,25 @@ def test_socket_io_upgrades_to_a_websocket_through_nginx(
     assert status_line == b"HTTP/1.1 101 Switching Protocols"
 
 
-async def widget_conversation(url: str, origin: str, session_id: str) -> List[str]:
-    """A widget's session through nginx: its first messages, then one question's."""
+async def widget_conversation(url: str, origin: str) -> Tuple[str, List[str]]:
+    """A widget's session through nginx: its id, its first messages and one answer."""
     client = socketio.AsyncClient()
     inbox: asyncio.Queue[str] = asyncio.Queue()
+    confirmed: asyncio.Queue[str] = asyncio.Queue()
 
     @client.on("bot_uttered")  # type: ignore[misc]
     async def _on_bot(data: Dict[str, str]) -> None:
         await inbox.put(str(data.get("text")))
 
+    @client.on("session_confirm")  # type: ignore[misc]
+    async def _on_confirm(session_id: str) -> None:
+        await confirmed.put(session_id)
+
     # Long polling: several requests, each of which must reach the same server.
     await client.connect(url, headers={"Origin": origin}, transports=["polling"])
     try:
-        await client.emit("session_request", {"session_id": session_id})
+        await client.emit("session_request", {"session_id": None})
+        session_id = await asyncio.wait_for(confirmed.get(), timeout=60)  # issued
         texts = [await asyncio.wait_for(inbox.get(), timeout=60)]
         await client.emit(
             "user_uttered",
@@ -97,7 +102,7 @@ async def widget_conversation(url: str, origin: str, session_id: str) -> List[st
         )
         while "anesthetic" not in texts[-1]:
             texts.append(await asyncio.wait_for(inbox.get(), timeout=60))
-        return texts
+        return session_id, texts
     finally:  # without waiting up to 25 s for the long poll to end
         await client.eio.disconnect(abort=True)
 
@@ -105,9 +110,8 @@ async def widget_conversation(url: str, origin: str, session_id: str) -> List[st
 def test_a_widget_conversation_goes_through_nginx_into_postgresql(
     profile: ScaledProfile,
 ) -> None:
-    session_id = uuid.uuid4().hex
-    texts = asyncio.run(
-        widget_conversation(profile.url, profile.options.public_url, session_id)
+    session_id, texts = asyncio.run(
+        widget_conversation(profile.url, profile.options.public_url)
     )
 
     assert texts[0] == INTRO
