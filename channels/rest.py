@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from asyncio import CancelledError
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.channels.rest import RestInput
@@ -20,6 +20,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from channels import FAILURE_NOTE
 from channels.guard import guard_text, remember_buttons
 from channels.rate_limit import RateLimits, domain_of, replies_over_limit
 from channels.store import ChannelStore, OpensStoreLazily
@@ -57,6 +58,30 @@ def parse_body(request: Request) -> Tuple[Optional[Dict[str, Any]], Optional[str
     if metadata is not None and not isinstance(metadata, dict):
         return None, "'metadata' must be a JSON object."
     return body, None
+
+
+async def answer(
+    on_new_message: Callable[[UserMessage], Awaitable[Any]],
+    message: UserMessage,
+    collector: CollectingOutputChannel,
+) -> List[Dict[str, Any]]:
+    """Rasa's replies to ``message``, or :data:`channels.FAILURE_NOTE` when it failed.
+
+    A turn that fails (an error, a timeout, or Rasa's ``LockError`` after waiting too
+    long behind the conversation's earlier messages) before saying anything gets the
+    note, so the patient knows to send the message again; it is never silence.
+    """
+    try:
+        await on_new_message(message)
+    except CancelledError:
+        logger.error("A REST message timed out.")
+    except Exception:  # noqa: BLE001 - the patient still gets an answer
+        logger.exception("A REST message failed.")
+    else:
+        return list(collector.messages)
+    if collector.messages:
+        return list(collector.messages)
+    return [{"recipient_id": message.sender_id, "text": FAILURE_NOTE}]
 
 
 class GuardedRestInput(OpensStoreLazily, RestInput):
@@ -100,21 +125,15 @@ class GuardedRestInput(OpensStoreLazily, RestInput):
                 )
             text = guard_text(self.store, self.name(), sender, body["message"])
             collector = CollectingOutputChannel()
-            try:
-                await on_new_message(
-                    UserMessage(
-                        text,
-                        collector,
-                        sender,
-                        input_channel=self.name(),
-                        metadata=body.get("metadata"),
-                    )
-                )
-            except CancelledError:
-                logger.error("A REST message timed out.")
-            except Exception:  # noqa: BLE001 - the patient still gets an answer
-                logger.exception("A REST message failed.")
-            remember_buttons(self.store, self.name(), sender, collector.messages)
-            return response.json(collector.messages)
+            message = UserMessage(
+                text,
+                collector,
+                sender,
+                input_channel=self.name(),
+                metadata=body.get("metadata"),
+            )
+            answered = await answer(on_new_message, message, collector)
+            remember_buttons(self.store, self.name(), sender, answered)
+            return response.json(answered)
 
         return webhook

@@ -63,13 +63,14 @@ import hashlib
 import hmac
 import logging
 import re
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import (
     Any,
     AsyncIterator,
     Awaitable,
     Callable,
+    ContextManager,
     Dict,
     List,
     Optional,
@@ -91,6 +92,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 from twilio.request_validator import RequestValidator
 
+from channels import FAILURE_NOTE
 from channels.guard import buttons_of, guard_text
 from channels.rate_limit import (
     SMS_NOTICE_INTERVAL,
@@ -138,7 +140,6 @@ KEYWORDS = {
 }
 
 MEDIA_NOTE = "I can't open pictures or files here. Please describe it in words."
-FAILURE_NOTE = "Sorry, something went wrong on our side. Please try again in a moment."
 
 _CHOICE = re.compile(r"(?:option|number|choice)?\s*#?\s*(\d{1,2})\s*[.)]?", re.I)
 # Where a text that is too long may be split, from best to worst, with the
@@ -532,7 +533,13 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
                 # number's earlier messages.
                 verdict = self.limits.check(sms.phone)
                 self._start(
-                    self._handle(sms, on_new_message, verdict, domain_of(request.app))
+                    self._handle(
+                        sms,
+                        on_new_message,
+                        verdict,
+                        domain_of(request.app),
+                        reserve_turn(request.app, sms.phone),
+                    )
                 )
             else:
                 logger.info(
@@ -603,11 +610,15 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         on_new_message: Callable[[UserMessage], Awaitable[Any]],
         verdict: Verdict = Verdict.PASS,
         domain: Optional[Domain] = None,
+        reservation: Optional[ContextManager[Any]] = None,
     ) -> None:
         try:
-            async with self._turn_of(sms.phone):
-                paragraphs = await self._answer(sms, on_new_message, verdict, domain)
-                await self._send(sms.phone, paragraphs)
+            with reservation or nullcontext():
+                async with self._turn_of(sms.phone):
+                    paragraphs = await self._answer(
+                        sms, on_new_message, verdict, domain
+                    )
+                    await self._send(sms.phone, paragraphs)
         except Exception:  # noqa: BLE001 - the next message must still work
             log_failure(logger, "An SMS from %s failed (%s).", self.log_id(sms.phone))
 
@@ -696,3 +707,16 @@ def welcome_text() -> str:
         f"Welcome back to {clinic().name}. You'll get replies here again. "
         "Reply HELP for help, STOP to opt out."
     )
+
+
+def reserve_turn(app: Any, phone: str) -> ContextManager[Any]:
+    """The message's ticket in the lock store, taken as it arrives.
+
+    The webhook answers Twilio before the message's turn; a ticket taken only then
+    would let the number's next message, received by another Rasa server
+    meanwhile, go first. The scaled profile's lock store reserves one
+    (clinic_core.lock_store.RedisTicketLockStore.reserve); others need none.
+    """
+    agent = getattr(app.ctx, "agent", None)
+    reserve = getattr(getattr(agent, "lock_store", None), "reserve", None)
+    return reserve(phone) if reserve is not None else nullcontext()

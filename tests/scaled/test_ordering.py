@@ -6,6 +6,10 @@ webhook's 200), without waiting for the answer. The lock store
 (clinic_core/lock_store.py, on Redis) must then let each message through once, in
 the order received (the SMS channel reserving its ticket on arrival), each answered
 before the next one is read; a booking confirmed twice in a row is booked once.
+The messages go to the servers directly, not through nginx, so that every two
+consecutive messages of a conversation really reach different servers (nginx's
+round robin would do that for about half of them); test_scaled_profile.py covers
+the webhook through nginx.
 """
 
 from __future__ import annotations
@@ -112,13 +116,6 @@ def conversations(profile: ScaledProfile) -> Dict[str, List[Dict[str, object]]]:
     return stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The SMS channel takes a message's ticket when its turn starts, after"
-    " answering the webhook: the next message, received by the other server"
-    " meanwhile, can take its ticket first. channels/twilio_sms.py must reserve it"
-    " on arrival (clinic_core.lock_store.RedisTicketLockStore.reserve)",
-)
 def test_each_message_is_handled_once_in_order_across_servers(
     profile: ScaledProfile,
 ) -> None:
