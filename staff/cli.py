@@ -27,6 +27,7 @@ import argparse
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from channels import store as channel_store
@@ -211,12 +212,12 @@ _TWILIO_ERRORS = {
 
 
 def _sms_failures(settings: Settings, args: argparse.Namespace) -> int:
-    path = channel_store.default_path()
-    if not path.exists():
-        print(f"No texts were sent yet ({path} does not exist).")
+    location = channel_store.default_location()
+    if isinstance(location, Path) and not location.exists():
+        print(f"No texts were sent yet ({location} does not exist).")
         return 0
     since = time.time() - args.since * channel_store.DAY
-    failures = channel_store.ChannelStore(path).failed_sms(since)
+    failures = channel_store.ChannelStore(location).failed_sms(since)
     if not failures:
         print(f"No failed texts in the last {args.since:g} days.")
         return 0

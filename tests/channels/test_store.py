@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from channels.store import FAILED_SMS_DAYS, SEEN_SMS_DAYS, ChannelStore
+from staff.cli import main as staff_main
 from tests.staff.pgkit import Location
 
 PHONE = "+18175550100"
@@ -130,3 +131,25 @@ def test_one_of_several_processes_claims_a_reply(
         process.join(timeout=60)
 
     assert sorted(claims) == [False] * 7 + [True]
+
+
+def test_staff_list_failed_texts_from_the_stores_database(
+    store: ChannelStore,
+    store_location: Location,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    now = time.time()
+    store.queue_sms(PHONE, ["one"], "k1", "c1", now=now)
+    (queued,) = store.due_sms(now)
+    store.sms_failed(queued.id, now, "not a mobile number", 400, 21614)
+    location = store_location("channels.db")
+    if isinstance(location, str):  # PostgreSQL: the scaled profile's setting
+        monkeypatch.setenv("STORE_DATABASE_URL", location)
+    else:
+        monkeypatch.setenv("CHANNEL_DB", str(location))
+
+    assert staff_main(["sms-failures"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("  number k1  conversation c1")
+    assert lines[-1].startswith("1 text(s) not delivered in the last 7 days")
