@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import zlib
 from typing import Any, Dict
 
@@ -42,6 +43,8 @@ _PARAMETER = re.compile(r"%|\?|(?<!:):(\w+)")
 
 # What a failing server, connection or pool raises.
 ERRORS = (psycopg2.Error, sqlalchemy.exc.SQLAlchemyError)
+
+RECONNECT_PAUSE_SECONDS = 0.2
 
 _engines: Dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -79,10 +82,21 @@ def lock_key(name: str) -> int:
 def connect(url: str, timeout: float) -> Any:
     """A pooled connection, rows readable by name and position, in a transaction.
 
-    Waits ``timeout`` seconds for a free pooled connection; lock waits inside
-    PostgreSQL are bounded by the same time.
+    Waits ``timeout`` seconds for a free pooled connection, or for a server that is
+    restarting to accept connections again; lock waits inside PostgreSQL are bounded
+    by the same time.
     """
-    connection = _engine(url, timeout).raw_connection()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection = _engine(url, timeout).raw_connection()
+            break
+        except sqlalchemy.exc.OperationalError:
+            # The server is restarting or not reachable yet: tried again within
+            # the same busy timeout, as SQLite waits for a lock, then raised.
+            if time.monotonic() + RECONNECT_PAUSE_SECONDS > deadline:
+                raise
+            time.sleep(RECONNECT_PAUSE_SECONDS)
     cursor = connection.cursor()
     cursor.execute(f"SET lock_timeout = {int(timeout * 1000)}")
     return connection

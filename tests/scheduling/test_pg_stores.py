@@ -7,6 +7,8 @@ Every other guarantee is tested on both kinds by the store tests themselves
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,19 @@ def test_each_process_keeps_store_pool_size_connections(
         for connection in connections:
             connection.close()
     assert store.list_open() == []
+
+
+def test_a_store_call_during_a_postgresql_restart_waits_for_it(
+    url: str, store_cluster: Postgres
+) -> None:
+    scheduler = SqliteScheduler(url, CONFIG, clock=lambda: NOW)
+    assert scheduler.find_slots("dry_needling", MONDAY, TUESDAY)  # pool connected
+    store_cluster.stop()
+    restart = threading.Timer(1.0, store_cluster.start)
+    restart.start()
+    try:
+        started = time.monotonic()
+        assert scheduler.find_slots("dry_needling", MONDAY, TUESDAY)
+        assert 0.8 < time.monotonic() - started < sqlite.BUSY_TIMEOUT_SECONDS
+    finally:
+        restart.join()
