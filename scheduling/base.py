@@ -24,6 +24,9 @@ Rules every backend follows:
 - Failures are one of the exceptions below, never a raw library error.
 - A booking is only ever returned to a caller that gives both its reference code and
   the phone number it was booked with.
+- Reminders (issue 14): ``book`` stores whether the patient agreed to a reminder by
+  SMS (``reminder_consent``); ``confirm`` and ``note_reschedule_request`` record the
+  patient's reply to one. ``scheduling/reminders.py`` decides when and what to send.
 """
 
 from __future__ import annotations
@@ -193,12 +196,21 @@ def checked_patient(patient: Patient) -> Patient:
 
 @dataclass(frozen=True)
 class Booking:
-    """A booked (or cancelled) appointment."""
+    """A booked (or cancelled) appointment.
+
+    ``reminder_consent``: the patient agreed to a reminder by SMS at this number.
+    ``confirmed``: the patient confirmed by replying to a reminder.
+    ``reschedule_requested``: the patient asked to move it (replied 2), for the
+    staff's view until the move is done.
+    """
 
     reference: str
     slot: Slot
     patient: Patient
     status: str = BOOKED
+    reminder_consent: bool = False
+    confirmed: bool = False
+    reschedule_requested: bool = False
 
 
 @runtime_checkable
@@ -229,12 +241,13 @@ class Scheduler(Protocol):
         patient: Patient,
         idempotency_key: str,
         hold_id: Optional[str] = None,
+        reminder_consent: bool = False,
     ) -> Booking:
         """Books ``slot`` for ``patient`` atomically.
 
         Raises ``SlotUnavailable`` if anyone else booked or holds it (a hold of
         ``hold_id`` is the caller's own). The same ``idempotency_key`` again returns
-        the same booking.
+        the same booking. ``reminder_consent`` is stored with the booking.
         """
 
     def cancel(self, reference: str, phone: str, idempotency_key: str) -> Booking:
@@ -245,3 +258,17 @@ class Scheduler(Protocol):
 
     def get_booking(self, reference: str, phone: str) -> Booking:
         """The booking with this reference and phone, else ``BookingNotFound``."""
+
+    def confirm(self, reference: str, phone: str) -> Booking:
+        """Marks the booking confirmed (the patient replied to its reminder).
+
+        Returns the booking as it is now; confirming twice changes nothing.
+        ``BookingNotFound`` as :meth:`get_booking`.
+        """
+
+    def note_reschedule_request(self, reference: str, phone: str) -> Booking:
+        """Notes that the patient asked to move the booking (replied 2).
+
+        For the staff's view until the move is done; the booking stays booked.
+        ``BookingNotFound`` as :meth:`get_booking`.
+        """

@@ -31,6 +31,12 @@ How the :class:`~scheduling.base.Scheduler` contract maps onto FHIR R4
   a slot can still lose it and get ``SlotUnavailable`` when confirming.
 - A booking is only found by its reference code identifier *and* the phone number
   of its contained Patient; a mismatch of either gives ``BookingNotFound``.
+- Reminders (issue 14): the patient's consent to an SMS reminder, and a reply
+  confirming the booking or asking to move it, are ``valueBoolean`` extensions
+  (extensibility.html) of the Appointment the assistant booked (``REMINDER_*``
+  URLs below), read back by ``get_booking``. A reply is a version-aware PUT of the
+  Appointment, retried on 412 like a cancel. Appointments booked by others carry
+  none: no consent.
 
 Patient names and phone numbers are never logged, nor put in exception messages.
 
@@ -89,6 +95,10 @@ CANCELLATION_REASON_SYSTEM = (
     "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
 )
 FHIR_JSON = "application/fhir+json"
+# Extensions of the assistant's Appointments (valueBoolean), for reminders.
+REMINDER_CONSENT_URL = "urn:valliant-life-medical:reminder-consent"
+REMINDER_CONFIRMED_URL = "urn:valliant-life-medical:reminder-confirmed"
+RESCHEDULE_REQUESTED_URL = "urn:valliant-life-medical:reschedule-requested"
 
 # Answers that mean "someone else changed or took it": version conflict (409, 412,
 # http.html#concurrency) or a business rule of the server (422).
@@ -262,8 +272,11 @@ class FhirScheduler:
         patient: Patient,
         idempotency_key: str,
         hold_id: Optional[str] = None,
+        reminder_consent: bool = False,
     ) -> Booking:
         """Books ``slot`` with one transaction: Slot busy (If-Match) + Appointment.
+
+        ``reminder_consent`` is stored as an extension of the Appointment.
 
         A booking made earlier with the same ``idempotency_key`` is returned as it
         is. If the request times out, the booking may or may not have been made;
@@ -297,6 +310,7 @@ class FhirScheduler:
             reference,
             idempotency_key,
             now,
+            reminder_consent,
         )
         response = self._http("POST", "", body=bundle)
         if response.status_code in CONFLICT_STATUSES:
@@ -310,7 +324,7 @@ class FhirScheduler:
         booked = _slot_from_resource(current, slot.visit_type)
         if booked is None:
             raise BackendUnavailable("the FHIR server returned a Slot without times")
-        return Booking(reference=reference, slot=booked, patient=patient, status=BOOKED)
+        return Booking(reference, booked, patient, BOOKED, reminder_consent)
 
     def cancel(self, reference: str, phone: str, idempotency_key: str) -> Booking:
         """Cancels the Appointment and frees its Slot in one transaction.
@@ -358,6 +372,44 @@ class FhirScheduler:
             BackendUnavailable: The server cannot be reached or answered an error.
         """
         return self._booking_from(self._find_booking_resource(reference, phone))
+
+    def confirm(self, reference: str, phone: str) -> Booking:
+        """Marks the Appointment confirmed (an extension); see :meth:`_mark`."""
+        return self._mark(reference, phone, REMINDER_CONFIRMED_URL)
+
+    def note_reschedule_request(self, reference: str, phone: str) -> Booking:
+        """Marks that the patient asked to move it (an extension); see :meth:`_mark`."""
+        return self._mark(reference, phone, RESCHEDULE_REQUESTED_URL)
+
+    def _mark(self, reference: str, phone: str, url: str) -> Booking:
+        """Sets the extension ``url`` true on an active Appointment (If-Match PUT).
+
+        Already set, or not active (cancelled, fulfilled): returned unchanged.
+
+        Raises:
+            BookingNotFound: No booking has this reference and phone.
+            BackendUnavailable: The server cannot be reached, answered an error,
+                or the Appointment kept changing.
+        """
+        for _ in range(_CANCEL_ATTEMPTS):
+            appointment = self._find_booking_resource(reference, phone)
+            if appointment.get("status") != "booked" or _flag(appointment, url):
+                return self._booking_from(appointment)
+            marked = {
+                **appointment,
+                "extension": [
+                    *appointment.get("extension", []),
+                    {"url": url, "valueBoolean": True},
+                ],
+            }
+            entries = [_put_entry(marked, _version(appointment))]
+            response = self._http("POST", "", body=_transaction(entries))
+            if response.status_code in CONFLICT_STATUSES:
+                continue
+            self._transaction_entries(response, "reminder reply", expected=1)
+            logger.info("noted a reminder reply on appointment %s", marked.get("id"))
+            return self._booking_from(marked)
+        raise BackendUnavailable("the appointment kept changing while updating it")
 
     # --- booking helpers ------------------------------------------------------------
 
@@ -497,6 +549,9 @@ class FhirScheduler:
             ),
             patient=_patient_of(appointment),
             status=_STATUSES.get(status, status),
+            reminder_consent=_flag(appointment, REMINDER_CONSENT_URL),
+            confirmed=_flag(appointment, REMINDER_CONFIRMED_URL),
+            reschedule_requested=_flag(appointment, RESCHEDULE_REQUESTED_URL),
         )
 
     # --- visit types ----------------------------------------------------------------
@@ -810,6 +865,17 @@ def _patient_of(appointment: Resource) -> Patient:
     return Patient(name="", phone="")
 
 
+def _flag(resource: Resource, url: str) -> bool:
+    """Whether ``resource`` has the extension ``url`` with ``valueBoolean`` true."""
+    extensions = resource.get("extension")
+    return isinstance(extensions, list) and any(
+        isinstance(extension, dict)
+        and extension.get("url") == url
+        and extension.get("valueBoolean") is True
+        for extension in extensions
+    )
+
+
 def _entry_status(entry: Resource) -> int:
     """The HTTP status code of a transaction-response entry, e.g. 201."""
     status = str(entry.get("response", {}).get("status", ""))
@@ -843,10 +909,12 @@ def _booking_bundle(
     reference: str,
     idempotency_key: str,
     created: datetime,
+    reminder_consent: bool,
 ) -> Resource:
     """The booking transaction: the Slot made busy, and a conditional Appointment."""
     appointment = {
         "resourceType": "Appointment",
+        "extension": [{"url": REMINDER_CONSENT_URL, "valueBoolean": reminder_consent}],
         "status": "booked",
         "identifier": [
             {"system": BOOKING_REFERENCE_SYSTEM, "value": reference},

@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from itertools import accumulate
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from clinic_common.sqlite import Connection, Database, StrPath
 from scheduling import database_unavailable
@@ -115,6 +115,17 @@ CREATE TABLE IF NOT EXISTS blocks (
     start_utc INTEGER NOT NULL,
     end_utc INTEGER NOT NULL CHECK (end_utc > start_utc),
     reason TEXT NOT NULL DEFAULT ''
+);
+
+-- What the patient said about reminders (issue 14), beside the booking: a table of
+-- its own, so that a database made before reminders existed gains it when opened
+-- (CREATE TABLE IF NOT EXISTS is the migration) and its bookings read as made
+-- without consent. Times are UTC seconds; NULL: not (yet).
+CREATE TABLE IF NOT EXISTS booking_reminders (
+    reference TEXT PRIMARY KEY REFERENCES bookings (reference),
+    consent INTEGER NOT NULL DEFAULT 0 CHECK (consent IN (0, 1)),
+    confirmed_utc INTEGER,
+    reschedule_requested_utc INTEGER
 );
 
 -- Idempotency keys of book and cancel, with a hash of the request they were
@@ -221,6 +232,32 @@ def slot_times(
             if end_wall <= closing:
                 times.append((start, start + length))
     return times
+
+
+# (consent, confirmed_utc, reschedule_requested_utc) of a booking_reminders row;
+# a booking without one: no consent, no reply.
+_Reply = Tuple[int, Optional[int], Optional[int]]
+_NO_REPLY: _Reply = (0, None, None)
+
+
+def _booking(row: Any, reply: _Reply) -> Booking:
+    """The booking of a ``bookings`` row and its ``booking_reminders`` values."""
+    consent, confirmed_utc, reschedule_utc = reply
+    return Booking(
+        reference=row["reference"],
+        slot=Slot(
+            slot_id=row["slot_id"],
+            start=_from_epoch(row["start_utc"]),
+            end=_from_epoch(row["end_utc"]),
+            visit_type=row["visit_type"],
+            provider=row["provider"],
+        ),
+        patient=Patient(row["patient_name"], row["patient_phone"]),
+        status=row["status"],
+        reminder_consent=bool(consent),
+        confirmed=confirmed_utc is not None,
+        reschedule_requested=reschedule_utc is not None,
+    )
 
 
 def _fingerprint(*parts: str) -> str:
@@ -437,11 +474,13 @@ class SqliteScheduler:
         patient: Patient,
         idempotency_key: str,
         hold_id: Optional[str] = None,
+        reminder_consent: bool = False,
     ) -> Booking:
         """Books ``slot`` for ``patient``: check and insert in one transaction.
 
         The same ``idempotency_key`` again returns that booking as it is now
-        (same reference) and changes nothing.
+        (same reference) and changes nothing. ``reminder_consent`` is stored with
+        the booking (see :mod:`scheduling.reminders`).
 
         Raises:
             SlotUnavailable: someone else booked, holds or blocked an overlapping
@@ -466,10 +505,15 @@ class SqliteScheduler:
                 " reference) VALUES (?, 'book', ?, ?)",
                 (key, fingerprint, reference),
             )
+            if reminder_consent:
+                connection.execute(
+                    "INSERT INTO booking_reminders (reference, consent) VALUES (?, 1)",
+                    (reference,),
+                )
             if hold_id:
                 connection.execute("DELETE FROM holds WHERE hold_id = ?", (hold_id,))
         logger.info("Booked %s in slot %s", reference, slot.slot_id)
-        return Booking(reference, slot, patient, BOOKED)
+        return Booking(reference, slot, patient, BOOKED, reminder_consent)
 
     def cancel(self, reference: str, phone: str, idempotency_key: str) -> Booking:
         """Cancels the booking with this reference and phone.
@@ -509,6 +553,39 @@ class SqliteScheduler:
         """The booking with this reference and phone, else ``BookingNotFound``."""
         with self._db.connection() as connection:
             return self._find(connection, normalize_reference(reference), phone.strip())
+
+    def confirm(self, reference: str, phone: str) -> Booking:
+        """Marks the booking confirmed; a cancelled one is returned unchanged.
+
+        Raises:
+            BookingNotFound: reference and phone do not match one booking.
+        """
+        return self._note_reply(reference, phone, "confirmed_utc")
+
+    def note_reschedule_request(self, reference: str, phone: str) -> Booking:
+        """Notes the patient asked to move the booking; cancelled: unchanged.
+
+        Raises:
+            BookingNotFound: reference and phone do not match one booking.
+        """
+        return self._note_reply(reference, phone, "reschedule_requested_utc")
+
+    def _note_reply(self, reference: str, phone: str, column: str) -> Booking:
+        """Stamps ``column`` of an active booking's reminder row (first time only)."""
+        code = normalize_reference(reference)
+        with self._db.write() as connection:
+            booking = self._find(connection, code, phone.strip())
+            if booking.status != BOOKED:
+                return booking
+            connection.execute(
+                f"INSERT INTO booking_reminders (reference, {column}) VALUES (?, ?)"
+                f" ON CONFLICT (reference) DO UPDATE SET {column} ="
+                f" COALESCE(booking_reminders.{column}, excluded.{column})",
+                (code, _epoch(self._now())),
+            )
+            booking = self._find(connection, code, phone.strip())
+        logger.info("Noted the reminder reply of %s", code)
+        return booking
 
     # --- for the action layer and staff -------------------------------------------
 
@@ -812,18 +889,23 @@ class SqliteScheduler:
                 rows = own.execute(sql, parameters).fetchall()
         else:
             rows = connection.execute(sql, parameters).fetchall()
-        return [
-            Booking(
-                reference=row["reference"],
-                slot=Slot(
-                    slot_id=row["slot_id"],
-                    start=_from_epoch(row["start_utc"]),
-                    end=_from_epoch(row["end_utc"]),
-                    visit_type=row["visit_type"],
-                    provider=row["provider"],
-                ),
-                patient=Patient(row["patient_name"], row["patient_phone"]),
-                status=row["status"],
-            )
-            for row in rows
-        ]
+        replies = self._replies([row["reference"] for row in rows], connection)
+        return [_booking(row, replies.get(row["reference"], _NO_REPLY)) for row in rows]
+
+    def _replies(
+        self, references: List[str], connection: Optional[Connection]
+    ) -> Dict[str, _Reply]:
+        """(consent, confirmed_utc, reschedule_requested_utc) of these bookings."""
+        if not references:
+            return {}
+        marks = ", ".join("?" * len(references))
+        sql = (
+            "SELECT reference, consent, confirmed_utc, reschedule_requested_utc"
+            f" FROM booking_reminders WHERE reference IN ({marks})"
+        )
+        if connection is None:
+            with self._db.connection() as own:
+                rows = own.execute(sql, references).fetchall()
+        else:
+            rows = connection.execute(sql, references).fetchall()
+        return {row[0]: (row[1], row[2], row[3]) for row in rows}

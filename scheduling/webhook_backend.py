@@ -109,6 +109,11 @@ RELEASE = _Operation("holds/release", keyed=False, retry_safe=True)  # a no-op t
 BOOK = _Operation("bookings", keyed=True, retry_safe=True)
 CANCEL = _Operation("bookings/cancel", keyed=True, retry_safe=True)
 GET = _Operation("bookings/get", keyed=False, retry_safe=True)  # reads only
+# The patient's replies to a reminder: setting a flag twice changes nothing more.
+CONFIRM = _Operation("bookings/confirm", keyed=False, retry_safe=True)
+RESCHEDULE_REQUEST = _Operation(
+    "bookings/reschedule-request", keyed=False, retry_safe=True
+)
 
 
 class _TransientError(Exception):
@@ -276,8 +281,11 @@ class WebhookScheduler:
         patient: Patient,
         idempotency_key: str,
         hold_id: Optional[str] = None,
+        reminder_consent: bool = False,
     ) -> Booking:
         """Books ``slot`` for ``patient``; the same key again returns the same booking.
+
+        ``reminder_consent`` is sent for the receiver to store with the booking.
 
         Raises:
             SlotUnavailable: someone else booked or holds the slot.
@@ -290,6 +298,7 @@ class WebhookScheduler:
             "slot_id": slot.slot_id,
             "patient": {"name": patient.name, "phone": patient.phone},
             "hold_id": hold_id,
+            "reminder_consent": reminder_consent,
         }
         answer = self._call(BOOK, payload, idempotency_key=idempotency_key)
         return _parsed(BOOK, answer, _parse_booking)
@@ -309,6 +318,22 @@ class WebhookScheduler:
         phone = phone.strip()
         answer = self._call(GET, {"reference": reference, "phone": phone})
         return _owned(GET, _parsed(GET, answer, _parse_booking), reference, phone)
+
+    def confirm(self, reference: str, phone: str) -> Booking:
+        """The patient confirmed by replying to a reminder; errors as get."""
+        return self._reply(CONFIRM, reference, phone)
+
+    def note_reschedule_request(self, reference: str, phone: str) -> Booking:
+        """The patient asked to move the booking; ``BookingNotFound`` as get."""
+        return self._reply(RESCHEDULE_REQUEST, reference, phone)
+
+    def _reply(self, operation: _Operation, reference: str, phone: str) -> Booking:
+        """Posts a reply to a reminder; the answer is the booking as it is now."""
+        phone = phone.strip()
+        answer = self._call(operation, {"reference": reference, "phone": phone})
+        return _owned(
+            operation, _parsed(operation, answer, _parse_booking), reference, phone
+        )
 
     # HTTP.
 
@@ -598,4 +623,15 @@ def _parse_booking(answer: Any) -> Booking:
         slot=_parse_slot(_field(answer, "slot")),
         patient=Patient(name=_text(patient, "name"), phone=_text(patient, "phone")),
         status=status,
+        reminder_consent=_flag(answer, "reminder_consent"),
+        confirmed=_flag(answer, "confirmed"),
+        reschedule_requested=_flag(answer, "reschedule_requested"),
     )
+
+
+def _flag(obj: Any, name: str) -> bool:
+    """An optional boolean field (absent: false, for receivers older than reminders)."""
+    value = obj.get(name, False) if isinstance(obj, dict) else False
+    if not isinstance(value, bool):
+        raise ValueError(f"field '{name}' must be true or false")
+    return value
