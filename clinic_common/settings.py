@@ -52,6 +52,7 @@ DEFAULT_RETENTION_DAYS = 90.0  # conversations whose last event is older go
 DEFAULT_BOOKING_RETENTION_DAYS = 90.0  # past visits lose the patient's name and phone
 DEFAULT_STORE_POOL_SIZE = 4  # PostgreSQL connections per process for the small stores
 DEFAULT_LOCK_WAIT_SECONDS = 20.0  # a message waits this long for its conversation
+DEFAULT_REMINDER_POLL_SECONDS = 60.0  # the reminder job looks for due reminders
 
 
 class SettingsError(ValueError):
@@ -100,6 +101,7 @@ class Settings:
     retention_days: float
     booking_retention_days: float
     lock_wait_seconds: float
+    reminder_poll_seconds: float
 
 
 def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
@@ -184,6 +186,9 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
             "BOOKING_RETENTION_DAYS", DEFAULT_BOOKING_RETENTION_DAYS
         ),
         lock_wait_seconds=env.seconds("LOCK_WAIT_SECONDS", DEFAULT_LOCK_WAIT_SECONDS),
+        reminder_poll_seconds=env.seconds(
+            "REMINDER_POLL_SECONDS", DEFAULT_REMINDER_POLL_SECONDS
+        ),
     )
 
 
