@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -16,11 +18,12 @@ from rasa.shared.core.training_data.story_reader.yaml_story_reader import (
 from rasa.shared.nlu.constants import ENTITIES, INTENT, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ActiveLoop, SlotSet
+from rasa_sdk.events import ActiveLoop, FollowupAction, SlotSet
 from rasa_sdk.executor import ActionExecutor, CollectingDispatcher
 from testkit import (
     DOMAIN_FILES,
     FILLED_CONTACT,
+    PROJECT_ROOT,
     TEST_CLINIC,
     TEST_HOURS,
     ClinicConfigFactory,
@@ -29,6 +32,10 @@ from testkit import (
     selector,
 )
 
+from actions import reminders
+from actions.booking import common as booking_common
+from actions.booking import form as booking_form
+from actions.booking.offers import slot_entry
 from actions.faq import (
     INTENT_TITLES,
     ActionAnswerFaq,
@@ -46,6 +53,9 @@ from actions.settings import (
     clinic,
     parse_clinic_config,
 )
+from scheduling.base import Patient
+from scheduling.config import load_scheduling_config
+from scheduling.sqlite_backend import SqliteScheduler
 
 # Every test runs against the made-up clinic of testkit.TEST_CLINIC, not clinic.yml.
 pytestmark = pytest.mark.usefixtures("clinic_config")
@@ -738,3 +748,276 @@ def test_the_action_server_registers_every_custom_action_of_the_domain(
     executor = ActionExecutor()
     executor.register_package("actions")
     assert set(executor.actions) == set(domain["actions"])
+
+
+# --- appointment reminders and consent (actions/reminders.py, booking/form.py) ------
+
+REMINDED_PHONE = "+18175550188"
+# Monday 2026-12-07, 8:00 AM in Fort Worth: the reminded visit is the next day.
+REMINDER_NOW = datetime(2026, 12, 7, 8, 0, tzinfo=ZoneInfo("America/Chicago"))
+
+
+@pytest.fixture
+def reminded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Tuple[SqliteScheduler, str]:
+    """The embedded scheduler with one booking that agreed to reminders."""
+    config = load_scheduling_config(PROJECT_ROOT / "clinic.yml")
+    real = SqliteScheduler(
+        tmp_path / "scheduler.db", config, clock=lambda: REMINDER_NOW
+    )
+    monkeypatch.setattr(booking_common, "get_scheduler", lambda: real)
+    monkeypatch.setattr(booking_common, "scheduling_config", lambda: config)
+    monkeypatch.setattr(booking_common, "now", lambda: REMINDER_NOW)
+    monkeypatch.setattr(reminders, "reminder_text", lambda b: f"Visit {b.reference}")
+    slot = real.find_slots(
+        "dry_needling",
+        REMINDER_NOW + timedelta(days=1),
+        REMINDER_NOW + timedelta(days=2),
+    )[0]
+    booking = real.book(
+        slot, Patient("Marisol Quintanilla", REMINDED_PHONE), "k1", None, True
+    )
+    return real, booking.reference
+
+
+def reminder_tracker(
+    make_tracker: TrackerFactory,
+    text: str,
+    intent: str,
+    reference: str,
+    hints: Sequence[str] = (),
+) -> Tracker:
+    """A reply in the patient's SMS conversation, whose id is the phone number."""
+    tracker = make_tracker(
+        text=text, intent=intent, slots={"reminder_reference": reference}
+    )
+    tracker.sender_id = REMINDED_PHONE
+    tracker.latest_message["spacy_entities"] = [
+        {"entity": "DATE", "value": hint} for hint in hints
+    ]
+    return tracker
+
+
+def slots_set(events: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {e["name"]: e["value"] for e in events if e.get("event") == "slot"}
+
+
+async def test_the_reminder_is_said_and_remembered(
+    make_tracker: TrackerFactory, reminded: Tuple[SqliteScheduler, str]
+) -> None:
+    _, reference = reminded
+    tracker = make_tracker(
+        intent="EXTERNAL_appointment_reminder",
+        entities=[{"entity": "booking_reference", "value": reference}],
+    )
+    tracker.sender_id = REMINDED_PHONE
+    dispatcher = CollectingDispatcher()
+    events = await reminders.ActionSendReminder().run(dispatcher, tracker, {})
+    assert dispatcher.messages[0]["response"] == "utter_reminder"
+    assert dispatcher.messages[0]["reminder"] == f"Visit {reference}"
+    assert events == [SlotSet("reminder_reference", reference)]
+
+
+@pytest.mark.parametrize("gone", ["cancelled", "other number"])
+async def test_no_reminder_for_a_booking_cancelled_or_not_this_numbers(
+    make_tracker: TrackerFactory, reminded: Tuple[SqliteScheduler, str], gone: str
+) -> None:
+    scheduler, reference = reminded
+    tracker = make_tracker(
+        intent="EXTERNAL_appointment_reminder",
+        entities=[{"entity": "booking_reference", "value": reference}],
+    )
+    tracker.sender_id = REMINDED_PHONE
+    if gone == "cancelled":
+        scheduler.cancel(reference, REMINDED_PHONE, "c1")
+    else:
+        tracker.sender_id = "+12145550147"
+    dispatcher = CollectingDispatcher()
+    assert await reminders.ActionSendReminder().run(dispatcher, tracker, {}) == []
+    assert dispatcher.messages == []
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "reply"),
+    [
+        ("1", "inform", "confirm"),
+        ("#1", "inform", "confirm"),
+        ("I'll be there", "affirm", "confirm"),
+        ("2", "inform", "reschedule"),
+        ("option 2", "inform", "reschedule"),
+        ("can we do Thursday instead", "reschedule_appointment", "reschedule"),
+        ("3 please", "inform", "cancel"),
+        ("I can't make it", "cancel_appointment", "cancel"),
+        ("4", "inform", None),
+        ("physical therapy", "inform", None),
+        # A number first: "1" is never a yes to something else.
+        ("1 but can I move it", "reschedule_appointment", "confirm"),
+    ],
+)
+def test_what_a_reply_to_a_reminder_asks_for(
+    make_tracker: TrackerFactory, text: str, intent: str, reply: Optional[str]
+) -> None:
+    tracker = reminder_tracker(make_tracker, text, intent, "K7PM3Q")
+    assert reminders.reminder_reply(tracker) == reply
+
+
+async def test_1_confirms_the_reminded_booking(
+    make_tracker: TrackerFactory, reminded: Tuple[SqliteScheduler, str]
+) -> None:
+    scheduler, reference = reminded
+    tracker = reminder_tracker(make_tracker, "1", "inform", reference)
+    dispatcher = CollectingDispatcher()
+    events = await reminders.ActionAnswerReminder().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_reminder_confirmed"]
+    assert events == []  # the reminder still stands: a later 3 cancels it
+    assert scheduler.get_booking(reference, REMINDED_PHONE).confirmed
+
+
+async def test_a_new_day_starts_moving_the_reminded_booking(
+    make_tracker: TrackerFactory, reminded: Tuple[SqliteScheduler, str]
+) -> None:
+    scheduler, reference = reminded
+    text = "can we do Thursday instead"
+    tracker = reminder_tracker(
+        make_tracker, text, "reschedule_appointment", reference, ["Thursday"]
+    )
+    dispatcher = CollectingDispatcher()
+    events = await reminders.ActionAnswerReminder().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_booking_details"]
+    assert slots_set(events) | {"time_preference": text} == slots_set(events)
+    assert slots_set(events)["found_booking"] == reference
+    assert slots_set(events)["booking_task"] == "reschedule"
+    assert slots_set(events)["patient_phone"] == REMINDED_PHONE
+    assert slots_set(events)["reminder_reference"] is None
+    assert events[-1] == FollowupAction("booking_form")
+    booking = scheduler.get_booking(reference, REMINDED_PHONE)
+    assert booking.reschedule_requested and booking.status == "booked"
+
+
+async def test_3_asks_before_cancelling_the_reminded_booking(
+    make_tracker: TrackerFactory, reminded: Tuple[SqliteScheduler, str]
+) -> None:
+    scheduler, reference = reminded
+    tracker = reminder_tracker(make_tracker, "3", "inform", reference)
+    dispatcher = CollectingDispatcher()
+    events = await reminders.ActionAnswerReminder().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_confirm_cancel"]
+    assert slots_set(events) == {
+        "reminder_reference": None,
+        "booking_task": "cancel",
+        "patient_phone": REMINDED_PHONE,
+        "found_booking": reference,
+        "cancel_pending": True,
+    }
+    assert scheduler.get_booking(reference, REMINDED_PHONE).status == "booked"
+
+
+async def test_an_unclear_reply_gets_the_choices_again(
+    make_tracker: TrackerFactory, reminded: Tuple[SqliteScheduler, str]
+) -> None:
+    _, reference = reminded
+    tracker = reminder_tracker(make_tracker, "5", "inform", reference)
+    dispatcher = CollectingDispatcher()
+    assert await reminders.ActionAnswerReminder().run(dispatcher, tracker, {}) == []
+    assert responses(dispatcher) == ["utter_reminder_reply_unclear"]
+
+
+async def test_a_reply_about_a_booking_cancelled_meanwhile_says_so(
+    make_tracker: TrackerFactory, reminded: Tuple[SqliteScheduler, str]
+) -> None:
+    scheduler, reference = reminded
+    scheduler.cancel(reference, REMINDED_PHONE, "c1")
+    tracker = reminder_tracker(make_tracker, "1", "inform", reference)
+    dispatcher = CollectingDispatcher()
+    events = await reminders.ActionAnswerReminder().run(dispatcher, tracker, {})
+    assert responses(dispatcher) == ["utter_booking_already_cancelled"]
+    assert events == [SlotSet("reminder_reference", None)]
+    assert not scheduler.get_booking(reference, REMINDED_PHONE).confirmed
+
+
+@pytest.mark.parametrize(
+    ("intent", "entities", "expected"),
+    [
+        # SMS: the read-back's "1. Yes, book it and text me a reminder".
+        ("affirm", [{"entity": "reminder_consent", "value": "yes"}], True),
+        ("affirm", [{"entity": "reminder_consent", "value": "no"}], False),
+        # Web, or a typed "yes" by SMS: the question comes next.
+        ("affirm", [], None),
+    ],
+)
+async def test_the_read_back_may_answer_the_reminder_question_too(
+    make_tracker: TrackerFactory,
+    intent: str,
+    entities: List[Dict[str, Any]],
+    expected: Optional[bool],
+) -> None:
+    tracker = make_tracker(
+        text="1",
+        intent=intent,
+        entities=entities,
+        slots={"requested_slot": "booking_confirmed"},
+    )
+    extracted = await booking_form.ValidateBookingForm().extract_booking_confirmed(
+        CollectingDispatcher(), tracker, {}
+    )
+    assert extracted["booking_confirmed"] is True
+    assert extracted.get("reminder_consent") is expected
+
+
+@pytest.mark.parametrize(
+    ("intent", "entities", "expected"),
+    [
+        ("affirm", [{"entity": "reminder_consent", "value": "yes"}], True),
+        ("deny", [{"entity": "reminder_consent", "value": "no"}], False),
+        ("affirm", [], True),
+        ("deny", [], False),
+        ("faq", [], None),  # a question: the rules answer it, the form asks again
+    ],
+)
+async def test_the_reminder_question_takes_a_yes_or_a_no(
+    make_tracker: TrackerFactory,
+    intent: str,
+    entities: List[Dict[str, Any]],
+    expected: Optional[bool],
+) -> None:
+    tracker = make_tracker(
+        text="yes",
+        intent=intent,
+        entities=entities,
+        slots={"requested_slot": "reminder_consent"},
+    )
+    extracted = await booking_form.ValidateBookingForm().extract_reminder_consent(
+        CollectingDispatcher(), tracker, {}
+    )
+    assert extracted.get("reminder_consent") is expected
+
+
+@pytest.mark.parametrize("consent", [True, False, None])
+async def test_the_booking_stores_the_answer_to_the_reminder_question(
+    make_tracker: TrackerFactory,
+    reminded: Tuple[SqliteScheduler, str],
+    consent: Optional[bool],
+) -> None:
+    scheduler, _ = reminded
+    start = REMINDER_NOW + timedelta(days=2)
+    slot = scheduler.find_slots("dry_needling", start, start + timedelta(days=1))[0]
+    offer = slot_entry(slot, ZoneInfo("America/Chicago"))
+    tracker = make_tracker(
+        text="yes",
+        intent="affirm",
+        slots={
+            "visit_type": "dry_needling",
+            "offered_slots": [offer],
+            "appointment_slot": slot.slot_id,
+            "patient_name": "Maria Lopez",
+            "patient_phone": "+18175550100",
+            "booking_confirmed": True,
+            "reminder_consent": consent,
+        },
+    )
+    dispatcher = CollectingDispatcher()
+    await booking_form.ActionBookAppointment().run(dispatcher, tracker, {})
+    reference = dispatcher.messages[0]["reference"]
+    stored = scheduler.get_booking(reference, "+18175550100")
+    assert stored.reminder_consent is (consent is True)

@@ -52,9 +52,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def call_scheduler(function: Callable[..., T], *args: Any) -> T:
+async def call_scheduler(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Runs a blocking scheduler call in a worker thread."""
-    return await asyncio.to_thread(function, *args)
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 def now() -> datetime:

@@ -56,6 +56,7 @@ from actions.booking.slots import (
     LOOKUP,
     OFFER,
     PICK,
+    REMINDER,
     TASK,
 )
 from scheduling.base import (
@@ -99,8 +100,9 @@ class ActionStartBooking(Action):
         await release_hold(tracker.get_slot("hold_id"))
         # The scheduler is tried again; found_booking (a reschedule's old booking)
         # is not this booking's to cancel.
+        # A new booking replaces what a reminder was about.
         events = BOOKING.reset() + LOOKUP.only("found_booking").reset()
-        events += TASK.only("scheduler_down").reset()
+        events += TASK.only("scheduler_down").reset() + REMINDER.reset()
         events.append(SlotSet("booking_task", "book"))
         # A visit type or a time named in the request itself counts ("book dry
         # needling as soon as possible", "any openings friday?"): the form checks
@@ -207,7 +209,8 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
             return {}
         intent = latest_intent(tracker)
         if intent == "affirm":
-            return {"booking_confirmed": True}
+            # By SMS the read-back also asks about a reminder: "1" answers both.
+            return {"booking_confirmed": True} | _consent_given(tracker)
         if intent == "deny":
             dispatcher.utter_message(response="utter_what_to_change")
             return {"booking_confirmed": None}
@@ -220,6 +223,20 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
             if intent == "change_answer":
                 dispatcher.utter_message(response="utter_what_to_change")
                 return {"booking_confirmed": None}
+        return {}
+
+    async def extract_reminder_consent(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> Dict[str, Any]:
+        """Yes or no to a reminder by text, when asked."""
+        if tracker.get_slot("requested_slot") != "reminder_consent":
+            return {}
+        given = _consent_given(tracker)
+        if given:
+            return given
+        intent = latest_intent(tracker)
+        if intent in ("affirm", "deny"):
+            return {"reminder_consent": intent == "affirm"}
         return {}
 
     # Validation: turn the raw answers into checked values.
@@ -356,6 +373,22 @@ class ValidateBookingForm(ContactAnswers, FormValidationAction):
     ) -> Dict[str, Any]:
         """Only an explicit yes confirms."""
         return {"booking_confirmed": True if value is True else None}
+
+    async def validate_reminder_consent(
+        self,
+        value: Any,
+        dispatcher: CollectingDispatcher,
+        tracker: Tracker,
+        domain: DomainDict,
+    ) -> Dict[str, Any]:
+        """A yes or a no; anything else (cleared) is asked again."""
+        return {"reminder_consent": value if isinstance(value, bool) else None}
+
+
+def _consent_given(tracker: Tracker) -> Dict[str, Any]:
+    """The reminder answer of a button ("yes" or "no"), if the message has one."""
+    values = entity_values(tracker, "reminder_consent")
+    return {"reminder_consent": values[0] == "yes"} if values else {}
 
 
 def _is_time_change(tracker: Tracker) -> bool:
@@ -510,6 +543,22 @@ class ActionAskBookingConfirmed(Action):
         return []
 
 
+class ActionAskReminderConsent(Action):
+    """Asks whether the clinic may text a reminder to the number just given."""
+
+    def name(self) -> str:
+        """Action name: Rasa calls it to request ``reminder_consent``."""
+        return "action_ask_reminder_consent"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """The question, with the number as the patient reads it."""
+        phone = display_phone(str(tracker.get_slot("patient_phone") or ""))
+        dispatcher.utter_message(response="utter_ask_reminder_consent", phone=phone)
+        return []
+
+
 class ActionBookAppointment(Action):
     """Books the confirmed slot (and cancels the old one when rescheduling)."""
 
@@ -535,7 +584,12 @@ class ActionBookAppointment(Action):
         backend = scheduler()
         try:
             booking = await call_scheduler(
-                backend.book, slot_from_entry(chosen), patient, key, hold_id
+                backend.book,
+                slot_from_entry(chosen),
+                patient,
+                key,
+                hold_id,
+                reminder_consent=tracker.get_slot("reminder_consent") is True,
             )
         except SlotUnavailable:
             dispatcher.utter_message(response="utter_slot_taken")
@@ -602,4 +656,10 @@ class ActionStopBooking(Action):
     ) -> List[EventType]:
         """Releases a held slot and clears every booking slot."""
         await release_hold(tracker.get_slot("hold_id"))
-        return BOOKING.reset() + LOOKUP.reset() + TASK.reset() + CALLBACK.reset()
+        return (
+            BOOKING.reset()
+            + LOOKUP.reset()
+            + TASK.reset()
+            + CALLBACK.reset()
+            + REMINDER.reset()
+        )

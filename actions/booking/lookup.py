@@ -7,7 +7,7 @@ with; nothing about a booking is said until both match.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, FollowupAction, SlotSet
@@ -25,10 +25,12 @@ from actions.booking.common import (
     looks_like_reference,
     scheduler,
 )
-from actions.booking.slots import CONTACT, LOOKUP, OFFER, TASK
+from actions.booking.slots import CONTACT, LOOKUP, OFFER, REMINDER, TASK
 from actions.handoff import utter_contact
 from scheduling.base import (
+    BOOKED,
     BackendUnavailable,
+    Booking,
     BookingNotFound,
 )
 
@@ -52,7 +54,8 @@ class ActionStartLookup(Action):
             "reschedule_appointment": "reschedule",
             "cancel_appointment": "cancel",
         }.get(latest_intent(tracker) or "", "check")
-        return [*LOOKUP.reset(), SlotSet("booking_task", task)]
+        # Another task replaces what a reminder was about.
+        return [*LOOKUP.reset(), *REMINDER.reset(), SlotSet("booking_task", task)]
 
 
 # --- lookup_form: reference and phone --------------------------------------------
@@ -117,32 +120,9 @@ class ActionLookupBooking(Action):
         except BackendUnavailable:
             logger.warning("Scheduler unavailable while looking up a booking.")
             return scheduler_down(dispatcher)
-        task = tracker.get_slot("booking_task")
-        values = booking_values(booking)
-        if booking.status != "booked":
-            dispatcher.utter_message(
-                response="utter_booking_already_cancelled", **values
-            )
-            return lookup_over()
-        if task == "cancel":
-            dispatcher.utter_message(response="utter_confirm_cancel", **values)
-            return [
-                SlotSet("found_booking", booking.reference),
-                SlotSet("cancel_pending", True),
-            ]
-        if task == "reschedule":
-            dispatcher.utter_message(response="utter_booking_details", **values)
-            return [
-                SlotSet("found_booking", booking.reference),
-                SlotSet("visit_type", booking.slot.visit_type),
-                SlotSet("patient_name", booking.patient.name),
-                *OFFER.reset(),
-                # The scheduler is tried again for the new time.
-                *TASK.only("scheduler_down").reset(),
-                FollowupAction("booking_form"),
-            ]
-        dispatcher.utter_message(response="utter_booking_details", **values)
-        return lookup_over()
+        return act_on_booking(
+            dispatcher, booking, str(tracker.get_slot("booking_task") or "check")
+        )
 
     def _not_found(
         self, dispatcher: CollectingDispatcher, tracker: Tracker
@@ -187,6 +167,42 @@ class ActionCancelBooking(Action):
         logger.info("Cancelled %s.", booking.reference)
         dispatcher.utter_message(response="utter_cancelled", **booking_values(booking))
         return lookup_over()
+
+
+def act_on_booking(
+    dispatcher: CollectingDispatcher,
+    booking: Booking,
+    task: str,
+    time_preference: Optional[str] = None,
+) -> List[EventType]:
+    """Shows ``booking``, asks to cancel it, or starts the booking form to move it.
+
+    Shared by the lookup and the replies to a reminder, which know the booking
+    without asking (``booking_task`` and ``patient_phone`` are the caller's to
+    set). A time already named ("can we do Thursday instead") is read
+    by the booking form as its first answer.
+    """
+    values = booking_values(booking)
+    if booking.status != BOOKED:
+        dispatcher.utter_message(response="utter_booking_already_cancelled", **values)
+        return lookup_over()
+    found = SlotSet("found_booking", booking.reference)
+    if task == "cancel":
+        dispatcher.utter_message(response="utter_confirm_cancel", **values)
+        return [found, SlotSet("cancel_pending", True)]
+    dispatcher.utter_message(response="utter_booking_details", **values)
+    if task != "reschedule":
+        return lookup_over()
+    return [
+        found,
+        SlotSet("visit_type", booking.slot.visit_type),
+        SlotSet("patient_name", booking.patient.name),
+        *OFFER.reset(),
+        *([SlotSet("time_preference", time_preference)] if time_preference else []),
+        # The scheduler is tried again for the new time.
+        *TASK.only("scheduler_down").reset(),
+        FollowupAction("booking_form"),
+    ]
 
 
 def lookup_over() -> List[EventType]:

@@ -47,8 +47,11 @@ class SlotGroup:
         return [SlotSet(name, value) for name, value in self._cleared.items()]
 
 
-# What the patient picked among the offered times: the time, its hold, the yes.
-PICK = SlotGroup(appointment_slot=None, hold_id=None, booking_confirmed=None)
+# What the patient picked among the offered times: the time, its hold, the yes, and
+# whether the clinic may text a reminder for it.
+PICK = SlotGroup(
+    appointment_slot=None, hold_id=None, booking_confirmed=None, reminder_consent=None
+)
 # The time asked for and everything found for it.
 OFFER = SlotGroup(PICK, time_preference=None, offered_slots=None)
 # One booking in the booking form, name and phone aside (a reschedule keeps them).
@@ -67,6 +70,9 @@ CALLBACK = SlotGroup(
     callback_reason=None, callback_offered=False, handoff_callback=False
 )
 
+# The booking the latest reminder was about; another task replaces it.
+REMINDER = SlotGroup(reminder_reference=None)
+
 GROUPS: Dict[str, SlotGroup] = {
     "PICK": PICK,
     "OFFER": OFFER,
@@ -75,4 +81,5 @@ GROUPS: Dict[str, SlotGroup] = {
     "LOOKUP": LOOKUP,
     "TASK": TASK,
     "CALLBACK": CALLBACK,
+    "REMINDER": REMINDER,
 }
