@@ -2,10 +2,14 @@
 
 Twilio posts each text a patient sends to the webhook as a signed form. The channel
 checks the ``X-Twilio-Signature`` (403 if it is missing or wrong) and the form (400
-with a short reason), answers Twilio at once with an empty TwiML ``<Response/>``,
-and handles the message in a background task. Twilio may post the same message
-again (a webhook retry): its ``MessageSid`` is recorded before the message is
-handled, and a repeat is answered with the same empty TwiML and not passed on.
+with a short reason), stores the message in the SMS inbox (``channels.sms_inbox``)
+with its ``MessageSid``, answers Twilio with an empty TwiML ``<Response/>``, and
+handles the message in a background task, which deletes it from the inbox when its
+replies are in the outbox. Twilio may post the same message again (a webhook
+retry): a repeat of a recorded SID is answered with the same empty TwiML and not
+passed on. A message whose Rasa server stopped before handling it (a crash, kill
+-9) is taken over from the inbox by another server, or by the same one started
+again, about ten seconds later: nothing Twilio was told we received is lost.
 Messages of one phone number are handled one at a time, in the order they arrived.
 The assistant's replies are written to the SMS outbox (``channels.sms_outbox``)
 and sent from there through Twilio's REST API (``Messages.json``) with aiohttp,
@@ -84,9 +88,11 @@ import aiohttp
 from rasa.core.channels.channel import (
     CollectingOutputChannel,
     InputChannel,
+    OutputChannel,
     UserMessage,
 )
 from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -101,6 +107,7 @@ from channels.rate_limit import (
     domain_of,
     replies_over_limit,
 )
+from channels.sms_inbox import SmsInbox
 from channels.sms_outbox import (
     OPTED_OUT,
     Delivery,
@@ -108,7 +115,7 @@ from channels.sms_outbox import (
     SmsOutbox,
     log_failure,
 )
-from channels.store import ChannelStore, OpensStoreLazily
+from channels.store import ChannelStore, OpensStoreLazily, ReceivedSms
 from clinic_common.clinic_config import clinic
 from clinic_common.privacy import conversation_key
 
@@ -311,6 +318,28 @@ class InboundSms:
     opt_out_type: str = ""  # "stop", "start" or "help" if Twilio matched a keyword
     message_sid: str = ""  # Twilio's MessageSid; empty if the form had none
 
+    def stored(self) -> ReceivedSms:
+        """The message as the SMS inbox keeps it (its row id is the store's)."""
+        return ReceivedSms(
+            0,
+            self.message_sid or None,
+            self.phone,
+            self.text,
+            self.media_count,
+            self.opt_out_type,
+        )
+
+    @classmethod
+    def of(cls, received: ReceivedSms) -> InboundSms:
+        """A message from the SMS inbox."""
+        return cls(
+            received.phone,
+            received.body,
+            received.media_count,
+            received.opt_out_type,
+            received.message_sid or "",
+        )
+
 
 def parse_form(
     content_type: str, body: bytes
@@ -448,6 +477,33 @@ class TwilioSmsOutput(CollectingOutputChannel):
         return CHANNEL_NAME
 
 
+class TwilioPushOutput(TwilioSmsOutput):
+    """Messages the assistant starts itself, each sent at once through the outbox.
+
+    Rasa uses it for ``POST /conversations/{phone}/trigger_intent?output_channel=
+    twilio`` (an appointment reminder, scheduling/reminders.py): there is no
+    webhook turn whose replies would carry them. An opted-out number gets nothing.
+    Numbers the patient types next refer to this message's options, or to none.
+    """
+
+    def __init__(self, channel: TwilioSmsInput) -> None:
+        super().__init__()
+        self._channel = channel
+
+    async def _persist_message(self, message: Dict[str, Any]) -> None:
+        await super()._persist_message(message)
+        phone = str(message["recipient_id"])
+        store = self._channel.store
+        if store.is_opted_out(phone):
+            return
+        paragraphs, offered = render_turn([message])
+        if offered:
+            store.remember_offers(CHANNEL_NAME, phone, offered)
+        else:
+            store.forget_choices(CHANNEL_NAME, phone)
+        await self._channel._send(phone, paragraphs)
+
+
 class TwilioSmsInput(OpensStoreLazily, InputChannel):
     """SMS through Twilio: signed webhook in, REST API out."""
 
@@ -475,6 +531,7 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         self.outbox = SmsOutbox(
             lambda: self.store, self.messages.send, policy, self.log_id
         )
+        self.inbox = SmsInbox(lambda: self.store)
         self._validator = RequestValidator(config.auth_token)
         self._tasks: Set[asyncio.Task[None]] = set()
         self._turns: Dict[str, Tuple[asyncio.Lock, int]] = {}
@@ -488,6 +545,10 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
     def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> InputChannel:
         """Builds the channel from its ``credentials.yml`` block."""
         return cls(TwilioConfig.from_credentials(credentials))
+
+    def get_output_channel(self) -> Optional[OutputChannel]:
+        """Where Rasa's external events (``trigger_intent``) send: the outbox."""
+        return TwilioPushOutput(self) if self.config.configured else None
 
     def log_id(self, phone: str) -> str:
         """A keyed hash of the number: the same sender, but no number, in logs."""
@@ -526,9 +587,11 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             sms, reason = read_sms(form)
             if sms is None:
                 return problem(reason or "Bad request.", 400)
-            # Recorded before it is handled: Twilio's retry of this webhook (after
-            # a slow or lost answer) gets the same answer and is not handled again.
-            if not sms.message_sid or self.store.first_time_seen(sms.message_sid):
+            # Stored before Twilio hears of it: a server that dies now loses
+            # nothing. Twilio's retry of this webhook (after a slow or lost answer)
+            # gets the same answer and is not handled again.
+            row = self.inbox.receive(sms.stored())
+            if row is not None:
                 # Counted when it arrives, not when its turn comes after the
                 # number's earlier messages.
                 verdict = self.limits.check(sms.phone)
@@ -539,6 +602,7 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
                         verdict,
                         domain_of(request.app),
                         reserve_turn(request.app, sms.phone),
+                        row,
                     )
                 )
             else:
@@ -550,9 +614,10 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             return response.text(EMPTY_TWIML, content_type="text/xml")
 
         @webhook.listener("after_server_start")
-        async def send_outbox(*_: Any) -> None:
+        async def send_outbox(app: Any, *_: Any) -> None:
             if self.config.configured:
                 self.outbox.start()  # with what was left pending before a restart
+                self.inbox.start(lambda rows: self._recover(rows, on_new_message, app))
 
         @webhook.listener("before_server_stop")
         async def finish(*_: Any) -> None:
@@ -562,6 +627,7 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
                 await asyncio.wait_for(self._handled(), SHUTDOWN_GRACE)
             except asyncio.TimeoutError:
                 logger.warning("SMS messages still in progress at shutdown.")
+            await self.inbox.stop()
             await self.outbox.stop(SHUTDOWN_GRACE)
 
         @webhook.listener("after_server_stop")
@@ -569,6 +635,30 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             await self.messages.close()
 
         return webhook
+
+    def _recover(
+        self,
+        rows: Sequence[ReceivedSms],
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+        app: Any,
+    ) -> None:
+        """Handles messages a stopped server left in the inbox, oldest first.
+
+        Their rate-limit count was the stopped server's: they pass.
+        """
+        for row in rows:
+            sms = InboundSms.of(row)
+            self._start(
+                self._handle(
+                    sms,
+                    on_new_message,
+                    Verdict.PASS,
+                    domain_of(app),
+                    reserve_turn(app, sms.phone),
+                    row.id,
+                    getattr(getattr(app.ctx, "agent", None), "tracker_store", None),
+                )
+            )
 
     def _start(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -611,16 +701,28 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         verdict: Verdict = Verdict.PASS,
         domain: Optional[Domain] = None,
         reservation: Optional[ContextManager[Any]] = None,
+        row: Optional[int] = None,
+        trackers: Optional[Any] = None,
     ) -> None:
+        """Answers one message; ``row``: its SMS inbox row, deleted once answered.
+
+        ``trackers``: Rasa's tracker store, for a message a stopped server left,
+        whose turn it may have finished (see :meth:`_earlier_turn`).
+        """
         try:
             with reservation or nullcontext():
                 async with self._turn_of(sms.phone):
+                    if row is not None and not self.inbox.still_held(row):
+                        return  # its lease ran out: another server has it now
                     paragraphs = await self._answer(
-                        sms, on_new_message, verdict, domain
+                        sms, on_new_message, verdict, domain, trackers
                     )
-                    await self._send(sms.phone, paragraphs)
+                    await self._send(sms.phone, paragraphs, row)
         except Exception:  # noqa: BLE001 - the next message must still work
             log_failure(logger, "An SMS from %s failed (%s).", self.log_id(sms.phone))
+        finally:
+            if row is not None:
+                self.inbox.release(row)
 
     async def _answer(
         self,
@@ -628,6 +730,7 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         on_new_message: Callable[[UserMessage], Awaitable[Any]],
         verdict: Verdict,
         domain: Optional[Domain],
+        trackers: Optional[Any] = None,
     ) -> List[str]:
         """The paragraphs to send back; Rasa is asked only when it should be.
 
@@ -663,9 +766,19 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
 
         output = TwilioSmsOutput()
         try:
-            await on_new_message(
-                UserMessage(text, output, sms.phone, input_channel=CHANNEL_NAME)
-            )
+            earlier = await _earlier_turn(trackers, sms)
+            if earlier is not None:
+                output.messages = earlier
+            else:
+                await on_new_message(
+                    UserMessage(
+                        text,
+                        output,
+                        sms.phone,
+                        input_channel=CHANNEL_NAME,
+                        message_id=sms.message_sid or None,
+                    )
+                )
         except Exception:  # noqa: BLE001 - the patient still gets an answer
             log_failure(
                 logger, "Rasa failed on an SMS from %s (%s).", self.log_id(sms.phone)
@@ -680,14 +793,45 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             self.store.forget_choices(CHANNEL_NAME, sms.phone)
         return [*notes, *paragraphs]
 
-    async def _send(self, phone: str, paragraphs: Sequence[str]) -> None:
-        """Writes one turn's replies to the outbox, in order, and wakes the sender."""
+    async def _send(
+        self, phone: str, paragraphs: Sequence[str], row: Optional[int] = None
+    ) -> None:
+        """Writes one turn's replies to the outbox, in order, and wakes the sender.
+
+        The message's inbox ``row`` is deleted in the same transaction.
+        """
         bodies = split_for_sms("\n\n".join(paragraphs))
+        self.store.queue_sms(
+            phone, bodies, self.log_id(phone), conversation_key(phone), handled=row
+        )
         if bodies:
-            self.store.queue_sms(
-                phone, bodies, self.log_id(phone), conversation_key(phone)
-            )
             self.outbox.wake()
+
+
+async def _earlier_turn(
+    trackers: Optional[Any], sms: InboundSms
+) -> Optional[List[Dict[str, Any]]]:
+    """The replies Rasa gave ``sms`` already, if its conversation holds it.
+
+    A server killed after Rasa saved a message's turn, but before its replies
+    reached the outbox (with the message's inbox row deleted), leaves a message that
+    was read: it is answered from the conversation, not read twice. Rasa keeps
+    each message's ``MessageSid`` as its ``message_id``. None: not read yet (or no
+    SID, or no tracker store to ask).
+    """
+    if trackers is None or not sms.message_sid:
+        return None
+    tracker = await trackers.retrieve(sms.phone)
+    replies: Optional[List[Dict[str, Any]]] = None
+    for event in tracker.events if tracker is not None else ():
+        if isinstance(event, UserUttered):
+            if replies is not None:
+                break  # the next message's turn
+            if event.message_id == sms.message_sid:
+                replies = []
+        elif replies is not None and isinstance(event, BotUttered):
+            replies.append(event.message())
+    return replies
 
 
 def help_text() -> str:

@@ -1,20 +1,34 @@
-"""Appointment reminders by SMS (issue 14): the text, and when each is due.
+"""Appointment reminders by SMS (issue 14): the text, when each is due, who got one.
 
 The wording, offsets and sending hours are the ``reminders:`` section of
 ``clinic.yml`` (:func:`clinic_common.clinic_config.reminder_config`); days and
 times are shown in the clinic's time zone (the ``scheduling:`` section).
 
-A reminder is sent by the reminder job (``scripts/reminders.py``, the schedule in
-:mod:`scheduling.reminder_schedule`): it triggers the intent
-``EXTERNAL_appointment_reminder`` in the patient's SMS conversation, and the action
-server's ``action_send_reminder`` utters :func:`reminder_text` there.
+The reminder job (``scripts/reminders.py``, wired in ``staff/reminders.py``) calls
+:meth:`ReminderSchedule.run_once` every few seconds. For each active booking with
+consent it works out when each offset's reminder is due (:func:`send_time`), and
+when that has come, claims it in the ``reminders`` table, whose key is (booking,
+offset): the claim is an insert under the store's one-writer lock, so of two job
+runners, on one machine or two sharing PostgreSQL, exactly one gets it, and a
+restarted runner sees what was claimed before. Then it sends (the job triggers the
+intent ``EXTERNAL_appointment_reminder`` in the patient's SMS conversation; the
+action server's ``action_send_reminder`` utters :func:`reminder_text` there) and
+records the outcome. At most once: a runner that dies between claim and outcome
+leaves the claim ``sending``, which is never sent again and shows as failed.
+
+Daylight saving: "24 hours before" is wall-clock time in the clinic's zone, the same
+time the day before, on both sides of a change (a 9:00 visit the Sunday clocks go
+back is reminded at 9:00 on Saturday, 25 real hours before).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from zoneinfo import ZoneInfo
 
 from clinic_common.clinic_config import (
     ClinicConfigError,
@@ -22,8 +36,20 @@ from clinic_common.clinic_config import (
     clinic,
     reminder_config,
 )
-from scheduling.base import Booking
+from clinic_common.sqlite import Database, StrPath
+from scheduling import database_unavailable
+from scheduling.base import (
+    BOOKED,
+    BackendUnavailable,
+    Booking,
+    BookingNotFound,
+    Clock,
+    require_aware,
+    utc_now,
+)
 from scheduling.config import SchedulingConfig, scheduling_config
+
+logger = logging.getLogger(__name__)
 
 # Texts longer than this go as two or more SMS segments (GSM-7).
 SMS_LENGTH = 160
@@ -101,3 +127,302 @@ def reminder_settings() -> ReminderSettings:
 def reminder_text(booking: Booking) -> str:
     """The reminder SMS for ``booking``: clinic, visit, day and time, replies, STOP."""
     return reminder_settings().text(booking.slot.visit_type, booking.slot.start)
+
+
+# --- when ---------------------------------------------------------------------------
+
+
+def send_time(
+    start: datetime, offset: timedelta, config: ReminderConfig, tz: ZoneInfo
+) -> datetime:
+    """When the reminder ``offset`` before a visit at ``start`` is sent (UTC).
+
+    ``offset`` is taken off the visit's local wall-clock time (see the module
+    docstring). Outside the sending hours, the last allowed time before: the end of
+    that day's hours if later than them, else the end of the day before's.
+    """
+    wall = require_aware(start, "start").astimezone(tz).replace(tzinfo=None) - offset
+    if wall.time() > config.send_until:
+        wall = datetime.combine(wall.date(), config.send_until)
+    elif wall.time() < config.send_from:
+        wall = datetime.combine(wall.date() - timedelta(days=1), config.send_until)
+    return wall.replace(tzinfo=tz).astimezone(timezone.utc)
+
+
+def sending_allowed(moment: datetime, config: ReminderConfig, tz: ZoneInfo) -> bool:
+    """Whether ``moment`` is inside the local sending hours."""
+    local = require_aware(moment, "moment").astimezone(tz).time()
+    return config.send_from <= local <= config.send_until
+
+
+# --- who got one ----------------------------------------------------------------------
+
+# States of a (booking, offset) row of the reminders table.
+SENDING = "sending"  # claimed; a runner is sending (or died doing so)
+SENT = "sent"
+FAILED = "failed"  # Rasa refused or could not be reached: never tried again
+SKIPPED = "skipped"  # cancelled or moved by the time it was due
+NOT_ALLOWED = "not_allowed"  # the number opted out of texts
+
+# What staff see per booking (clinicbot reminders, the staff page).
+STATES = (
+    "not due",
+    "sent",
+    "confirmed",
+    "asked to reschedule",
+    "cancelled",
+    "no reply",
+    "failed",
+    "not allowed",
+)
+# A claim still "sending" after this long: its runner died; shown as failed.
+STALE_CLAIM = timedelta(minutes=5)
+
+_SCHEMA = """
+-- One row per booking and offset whose reminder was due: the key is what makes
+-- "never twice" hold across runners, restarts and machines.
+CREATE TABLE IF NOT EXISTS reminders (
+    reference TEXT NOT NULL,
+    offset_minutes INTEGER NOT NULL,
+    state TEXT NOT NULL
+        CHECK (state IN ('sending', 'sent', 'failed', 'skipped', 'not_allowed')),
+    claimed_utc INTEGER NOT NULL,
+    PRIMARY KEY (reference, offset_minutes)
+);
+"""
+
+
+@dataclass(frozen=True)
+class ReminderRow:
+    """What happened to one offset's reminder of a booking."""
+
+    offset: timedelta
+    state: str
+    claimed_at: datetime
+
+
+class ReminderStore:
+    """The ``reminders`` table, beside the bookings (SQLite file or PostgreSQL)."""
+
+    def __init__(self, location: StrPath) -> None:
+        self._db = Database(location, _SCHEMA, database_unavailable)
+
+    def claim(self, reference: str, offset: timedelta, now: datetime) -> bool:
+        """Takes the reminder for this runner; False if anyone took it before."""
+        with self._db.write() as connection:
+            cursor = connection.execute(
+                "INSERT INTO reminders VALUES (?, ?, 'sending', ?)"
+                " ON CONFLICT (reference, offset_minutes) DO NOTHING",
+                (reference, _minutes(offset), int(now.timestamp())),
+            )
+        return int(cursor.rowcount) == 1
+
+    def record(self, reference: str, offset: timedelta, state: str) -> None:
+        """The outcome of a claimed reminder."""
+        with self._db.write() as connection:
+            connection.execute(
+                "UPDATE reminders SET state = ?"
+                " WHERE reference = ? AND offset_minutes = ?",
+                (state, reference, _minutes(offset)),
+            )
+
+    def rows(self, references: Sequence[str]) -> Dict[str, List[ReminderRow]]:
+        """Every reminder row of these bookings, by reference."""
+        found: Dict[str, List[ReminderRow]] = {ref: [] for ref in references}
+        if not references:
+            return found
+        marks = ", ".join("?" * len(references))
+        with self._db.connection() as connection:
+            rows = connection.execute(
+                "SELECT reference, offset_minutes, state, claimed_utc FROM reminders"
+                f" WHERE reference IN ({marks})",
+                list(references),
+            ).fetchall()
+        for row in rows:
+            found[row[0]].append(
+                ReminderRow(
+                    timedelta(minutes=row[1]),
+                    row[2],
+                    datetime.fromtimestamp(row[3], timezone.utc),
+                )
+            )
+        return found
+
+
+def _minutes(offset: timedelta) -> int:
+    return int(offset.total_seconds() // 60)
+
+
+# --- the job ------------------------------------------------------------------------
+
+# Sends one reminder: True if Rasa took it (the SMS then goes through the outbox).
+Sender = Callable[[Booking], bool]
+# Whether texts may go to this number (False: it opted out).
+Reachable = Callable[[str], bool]
+
+
+class Bookings(Protocol):
+    """What the job reads of the scheduler (the embedded one has both)."""
+
+    def active_bookings_between(
+        self, start: datetime, end: datetime, provider: Optional[str] = None
+    ) -> List[Booking]:
+        """Active bookings overlapping [start, end)."""
+
+    def get_booking(self, reference: str, phone: str) -> Booking:
+        """The booking as it is now; ``BookingNotFound`` if it is gone."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Counts of one pass (never patient data: safe to log)."""
+
+    sent: int = 0
+    failed: int = 0
+    not_allowed: int = 0
+    skipped: int = 0
+
+
+class ReminderSchedule:
+    """Sends every reminder that is due, once (see the module docstring)."""
+
+    def __init__(
+        self,
+        bookings: Bookings,
+        store: ReminderStore,
+        send: Sender,
+        reachable: Reachable,
+        settings: ReminderSettings,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        self._bookings = bookings
+        self._store = store
+        self._send = send
+        self._reachable = reachable
+        self._settings = settings
+        self._clock: Clock = clock or utc_now
+
+    def due(self, now: datetime) -> List[Tuple[Booking, timedelta]]:
+        """(booking, offset) pairs whose send time has come, visit not yet begun.
+
+        Only active bookings with consent; soonest visit first. A booking made
+        after its send time is reminded at once.
+        """
+        config, tz = self._settings.reminders, self._settings.scheduling.tz
+        if not sending_allowed(now, config, tz):
+            return []
+        # A send time is at most the longest offset plus a day of quiet hours before
+        # the visit.
+        horizon = now + max(config.offsets) + timedelta(days=1, hours=1)
+        return [
+            (booking, offset)
+            for booking in self._bookings.active_bookings_between(now, horizon)
+            if booking.reminder_consent and booking.slot.start > now
+            for offset in config.offsets
+            if send_time(booking.slot.start, offset, config, tz) <= now
+        ]
+
+    def run_once(self) -> RunResult:
+        """One pass: claims and sends what is due now; returns counts."""
+        now = require_aware(self._clock(), "clock()").astimezone(timezone.utc)
+        counts = {SENT: 0, FAILED: 0, NOT_ALLOWED: 0, SKIPPED: 0}
+        for booking, offset in self.due(now):
+            if not self._store.claim(booking.reference, offset, now):
+                continue  # another runner's, or done before a restart
+            state = self._deliver(booking)
+            self._store.record(booking.reference, offset, state)
+            counts[state] += 1
+        if any(counts.values()):
+            logger.info(
+                "Reminders: %d sent, %d failed, %d not allowed (opted out),"
+                " %d skipped (cancelled or moved).",
+                counts[SENT],
+                counts[FAILED],
+                counts[NOT_ALLOWED],
+                counts[SKIPPED],
+            )
+        return RunResult(
+            counts[SENT], counts[FAILED], counts[NOT_ALLOWED], counts[SKIPPED]
+        )
+
+    def _deliver(self, booking: Booking) -> str:
+        """Sends a claimed reminder if the booking is still on and the number open."""
+        try:
+            current = self._bookings.get_booking(
+                booking.reference, booking.patient.phone
+            )
+        except BookingNotFound:
+            return SKIPPED  # forgotten (clinicbot forget) since it was listed
+        except BackendUnavailable:
+            return FAILED
+        if current.status != BOOKED or current.slot.start != booking.slot.start:
+            return SKIPPED
+        if not self._reachable(booking.patient.phone):
+            return NOT_ALLOWED
+        return SENT if self._send(current) else FAILED
+
+
+# --- what staff see -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DayEntry:
+    """One booking of a day as the front desk sees it: no phone, no full name."""
+
+    start: datetime  # local
+    visit: str
+    patient: str  # first name and initial of the last
+    state: str
+
+
+def short_name(name: str) -> str:
+    """``Maria L.`` for ``Maria Lopez``: enough for the front desk to tell apart."""
+    parts = name.split()
+    if not parts:
+        return "-"
+    return parts[0] if len(parts) == 1 else f"{parts[0]} {parts[-1][0]}."
+
+
+def reminder_state(
+    booking: Booking, rows: Sequence[ReminderRow], now: datetime, tz: ZoneInfo
+) -> str:
+    """The booking's reminder state, one of :data:`STATES`."""
+    if booking.status != BOOKED:
+        return "cancelled"
+    if booking.confirmed:
+        return "confirmed"
+    if booking.reschedule_requested:
+        return "asked to reschedule"
+    if not booking.reminder_consent or any(r.state == NOT_ALLOWED for r in rows):
+        return "not allowed"
+    sent = [r for r in rows if r.state == SENT]
+    if any(r.state == FAILED or _stale(r, now) for r in rows) and not sent:
+        return "failed"
+    if sent or any(r.state == SENDING for r in rows):
+        visit_day = booking.slot.start.astimezone(tz).date()
+        return "no reply" if now.astimezone(tz).date() >= visit_day else "sent"
+    return "not due"
+
+
+def _stale(row: ReminderRow, now: datetime) -> bool:
+    return row.state == SENDING and now - row.claimed_at > STALE_CLAIM
+
+
+def day_entries(
+    bookings: Sequence[Booking],
+    store: ReminderStore,
+    settings: ReminderSettings,
+    now: datetime,
+) -> List[DayEntry]:
+    """The reminder state of each of a day's bookings, by time."""
+    tz = settings.scheduling.tz
+    rows = store.rows([booking.reference for booking in bookings])
+    return [
+        DayEntry(
+            start=booking.slot.start.astimezone(tz),
+            visit=settings.visit_name(booking.slot.visit_type),
+            patient=short_name(booking.patient.name),
+            state=reminder_state(booking, rows[booking.reference], now, tz),
+        )
+        for booking in sorted(bookings, key=lambda item: item.slot.start)
+    ]

@@ -1,4 +1,7 @@
-"""The running Rasa server's HTTP API: which model is live, and swapping it.
+"""The running Rasa server's HTTP API: the live model, and turns started from outside.
+
+``POST /conversations/{id}/trigger_intent`` starts a turn the patient did not
+(an appointment reminder, staff/reminders.py).
 
 ``PUT /model`` loads the new model while the old one keeps answering, then swaps
 them, so publishing needs no restart. The server must run with ``--enable-api
@@ -39,15 +42,16 @@ class RasaApi:
         path: str,
         body: Optional[Dict[str, Any]],
         timeout: float,
+        query: Optional[Dict[str, str]] = None,
     ) -> Any:
         if not self.token:
             raise ApiError(
                 "No API token: set RASA_API_TOKEN to the token the assistant was "
                 "started with (scripts/run.sh keeps it in $STATE_DIR/rasa_api_token)."
             )
-        query = urllib.parse.urlencode({"token": self.token})
+        arguments = urllib.parse.urlencode({**(query or {}), "token": self.token})
         request = urllib.request.Request(
-            f"{self.url.rstrip('/')}{path}?{query}",
+            f"{self.url.rstrip('/')}{path}?{arguments}",
             data=None if body is None else json.dumps(body).encode("utf-8"),
             headers={"Content-Type": "application/json"},
             method=method,
@@ -102,6 +106,29 @@ class RasaApi:
                 f"The assistant could not load {model.name}: {error} The model "
                 "that was live is still live."
             ) from None
+
+    def trigger_intent(
+        self,
+        conversation_id: str,
+        intent: str,
+        entities: Dict[str, str],
+        output_channel: str,
+        timeout: float = STATUS_TIMEOUT,
+    ) -> None:
+        """``POST /conversations/{id}/trigger_intent``: an external event.
+
+        The conversation's predicted actions run and their messages go out through
+        ``output_channel`` (the input channel of that name must provide one).
+        Error messages name no conversation (an id may be a phone number).
+        """
+        path = "/conversations/" + urllib.parse.quote(conversation_id, safe="")
+        self._request(
+            "POST",
+            f"{path}/trigger_intent",
+            {"name": intent, "entities": entities},
+            timeout,
+            {"output_channel": output_channel},
+        )
 
 
 def _message(error: urllib.error.HTTPError) -> str:

@@ -73,6 +73,9 @@ class FakeBooking:
     name: str
     phone: str
     status: str = "booked"
+    reminder_consent: bool = False
+    confirmed: bool = False
+    reschedule_requested: bool = False
 
 
 class HttpError(Exception):
@@ -243,6 +246,8 @@ class FakeWebhookServer(LoopbackFake):
             "bookings": self._book,
             "bookings/cancel": self._cancel,
             "bookings/get": self._get,
+            "bookings/confirm": self._confirm,
+            "bookings/reschedule-request": self._reschedule_request,
         }
         if operation not in handlers:
             raise HttpError(404, "not_found", "no such operation")
@@ -299,7 +304,11 @@ class FakeWebhookServer(LoopbackFake):
         if hold_id is not None:
             self._holds.pop(hold_id, None)
         reference = "VLM" + secrets.token_hex(3).upper()
+        consent = request.get("reminder_consent", False)
+        if not isinstance(consent, bool):
+            raise HttpError(400, "bad_request", "reminder_consent must be a boolean")
         booking = FakeBooking(reference, slot.slot_id, name, phone)
+        booking.reminder_consent = consent
         self._bookings[reference] = booking
         return 201, self._booking_json(booking)
 
@@ -310,6 +319,18 @@ class FakeWebhookServer(LoopbackFake):
 
     def _get(self, request: Dict[str, Any]) -> Tuple[int, Any]:
         return 200, self._booking_json(self._find_booking(request))
+
+    def _confirm(self, request: Dict[str, Any]) -> Tuple[int, Any]:
+        booking = self._find_booking(request)
+        booking.confirmed = booking.confirmed or booking.status == "booked"
+        return 200, self._booking_json(booking)
+
+    def _reschedule_request(self, request: Dict[str, Any]) -> Tuple[int, Any]:
+        booking = self._find_booking(request)
+        booking.reschedule_requested = (
+            booking.reschedule_requested or booking.status == "booked"
+        )
+        return 200, self._booking_json(booking)
 
     # Helpers (under the lock).
 
@@ -346,6 +367,9 @@ class FakeWebhookServer(LoopbackFake):
             "slot": self._slots[booking.slot_id].as_json(),
             "patient": {"name": booking.name, "phone": booking.phone},
             "status": booking.status,
+            "reminder_consent": booking.reminder_consent,
+            "confirmed": booking.confirmed,
+            "reschedule_requested": booking.reschedule_requested,
         }
 
 
