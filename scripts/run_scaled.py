@@ -58,7 +58,7 @@ from scripts.services import (
     require_packages,
     secret,
 )
-from scripts.supervise import RETENTION_JOB
+from scripts.supervise import REMINDER_JOB, RETENTION_JOB
 
 ENDPOINTS = ROOT / "deploy" / "scaled" / "endpoints.yml"
 DATABASE = "clinic"
@@ -196,8 +196,8 @@ class ScaledProfile:
         base = settings.load(env)
         # The small stores' pool (STORE_POOL_SIZE) in every process that opens
         # them: the Rasa servers (channels), the action servers (scheduler,
-        # call-backs), the staff page and the retention job's run.
-        store_processes = options.rasa_servers + options.action_servers + 2
+        # call-backs), the staff page, the retention and the reminder jobs.
+        store_processes = options.rasa_servers + options.action_servers + 3
         self.postgres = Postgres(
             state_dir / "postgres",
             port(5433),
@@ -315,6 +315,14 @@ class ScaledProfile:
             # One daily retention job for the whole profile (clinicbot retention
             # at start and at 03:00), on the same stores as the servers.
             self._started(self._process("retention", RETENTION_JOB.command))
+            # One reminder job (any Rasa server: they share the conversations).
+            self._started(
+                self._process(
+                    "reminders",
+                    REMINDER_JOB.command,
+                    RASA_URL=f"http://{LOOPBACK}:{self.rasa_ports[0]}",
+                )
+            )
             nginx = self._started(
                 self.nginx().process(self.env, self.logs / "nginx.log")
             )

@@ -111,6 +111,14 @@ RETENTION_JOB = Part(
     ("{VENV}/bin/python", "-m", "scripts.daily"),
     "",
 )
+# Appointment reminders by SMS when due (clinic.yml's reminders:), every
+# REMINDER_POLL_SECONDS; once per booking however many run (scripts/reminders.py).
+REMINDER_JOB = Part(
+    "reminders",
+    "appointment reminders",
+    ("{VENV}/bin/python", "-m", "scripts.reminders"),
+    "",
+)
 # Environment variables an operator may set that scripts/env.sh gives no default.
 OPTIONAL_VARIABLES = (
     "RASA_API_TOKEN",
@@ -210,7 +218,7 @@ def supervisord_config(environ: Mapping[str, str]) -> str:
         f"serverurl=unix://{_value(str(socket))}",
         "",
     ]
-    for part in [*enabled_parts(environ), HEALTH, RETENTION_JOB]:
+    for part in [*enabled_parts(environ), HEALTH, RETENTION_JOB, REMINDER_JOB]:
         lines += _program(part, environ, logs)
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from supervisor.options import ServerOptions
 
 from scripts import api_token, rasa_server, supervise
 from scripts.health import report, restarts_from_log
-from scripts.supervise import HEALTH, PARTS, RETENTION_JOB, Part
+from scripts.supervise import HEALTH, PARTS, REMINDER_JOB, RETENTION_JOB, Part
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "deploy" / "systemd"
@@ -77,6 +77,7 @@ def test_config_runs_every_part_restarted_with_backoff_and_logs(tmp_path: Path) 
         "demo_page",
         "health",
         "rasa_server",
+        "reminders",
         "retention",
         "staff_page",
     ]
@@ -131,6 +132,7 @@ def test_config_without_staff_password_leaves_the_staff_page_out(
         "demo_page",
         "health",
         "rasa_server",
+        "reminders",
         "retention",
     ]
 
@@ -203,7 +205,7 @@ def test_summary_says_where_everything_is(tmp_path: Path) -> None:
 
 
 def unit_parts() -> List[Part]:
-    return [*PARTS, HEALTH, RETENTION_JOB]
+    return [*PARTS, HEALTH, RETENTION_JOB, REMINDER_JOB]
 
 
 @pytest.mark.parametrize("part", unit_parts(), ids=lambda part: part.name)

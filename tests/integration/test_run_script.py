@@ -260,6 +260,7 @@ def test_ctrl_c_stops_every_part_and_leaves_nothing_behind(stack: Stack) -> None
         "demo_page",
         "health",
         "rasa_server",
+        "reminders",
         "retention",
         "staff_page",
     ]
