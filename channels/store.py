@@ -10,6 +10,11 @@
   key of the logs, times, attempts, Twilio's status and error code).
 - The ``MessageSid`` of each text received, so that Twilio's retry of a webhook is
   not answered twice (kept for ``SEEN_SMS_DAYS``).
+- The SMS inbox: each text received, written in the same step as its SID before
+  Twilio's webhook is answered, and deleted when its turn is done (with the turn's
+  replies written to the outbox). A row is held by one Rasa server at a time, for a
+  lease it renews while the text waits and its turn runs; a row whose lease ran
+  out (its server died) is claimed by another (``channels.sms_inbox``).
 
 The file (``$STATE_DIR/channels.db`` by default, ``CHANNEL_DB`` to change it) holds
 phone numbers and the text of replies not sent yet: it is created readable by its
@@ -39,6 +44,9 @@ FAILED_SMS_DAYS = 90.0
 # Offered buttons (and the numbered list they belong to) are kept this long after
 # they were offered: a click on an older button is refused like any typed payload.
 OFFER_DAYS = 7.0
+# A received text is handled within seconds; one still in the inbox after a day
+# (say, every server down overnight) is removed by retention, unanswered.
+INBOX_DAYS = 1.0
 DAY = 86_400.0
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
@@ -84,6 +92,19 @@ CREATE TABLE IF NOT EXISTS sms_seen (
     message_sid TEXT PRIMARY KEY,
     received_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sms_inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order of arrival, per number
+    message_sid TEXT UNIQUE,  -- NULL if Twilio's form had none
+    phone TEXT NOT NULL,
+    body TEXT NOT NULL,
+    media_count INTEGER NOT NULL,
+    opt_out_type TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    owner TEXT NOT NULL,  -- the Rasa server (process) holding it
+    lease_until REAL NOT NULL,  -- after this, another server may claim it
+    attempts INTEGER NOT NULL DEFAULT 1  -- servers that took it so far
+);
+CREATE INDEX IF NOT EXISTS sms_inbox_by_lease ON sms_inbox (lease_until);
 """
 
 
@@ -113,6 +134,18 @@ class FailedSms:
     reason: str
 
 
+@dataclass(frozen=True)
+class ReceivedSms:
+    """A received text in the inbox, as Twilio's form gave it."""
+
+    id: int
+    message_sid: Optional[str]
+    phone: str
+    body: str
+    media_count: int
+    opt_out_type: str
+
+
 def default_path() -> Path:
     """``$CHANNEL_DB``, else ``$STATE_DIR/channels.db`` (``clinic_common.settings``)."""
     return settings.load().channel_db
@@ -124,7 +157,10 @@ def default_location() -> StrPath:
 
 
 class ChannelStore:
-    """Offered buttons, SMS opt-outs, outbox and received SIDs; safe across threads."""
+    """Offered buttons, SMS opt-outs, outbox, received SIDs and the SMS inbox.
+
+    Safe across threads and processes.
+    """
 
     def __init__(self, path: Optional[StrPath] = None) -> None:
         """Prepares the store (a file is created, owner-only, on first use).
@@ -231,12 +267,19 @@ class ChannelStore:
         phone_key: str,
         conversation: str,
         now: Optional[float] = None,
+        handled: Optional[int] = None,
     ) -> None:
-        """Writes replies to one number to the outbox, to be sent in this order."""
-        if not bodies:
+        """Writes replies to one number to the outbox, to be sent in this order.
+
+        ``handled``: the inbox row of the text they answer, deleted in the same
+        transaction, so that a text is either answered or still in the inbox.
+        """
+        if not bodies and handled is None:
             return
         now = time.time() if now is None else now
         with self._db.write() as db:
+            if handled is not None:
+                db.execute("DELETE FROM sms_inbox WHERE id = ?", (handled,))
             db.executemany(
                 "INSERT INTO sms_outbox (phone, body, phone_key, conversation,"
                 " created_at, next_attempt_at, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -383,24 +426,118 @@ class ChannelStore:
             for row in rows
         ]
 
-    # --- inbound SMS seen ------------------------------------------------------------
+    # --- the SMS inbox ---------------------------------------------------------------
 
-    def first_time_seen(self, message_sid: str, now: Optional[float] = None) -> bool:
-        """Records a received text's ``MessageSid``; False if it was recorded before.
+    def receive_sms(
+        self,
+        sms: ReceivedSms,
+        owner: str,
+        lease_until: float,
+        now: Optional[float] = None,
+    ) -> Optional[int]:
+        """Stores a received text held by ``owner``; its row id, None if seen before.
 
-        SIDs older than ``SEEN_SMS_DAYS`` are forgotten.
+        Its ``MessageSid`` is recorded in the same transaction, so a text Twilio
+        posts again is stored once (SIDs are forgotten after ``SEEN_SMS_DAYS``). A
+        text without a SID (``sms.message_sid`` None) is always stored. ``sms.id``
+        is ignored.
         """
         now = time.time() if now is None else now
         with self._db.write() as db:
-            db.execute(
-                "DELETE FROM sms_seen WHERE received_at < ?",
-                (now - SEEN_SMS_DAYS * DAY,),
-            )
+            if sms.message_sid is not None:
+                db.execute(
+                    "DELETE FROM sms_seen WHERE received_at < ?",
+                    (now - SEEN_SMS_DAYS * DAY,),
+                )
+                seen = db.execute(
+                    "INSERT INTO sms_seen VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (sms.message_sid, now),
+                )
+                if int(seen.rowcount) != 1:
+                    return None
+            row = db.execute(
+                "INSERT INTO sms_inbox (message_sid, phone, body, media_count,"
+                " opt_out_type, received_at, owner, lease_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                (
+                    sms.message_sid,
+                    sms.phone,
+                    sms.body,
+                    sms.media_count,
+                    sms.opt_out_type,
+                    now,
+                    owner,
+                    lease_until,
+                ),
+            ).fetchone()
+        # No row: the text is still in the inbox, after its SID was forgotten.
+        return None if row is None else int(row[0])
+
+    def hold_sms(self, ids: Sequence[int], owner: str, until: float) -> int:
+        """Renews ``owner``'s lease on these inbox rows; how many it still holds."""
+        if not ids:
+            return 0
+        marks = ", ".join("?" * len(ids))
+        with self._db.write() as db:
             cursor = db.execute(
-                "INSERT INTO sms_seen VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (message_sid, now),
+                "UPDATE sms_inbox SET lease_until = ?"
+                f" WHERE owner = ? AND id IN ({marks})",
+                (until, owner, *ids),
             )
-        return int(cursor.rowcount) == 1
+        return int(cursor.rowcount)
+
+    def orphaned_sms(self, now: float) -> bool:
+        """Whether an inbox row's lease ran out by ``now`` (a read: cheap to poll)."""
+        with self._db.connection() as db:
+            row = db.execute(
+                "SELECT 1 FROM sms_inbox WHERE lease_until < ? LIMIT 1", (now,)
+            ).fetchone()
+        return row is not None
+
+    def claim_orphaned_sms(
+        self, owner: str, now: float, until: float, max_attempts: int
+    ) -> Tuple[List[ReceivedSms], int]:
+        """Takes the inbox rows whose lease ran out by ``now``, oldest first.
+
+        They are held by ``owner`` until ``until``; in one transaction, so no two
+        servers take the same row. A row already taken ``max_attempts`` times is
+        deleted instead (a text that fails every server must not loop for ever).
+        Returns the rows taken and how many were given up.
+        """
+        with self._db.write() as db:
+            given_up = db.execute(
+                "DELETE FROM sms_inbox WHERE lease_until < ? AND attempts >= ?",
+                (now, max_attempts),
+            )
+            rows = db.execute(
+                "SELECT id, message_sid, phone, body, media_count, opt_out_type"
+                " FROM sms_inbox WHERE lease_until < ? ORDER BY id",
+                (now,),
+            ).fetchall()
+            db.executemany(
+                "UPDATE sms_inbox SET owner = ?, lease_until = ?,"
+                " attempts = attempts + 1 WHERE id = ?",
+                [(owner, until, row[0]) for row in rows],
+            )
+        taken = [
+            ReceivedSms(
+                id=int(row[0]),
+                message_sid=None if row[1] is None else str(row[1]),
+                phone=str(row[2]),
+                body=str(row[3]),
+                media_count=int(row[4]),
+                opt_out_type=str(row[5]),
+            )
+            for row in rows
+        ]
+        return taken, int(given_up.rowcount)
+
+    def unhandled_sms(self) -> int:
+        """How many received texts are in the inbox."""
+        with self._db.connection() as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM sms_inbox").fetchone()
+        return int(count)
 
     # --- retention (staff: clinicbot retention, clinicbot forget) -----------------
 
@@ -410,7 +547,8 @@ class ChannelStore:
         Offered buttons after ``OFFER_DAYS`` (a numbered list goes with its last
         button), received SIDs after ``SEEN_SMS_DAYS``, finished outbox rows after
         ``SENT_SMS_DAYS`` (sent) or ``FAILED_SMS_DAYS`` (failed); a reply not sent
-        yet stays. Returns the counts deleted (or, ``dry_run``, to delete) per kind.
+        yet stays; received texts still unhandled after ``INBOX_DAYS``. Returns
+        the counts deleted (or, ``dry_run``, to delete) per kind.
         """
         offers = now - OFFER_DAYS * DAY
         return self._delete(
@@ -436,6 +574,10 @@ class ChannelStore:
                         now - FAILED_SMS_DAYS * DAY,
                     ),
                 ),
+                "unhandled texts": (
+                    "sms_inbox WHERE received_at < ?",
+                    (now - INBOX_DAYS * DAY,),
+                ),
             },
             dry_run,
         )
@@ -451,7 +593,8 @@ class ChannelStore:
 
         The buttons offered to the conversations ``senders`` (on any channel), and
         the outbox rows to ``phone`` or of the conversation keys ``conversations``
-        (sent and failed rows keep only the key), pending replies included. Returns
+        (sent and failed rows keep only the key), pending replies included, and the
+        texts from ``phone`` still in the inbox. Returns
         the counts deleted (or, ``dry_run``, to delete) per kind.
         """
         who = ", ".join("?" * len(senders)) or "NULL"
@@ -467,6 +610,7 @@ class ChannelStore:
                     f"sms_outbox WHERE phone = ? OR conversation IN ({keys})",
                     (phone, *conversations),
                 ),
+                "unhandled texts": ("sms_inbox WHERE phone = ?", (phone,)),
             },
             dry_run,
         )

@@ -379,6 +379,18 @@ PATIENT_LIMITS = (
     RequestLimit("socket_io", r"^/socket\.io/", rate=20, burst=200),
 )
 
+# For the Twilio webhook's location only: a request that fails on one Rasa server
+# (connection refused or reset, say by a server killed mid-request, or no answer in
+# time) is sent to another, POSTs included. A repeat is harmless there: the webhook
+# stores each text with its MessageSid in the SMS inbox (channels/sms_inbox.py) and
+# answers a SID it has seen without handling it again. The body (a small form) is
+# kept in memory so that it can be sent again; unbuffered, it could not.
+RESEND_TO_ANOTHER_SERVER = (
+    "    proxy_request_buffering on;\n"
+    "    client_body_buffer_size 64k;\n"
+    "    proxy_next_upstream error timeout non_idempotent;\n"
+)
+
 
 @dataclass(frozen=True)
 class Nginx:

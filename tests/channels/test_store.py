@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from channels.store import FAILED_SMS_DAYS, SEEN_SMS_DAYS, ChannelStore
+from channels.store import (
+    FAILED_SMS_DAYS,
+    INBOX_DAYS,
+    SEEN_SMS_DAYS,
+    ChannelStore,
+    ReceivedSms,
+)
 from staff.cli import main as staff_main
 from tests.staff.pgkit import Location
 
@@ -56,12 +62,65 @@ def test_opt_outs_survive_a_new_store_and_start_again(
     assert not store.is_opted_out(PHONE)
 
 
-def test_a_received_sid_is_answered_once_and_forgotten_after_a_week(
+def text(sid: Any, body: str = "hello", phone: str = PHONE) -> ReceivedSms:
+    return ReceivedSms(0, sid, phone, body, 0, "")
+
+
+def test_a_received_sid_is_stored_once_and_forgotten_after_a_week(
     store: ChannelStore,
 ) -> None:
-    assert store.first_time_seen("SM1", now=NOW)
-    assert not store.first_time_seen("SM1", now=NOW + 60)
-    assert store.first_time_seen("SM1", now=NOW + SEEN_SMS_DAYS * DAY + 1)
+    row = store.receive_sms(text("SM1"), "a", NOW + 10, now=NOW)
+    assert row is not None
+    assert store.receive_sms(text("SM2"), "a", NOW + 10, now=NOW) is not None
+    assert store.receive_sms(text("SM1"), "b", NOW + 70, now=NOW + 60) is None
+    store.queue_sms(PHONE, ["Reply."], "k1", "c1", now=NOW + 60, handled=row)
+    later = NOW + SEEN_SMS_DAYS * DAY + 1
+    assert store.receive_sms(text("SM1"), "a", later + 10, now=later) is not None
+    # Still in the inbox (no server handled it for a week): stored once.
+    assert store.receive_sms(text("SM2"), "a", later + 10, now=later) is None
+    # Without a SID nothing tells a retry apart: each post is stored.
+    assert store.receive_sms(text(None), "a", NOW + 10, now=NOW) is not None
+    assert store.receive_sms(text(None), "a", NOW + 10, now=NOW) is not None
+    assert store.unhandled_sms() == 4
+
+
+def test_the_inbox_holds_a_text_until_its_replies_are_queued(
+    store: ChannelStore,
+) -> None:
+    first = store.receive_sms(text("SM1", "one"), "a", NOW + 10, now=NOW)
+    second = store.receive_sms(text("SM2", "two"), "a", NOW + 10, now=NOW)
+    other = store.receive_sms(text("SM3", "other", OTHER), "b", NOW + 30, now=NOW)
+    assert first is not None and second is not None and other is not None
+
+    assert store.hold_sms([first, second], "a", NOW + 20) == 2  # renewed by "a"
+    assert store.hold_sms([first], "b", NOW + 40) == 0  # "b" does not hold it
+    assert not store.orphaned_sms(NOW + 15)
+    assert store.claim_orphaned_sms("b", NOW + 15, NOW + 25, 3) == ([], 0)
+
+    # "a" stopped renewing (killed): "b" takes its texts, oldest first, once.
+    assert store.orphaned_sms(NOW + 21)
+    taken, given_up = store.claim_orphaned_sms("b", NOW + 21, NOW + 31, 3)
+    assert [(sms.id, sms.body, sms.phone) for sms in taken] == [
+        (first, "one", PHONE),
+        (second, "two", PHONE),
+    ]
+    assert taken[0].message_sid == "SM1" and given_up == 0
+    assert store.claim_orphaned_sms("c", NOW + 21, NOW + 31, 3) == ([], 0)
+    assert store.hold_sms([first], "a", NOW + 40) == 0  # "a" lost it
+
+    store.queue_sms(PHONE, ["Reply."], "k1", "c1", now=NOW + 22, handled=first)
+    store.queue_sms(PHONE, [], "k1", "c1", now=NOW + 22, handled=second)  # STOP
+    assert store.unhandled_sms() == 1 and store.pending_sms() == 1
+
+
+def test_a_text_no_server_finishes_is_given_up(store: ChannelStore) -> None:
+    store.receive_sms(text("SM1"), "a", NOW + 10, now=NOW)
+    for attempt, server in enumerate(("b", "c"), start=1):
+        now = NOW + 11 * attempt
+        taken, _ = store.claim_orphaned_sms(server, now, now + 10, 3)
+        assert len(taken) == 1
+    assert store.claim_orphaned_sms("d", NOW + 40, NOW + 50, 3) == ([], 1)
+    assert store.unhandled_sms() == 0
 
 
 def test_the_outbox_sends_each_numbers_replies_in_order(store: ChannelStore) -> None:
@@ -92,18 +151,24 @@ def test_the_outbox_sends_each_numbers_replies_in_order(store: ChannelStore) -> 
 def test_retention_and_forget_keep_the_opt_out(store: ChannelStore) -> None:
     store.remember_offers("twilio", PHONE, [("Yes", "/affirm")])
     store.queue_sms(PHONE, ["Booked."], "k1", "c1", now=NOW)
-    store.first_time_seen("SM-old", now=NOW - 30 * DAY)
+    store.receive_sms(text("SM-new"), "a", NOW + 10, now=NOW)
+    store.receive_sms(text("SM-old", phone=OTHER), "a", 0.0, now=NOW - 30 * DAY)
     store.set_opted_out(PHONE, True)
 
     old = store.remove_old(NOW + FAILED_SMS_DAYS * DAY, dry_run=True)
-    assert old["received message ids"] == 1 and old["offered buttons"] == 0
+    assert old["received message ids"] == 2 and old["offered buttons"] == 0
     assert store.forget(PHONE, [PHONE], ["c1"]) == {
         "offered buttons": 1,
         "numbered lists": 1,
         "outbox rows": 1,
+        "unhandled texts": 1,
     }
-    assert store.remove_old(NOW)["received message ids"] == 1
+    removed = store.remove_old(NOW)
+    assert removed["received message ids"] == 1
+    assert removed["unhandled texts"] == 1  # older than INBOX_DAYS
+    assert store.remove_old(NOW + INBOX_DAYS * DAY)["unhandled texts"] == 0
     assert store.is_opted_out(PHONE) and store.pending_sms() == 0
+    assert store.unhandled_sms() == 0
 
 
 def _claim(location: Any, sms_id: int, barrier: Any, results: Any) -> None:
@@ -131,6 +196,34 @@ def test_one_of_several_processes_claims_a_reply(
         process.join(timeout=60)
 
     assert sorted(claims) == [False] * 7 + [True]
+
+
+def _take(location: Any, owner: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    now = time.time()
+    taken, _ = ChannelStore(location).claim_orphaned_sms(owner, now, now + 60, 3)
+    results.put([sms.id for sms in taken])
+
+
+def test_one_of_several_processes_takes_an_orphaned_text(
+    store: ChannelStore, store_location: Location
+) -> None:
+    """Two Rasa servers never both handle a text a stopped server left."""
+    row = store.receive_sms(text("SM1"), "dead", time.time() - 1)
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(8), context.Queue()
+    location = store_location("channels.db")
+    processes = [
+        context.Process(target=_take, args=(location, f"s{n}", barrier, results))
+        for n in range(8)
+    ]
+    for process in processes:
+        process.start()
+    taken = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+
+    assert sorted(taken) == [[]] * 7 + [[row]]
 
 
 def test_staff_list_failed_texts_from_the_stores_database(

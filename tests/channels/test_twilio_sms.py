@@ -43,8 +43,9 @@ from twilio.request_validator import RequestValidator
 
 from actions.settings import clinic
 from channels.rate_limit import POLITE_REPLY, SMS_NOTICE_INTERVAL, RateLimits
+from channels.sms_inbox import LEASE_SECONDS
 from channels.sms_outbox import DEFAULT_RETRY_WINDOW, RetryPolicy
-from channels.store import ChannelStore
+from channels.store import ChannelStore, ReceivedSms
 from channels.twilio_sms import (
     MAX_INBOUND_CHARS,
     MAX_SMS_CHARS,
@@ -364,10 +365,12 @@ async def running(
     rasa: FakeRasa,
     retry: RetryPolicy = FAST,
     limits: Optional[RateLimits] = None,
+    lease: float = LEASE_SECONDS,
 ) -> AsyncIterator[Sms]:
     channel = TwilioSmsInput(
         config, ChannelStore(tmp_path / "channels.db"), retry, limits
     )
+    channel.inbox.lease, channel.inbox.poll = lease, min(lease / 4, 1.0)
     # Several apps in one process: Sanic's test mode keeps its per-process code
     # rewriting ("touchup") from running twice on the same methods.
     Sanic.test_mode = True
@@ -898,6 +901,52 @@ async def test_the_same_message_sid_is_answered_once(tmp_path: Path, sms: Sms) -
         await again.channel.drain()
     assert rasa.received == []
     assert sms.twilio.sent_to(PHONE) == ["You said: what is a spasm"]
+
+
+def held(phone: str, text: str) -> ReceivedSms:
+    return ReceivedSms(0, "SM" + uuid.uuid4().hex, phone, text, 0, "")
+
+
+async def test_texts_a_stopped_server_left_are_answered_once_in_order(
+    tmp_path: Path, twilio: FakeTwilioApi
+) -> None:
+    """A server killed after answering Twilio: another one answers its texts."""
+    store = ChannelStore(tmp_path / "channels.db")
+    expired = time.time() - 1  # the killed server stopped renewing its lease
+    first = held(PHONE, "hello")
+    store.receive_sms(first, "killed", expired)
+    store.receive_sms(held(PHONE, "what is a spasm"), "killed", expired)
+    store.receive_sms(held(PHONE2, "still held"), "alive", time.time() + 60)
+    rasa = FakeRasa()
+    async with running(tmp_path, config_for(twilio), twilio, rasa) as sms:
+        await wait_until(lambda: len(twilio.sent_to(PHONE)) == 2)
+        # Twilio's retry of a text the killed server had acknowledged.
+        form = {"MessageSid": str(first.message_sid), "From": PHONE, "Body": "hello"}
+        status, _, _ = await sms.post(form)
+        assert status == 200
+        await sms.channel.drain()
+    assert rasa.texts == ["hello", "what is a spasm"]
+    assert twilio.sent_to(PHONE) == ["You said: hello", "You said: what is a spasm"]
+    assert twilio.sent_to(PHONE2) == []  # its server is alive: not taken
+    assert store.unhandled_sms() == 1
+
+
+async def test_a_slow_turn_keeps_its_text_from_another_server(
+    tmp_path: Path, twilio: FakeTwilioApi
+) -> None:
+    """The lease is renewed while a turn runs, however long it is."""
+    slow, other = FakeRasa(delay={"slow": 1.0}), FakeRasa()
+    config = config_for(twilio)
+    async with (
+        running(tmp_path, config, twilio, slow, lease=0.2) as first,
+        running(tmp_path, config, twilio, other, lease=0.2),
+    ):
+        status, _, _ = await first.post(question_form("slow"))
+        assert status == 200
+        await first.channel.drain()
+    assert slow.texts == ["slow"] and other.received == []
+    assert twilio.sent_to(PHONE) == ["You said: slow"]
+    assert ChannelStore(tmp_path / "channels.db").unhandled_sms() == 0
 
 
 @pytest.mark.parametrize("length", [3_000, 20_000])

@@ -24,7 +24,7 @@ from rasa.shared.core.events import ActionExecuted, Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from staffkit import copy_project, settings_for
 
-from channels.store import ChannelStore
+from channels.store import ChannelStore, ReceivedSms
 from clinic_core.tracker_store import CachedSQLTrackerStore
 from scheduling.base import Patient
 from scheduling.callbacks import CallbackStore
@@ -156,7 +156,8 @@ def fill_other_stores(stores: retention.Stores) -> None:
     channel.queue_sms(PHONE, ["Booked."], "k", "c-x", now=RECENT)
     channel.queue_sms(OTHER, ["Booked."], "k2", "c-y", now=RECENT)
     channel.set_opted_out(PHONE, True)
-    channel.first_time_seen("SM-old", now=OLD)
+    channel.receive_sms(ReceivedSms(0, "SM-new", PHONE, "hi", 0, ""), "a", 0, NOW)
+    channel.receive_sms(ReceivedSms(0, "SM-old", OTHER, "hi", 0, ""), "a", OLD, OLD)
 
 
 def senders(settings: Settings) -> List[str]:
@@ -200,6 +201,7 @@ def test_retention_removes_what_is_older_than_kept(stores: retention.Stores) -> 
     assert report.counts["call-backs marked done"] == 1
     assert len(CallbackStore(stores.callback_db).list_open()) == 2
     assert report.counts["received message ids (channel store)"] == 1
+    assert report.counts["unhandled texts (channel store)"] == 1  # the old one
     assert ChannelStore(stores.channel_db).is_opted_out(PHONE)
     assert retention.retention(stores, now=NOW).counts == {
         kind: 0 for kind in report.counts
@@ -244,6 +246,8 @@ def test_forget_removes_one_patient_and_keeps_the_opt_out(
     assert not channel.was_offered("twilio", PHONE, "/choose{}")
     assert channel.was_offered("socketio", "recent-web", "/affirm")
     assert [sms.phone for sms in channel.due_sms(NOW)] == [OTHER]
+    assert report.counts["unhandled texts (channel store)"] == 1
+    assert channel.unhandled_sms() == 1  # the other number's
     assert channel.is_opted_out(PHONE)
     text = "\n".join(report.lines())
     assert "0188" not in text and "Ann" not in text
