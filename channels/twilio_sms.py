@@ -91,6 +91,7 @@ from rasa.core.channels.channel import (
     OutputChannel,
     UserMessage,
 )
+from rasa.core.tracker_store import TrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Blueprint, response
@@ -702,12 +703,12 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         domain: Optional[Domain] = None,
         reservation: Optional[ContextManager[Any]] = None,
         row: Optional[int] = None,
-        trackers: Optional[Any] = None,
+        trackers: Optional[TrackerStore] = None,
     ) -> None:
         """Answers one message; ``row``: its SMS inbox row, deleted once answered.
 
         ``trackers``: Rasa's tracker store, for a message a stopped server left,
-        whose turn it may have finished (see :meth:`_earlier_turn`).
+        whose turn it may have finished (see :func:`earlier_turn`).
         """
         try:
             with reservation or nullcontext():
@@ -730,7 +731,7 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         on_new_message: Callable[[UserMessage], Awaitable[Any]],
         verdict: Verdict,
         domain: Optional[Domain],
-        trackers: Optional[Any] = None,
+        trackers: Optional[TrackerStore] = None,
     ) -> List[str]:
         """The paragraphs to send back; Rasa is asked only when it should be.
 
@@ -766,7 +767,7 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
 
         output = TwilioSmsOutput()
         try:
-            earlier = await _earlier_turn(trackers, sms)
+            earlier = await earlier_turn(trackers, sms)
             if earlier is not None:
                 output.messages = earlier
             else:
@@ -808,8 +809,8 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             self.outbox.wake()
 
 
-async def _earlier_turn(
-    trackers: Optional[Any], sms: InboundSms
+async def earlier_turn(
+    trackers: Optional[TrackerStore], sms: InboundSms
 ) -> Optional[List[Dict[str, Any]]]:
     """The replies Rasa gave ``sms`` already, if its conversation holds it.
 

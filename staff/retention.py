@@ -16,14 +16,17 @@ what is older than its keeping time, in every store:
 - **call-backs** marked done more than ``BOOKING_RETENTION_DAYS`` ago are deleted;
   open ones stay until staff mark them done;
 - the **channel store**'s offered buttons after a week, received ``MessageSid`` s
-  after a week, finished outbox rows after a week (sent) or 90 days (failed);
+  after a week, finished outbox rows after a week (sent) or 90 days (failed),
+  received texts the SMS inbox still holds after a day (a text is handled within
+  seconds and deleted then; one left a day is not answered any more);
 - **opt-outs** are always kept: a number that said STOP must never be texted again.
 
 ``clinicbot forget --phone NUMBER`` removes one patient: the SMS conversation (its
 sender id is the number, E.164), every conversation where the number was given (a
 booking or call-back form's slot, or a message), the bookings of the number
 (anonymised like old ones: reference and time kept; an upcoming one is also
-cancelled, freeing its time), the call-backs, the offered buttons and outbox rows.
+cancelled, freeing its time), the call-backs, the offered buttons, outbox rows and
+texts from the number still in the SMS inbox.
 The opt-out stays.
 
 Both report counts per store, nothing else: no name, number or message. A dry run

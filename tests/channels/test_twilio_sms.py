@@ -35,8 +35,9 @@ import pytest
 from rasa.core.actions.action import ActionBotResponse
 from rasa.core.channels.channel import UserMessage
 from rasa.core.nlg import TemplatedNaturalLanguageGenerator
+from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import BotUttered
+from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from sanic import Sanic
 from twilio.request_validator import RequestValidator
@@ -50,10 +51,12 @@ from channels.twilio_sms import (
     MAX_INBOUND_CHARS,
     MAX_SMS_CHARS,
     MEDIA_NOTE,
+    InboundSms,
     TwilioConfig,
     TwilioSmsInput,
     TwilioSmsOutput,
     choice_number,
+    earlier_turn,
     keyword_of,
     numbered_choices,
     render_turn,
@@ -929,6 +932,31 @@ async def test_texts_a_stopped_server_left_are_answered_once_in_order(
     assert twilio.sent_to(PHONE) == ["You said: hello", "You said: what is a spasm"]
     assert twilio.sent_to(PHONE2) == []  # its server is alive: not taken
     assert store.unhandled_sms() == 1
+
+
+async def test_a_text_read_before_its_server_died_is_answered_from_its_turn() -> None:
+    """Killed after Rasa saved the turn, before the replies reached the outbox."""
+    trackers = InMemoryTrackerStore(Domain.empty())
+    buttons = [{"title": "Yes", "payload": "/affirm"}]
+    events = [
+        UserUttered("hi", message_id="SM1"),
+        ActionExecuted("utter_greet"),
+        BotUttered("Hello!"),
+        BotUttered("Book now?", {"buttons": buttons}),
+        ActionExecuted("action_listen"),
+        UserUttered("next", message_id="SM2"),
+        BotUttered("Next answer."),
+    ]
+    await trackers.save(DialogueStateTracker.from_events(PHONE, events))
+
+    replies = await earlier_turn(trackers, InboundSms(PHONE, "hi", 0, "", "SM1"))
+    assert replies is not None
+    assert render_turn(replies) == (
+        ["Hello!", "Book now?\n1. Yes\nReply 1"],
+        [("Yes", "/affirm")],
+    )
+    assert await earlier_turn(trackers, InboundSms(PHONE, "x", 0, "", "SM3")) is None
+    assert await earlier_turn(None, InboundSms(PHONE, "hi", 0, "", "SM1")) is None
 
 
 async def test_a_slow_turn_keeps_its_text_from_another_server(
