@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date, datetime
-from typing import Callable, List, Optional
+from datetime import date
+from typing import Callable, List, Optional, Tuple
 
 from channels.store import ChannelStore
 from channels.store import default_location as channel_store_location
 from channels.twilio_sms import CHANNEL_NAME
 from scheduling import get_scheduler
-from scheduling.base import Booking, utc_now
+from scheduling.base import Booking, Clock, utc_now
 from scheduling.reminders import (
     DayEntry,
     ReminderSchedule,
@@ -106,21 +106,31 @@ def run_forever(
         sleep(poll_seconds)
 
 
-def day_view(day: date, now: Optional[datetime] = None) -> List[DayEntry]:
-    """Each booking of local ``day`` with its reminder state (front-desk details).
+def day_view(
+    day: Optional[date] = None,
+    clock: Clock = utc_now,
+    scheduler: Optional[SqliteScheduler] = None,
+) -> Tuple[str, List[DayEntry]]:
+    """A title and each booking of local ``day`` (default today) with its state.
+
+    The title names the day and the clinic's time zone. Front-desk details only
+    (:class:`~scheduling.reminders.DayEntry`). ``scheduler``: the configured one.
 
     Raises:
         LookupError: the scheduler is not the embedded one.
     """
-    scheduler = embedded_scheduler()
+    scheduler = scheduler or embedded_scheduler()
     if scheduler is None:
         raise LookupError(
             "Reminder states are kept for the embedded scheduler only"
             " (SCHEDULER_BACKEND=sqlite)."
         )
-    return day_entries(
+    config, now = scheduler.config, clock()
+    day = day or now.astimezone(config.tz).date()
+    entries = day_entries(
         scheduler.bookings_on(day),
         ReminderStore(scheduler.location),
         reminder_settings(),
-        now or utc_now(),
+        now,
     )
+    return f"{day:%A %Y-%m-%d} ({config.timezone})", entries

@@ -3,6 +3,7 @@
 Usage (``make staff ARGS="..."`` runs the same)::
 
     scripts/clinicbot bookings [--date 2026-03-09]
+    scripts/clinicbot reminders [--date 2026-03-09]
     scripts/clinicbot block --start "2026-03-09 12:00"
         --end "2026-03-09 13:00" [--provider provider-1] [--reason "Staff meeting"]
     scripts/clinicbot blocks
@@ -36,6 +37,7 @@ from scheduling.config import (
     scheduling_config,
 )
 from scheduling.sqlite_backend import Clock, SqliteScheduler, utc_now
+from staff.reminders import day_view
 
 _INPUT_FORMAT = "%Y-%m-%d %H:%M"
 _TIME = "%I:%M %p"
@@ -81,6 +83,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--date", type=_day, help="YYYY-MM-DD (default: today at the clinic)"
     )
     bookings.set_defaults(task=_bookings)
+
+    reminders = commands.add_parser(
+        "reminders", help="one day's bookings and their reminder texts' state"
+    )
+    reminders.add_argument(
+        "--date", type=_day, help="YYYY-MM-DD (default: today at the clinic)"
+    )
+    reminders.set_defaults(task=_reminders)
 
     block = commands.add_parser("block", help="take a time off the schedule")
     block.add_argument("--start", required=True, help='"YYYY-MM-DD HH:MM"')
@@ -169,6 +179,25 @@ def _bookings(args: argparse.Namespace, clock: Clock) -> None:
     _print_table(
         ["time", "visit", "reference", "patient", "phone", "status", "provider"],
         [_booking_row(booking, config, _TIME) for booking in bookings],
+    )
+
+
+def _reminders(args: argparse.Namespace, clock: Clock) -> None:
+    """Prints each booking of a local day with its reminder's state.
+
+    What the front desk needs and no more: time, visit, first name and initial.
+    """
+    title, entries = day_view(args.date, clock, _scheduler(clock))
+    if not entries:
+        print(f"No bookings on {title}.")
+        return
+    print(f"Reminders for the bookings on {title}:")
+    _print_table(
+        ["time", "visit", "patient", "reminder"],
+        [
+            [f"{entry.start:{_TIME}}", entry.visit, entry.patient, entry.state]
+            for entry in entries
+        ],
     )
 
 

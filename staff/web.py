@@ -1,10 +1,11 @@
-"""The staff page: the FAQ, the missed-messages inbox and retraining, in a browser.
+"""The staff page: the FAQ, missed messages, retraining and reminders, in a browser.
 
     python -m staff.web [--port 8090]      (scripts/run.sh starts it)
 
 A small aiohttp app on 127.0.0.1, server-rendered HTML and one vanilla script. It
 calls the same functions as ``clinicbot`` (``staff.faq_data``, ``staff.missed``,
-``staff.retrain``), so an edit is refused for the same reasons, in the same words.
+``staff.retrain``, ``scheduling.reminders``), so an edit is refused for the same
+reasons, in the same words.
 
 Security:
 
@@ -35,14 +36,17 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from clinic_common.clinic_config import ClinicConfigError
 from clinic_common.settings import load as load_settings
-from staff import faq_data, missed, retrain
+from scheduling.base import BackendUnavailable
+from staff import faq_data, missed, reminders, retrain
 from staff.faq_data import EditResult, Refused
 from staff.gate import CheckFailed, Evaluation
 from staff.locking import Say
@@ -291,7 +295,8 @@ CSP = (
 def _page(title: str, body: str, notice: str = "", logged_in: bool = True) -> str:
     nav = (
         '<nav><a href="/">FAQ topics</a><a href="/inbox">Missed messages</a>'
-        '<a href="/model">Retrain</a><form class="inline" method="post" '
+        '<a href="/model">Retrain</a><a href="/reminders">Reminders</a>'
+        '<form class="inline" method="post" '
         'action="/logout"><button>Log out</button></form></nav>'
         if logged_in
         else ""
@@ -301,6 +306,14 @@ def _page(title: str, body: str, notice: str = "", logged_in: bool = True) -> st
         f"<title>{e(title)} - clinic assistant staff</title><style>{CSS}</style>"
         f"</head><body>{nav}<h1>{e(title)}</h1>{notice}{body}"
         '<script src="/app.js"></script></body></html>'
+    )
+
+
+def _day_form(value: str) -> str:
+    """The reminders page's day picker (a GET form: nothing changes)."""
+    return (
+        '<form method="get" action="/reminders"><label>Day <input type="date" '
+        f'name="date" value="{e(value)}"></label> <button>Show</button></form>'
     )
 
 
@@ -662,6 +675,40 @@ class StaffWeb:
         notice = f'<div class="ok" role="status">Dismissed {e(repr(item.text))}.</div>'
         return self._inbox_page(notice)
 
+    # --- reminders ---
+
+    async def reminders(self, request: web.Request) -> web.Response:
+        """A day's bookings and their reminders' state (?date=YYYY-MM-DD; today).
+
+        Time, visit, first name and initial, state: what the front desk needs.
+        """
+        text = request.query.get("date", "")
+        try:
+            day = date.fromisoformat(text) if text else None
+        except ValueError:
+            alert = f'<p class="refused" role="alert">{e(text)} is not a date.</p>'
+            return _html(_page("Reminders", alert + _day_form(text)), 400)
+        try:
+            title, entries = reminders.day_view(day)
+        except (LookupError, ClinicConfigError, BackendUnavailable) as error:
+            alert = (
+                f'<p class="refused" role="alert">{e(without_paths(str(error)))}</p>'
+            )
+            return _html(_page("Reminders", alert), 503)
+        rows = "".join(
+            f"<tr><td>{e(entry.start.strftime('%I:%M %p'))}</td><td>{e(entry.visit)}"
+            f"</td><td>{e(entry.patient)}</td><td>{e(entry.state)}</td></tr>"
+            for entry in entries
+        )
+        table = (
+            "<table><thead><tr><th>Time</th><th>Visit</th><th>Patient</th>"
+            f"<th>Reminder</th></tr></thead><tbody>{rows}</tbody></table>"
+            if entries
+            else "<p>No bookings on this day.</p>"
+        )
+        body = f"{_day_form(text)}<h2>{e(title)}</h2>{table}"
+        return _html(_page("Reminders", body))
+
     # --- retrain, publish, rollback ---
 
     def _report(self) -> str:
@@ -779,6 +826,7 @@ def create_app(
             web.post("/inbox/{id}/add", staff.inbox_add),
             web.post("/inbox/{id}/dismiss", staff.inbox_dismiss),
             web.get("/model", staff.model),
+            web.get("/reminders", staff.reminders),
             web.post("/api/retrain", staff.start_retrain),
             web.post("/api/publish", staff.start_publish),
             web.post("/api/rollback", staff.start_rollback),

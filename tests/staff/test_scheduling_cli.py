@@ -14,9 +14,11 @@ import pytest
 import yaml
 from testkit import PROJECT_ROOT, TEST_CLINIC
 
+from clinic_common.clinic_config import clinic, reminder_config
 from scheduling.base import Patient, Slot, SlotUnavailable
 from scheduling.callbacks import CallbackStore
 from scheduling.config import scheduling_config
+from scheduling.reminders import ReminderStore, reminder_settings
 from scheduling.sqlite_backend import SqliteScheduler
 from staff.scheduling_cli import main
 
@@ -424,3 +426,49 @@ def test_runs_as_a_module(db_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "no block has id 1" in bad.stderr
+
+
+# --- reminders --------------------------------------------------------------------
+
+
+@pytest.fixture
+def test_clinic_reminders(db_path: Path) -> Iterator[None]:
+    """The reminder settings read from the test's clinic file, and forgotten after."""
+    caches = (reminder_settings, reminder_config, clinic)
+    for cached in caches:
+        cached.cache_clear()
+    yield
+    for cached in caches:
+        cached.cache_clear()
+
+
+@pytest.mark.usefixtures("test_clinic_reminders")
+def test_reminders_shows_each_booking_state_without_phone_or_full_name(
+    scheduler: SqliteScheduler, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent = scheduler.book(
+        slot(scheduler, "dry_needling", "provider-1", chicago(2026, 3, 3, 9)),
+        ANN,
+        "a",
+        reminder_consent=True,
+    )
+    scheduler.book(
+        slot(scheduler, "physical_therapy", "provider-2", chicago(2026, 3, 3, 13)),
+        BOB,
+        "b",
+    )
+    clock.now = chicago(2026, 3, 2, 9)
+    store = ReminderStore(scheduler.location)
+    assert store.claim(sent.reference, timedelta(hours=24), clock.now)
+    store.record(sent.reference, timedelta(hours=24), "sent")
+
+    code, out, err = run(capsys, clock, "reminders", "--date", "2026-03-03")
+
+    assert (code, err) == (0, "")
+    assert lines(out) == [
+        ["Reminders for the bookings on Tuesday 2026-03-03 (America/Chicago):"],
+        ["time", "visit", "patient", "reminder"],
+        ["09:00 AM", "dry needling", "Ann E.", "sent"],
+        ["01:00 PM", "physical therapy", "Bob E.", "not allowed"],
+    ]
+    assert ANN.phone not in out and "Example" not in out

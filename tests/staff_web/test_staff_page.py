@@ -49,6 +49,7 @@ ROUTES = [
     ("POST", "/inbox/abcd1234/add"),
     ("POST", "/inbox/abcd1234/dismiss"),
     ("GET", "/model"),
+    ("GET", "/reminders"),
     ("POST", "/api/retrain"),
     ("POST", "/api/publish"),
     ("POST", "/api/rollback"),
