@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup run run-scaled chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler bench-scale bench-flood faults chaos staff faq missed retrain rollback lock clean
+.PHONY: setup run run-scaled chat train validate lint test test-integration evaluate bench bench-booking bench-scheduler bench-reminders bench-scale bench-flood faults chaos staff faq missed retrain rollback lock clean
 
 setup:            ## create .venv (Python 3.10) with the pinned packages
 	@$(ENV) scripts/setup.sh
@@ -55,6 +55,9 @@ chaos: train      ## fault drill of the scaled profile under load (about 4 min)
 
 bench-scheduler: setup  ## benchmark: SQLite scheduler bookings/s under contention
 	@$(ENV) $$VENV/bin/python benchmarks/bench_scheduler.py
+
+bench-reminders: setup  ## benchmark: 1,000 reminders due in one hour, two job runners, each sent once
+	@$(ENV) $$VENV/bin/python benchmarks/bench_reminders.py $(ARGS)
 
 staff: setup      ## staff command, e.g. make staff ARGS="bookings --date 2026-12-01"
 	@$(ENV) scripts/clinicbot $(ARGS)
