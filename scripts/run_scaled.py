@@ -50,6 +50,7 @@ from scripts.launcher import (
     wait_until,
 )
 from scripts.services import (
+    RESEND_TO_ANOTHER_SERVER,
     MissingPackage,
     Nginx,
     Postgres,
@@ -129,8 +130,11 @@ def public_server(options: Options, web_port: int) -> str:
     return (
         f"  server {{\n    listen {options.listen}:{options.port};\n"
         "    client_max_body_size 64k;\n"
+        # A webhook request a dying server dropped goes to another one: safe, as a
+        # repeated MessageSid is acknowledged and not handled again.
         "    location = /webhooks/twilio/webhook {\n"
-        f"{PROXY_HEADERS}    proxy_pass http://rasa;\n    }}\n"
+        f"{PROXY_HEADERS}{RESEND_TO_ANOTHER_SERVER}"
+        "    proxy_pass http://rasa;\n    }\n"
         # Rasa's Socket.IO has no shared queue: a client stays on one server.
         "    location /socket.io/ {\n"
         f"{PROXY_HEADERS}    proxy_pass http://rasa_sticky;\n"

@@ -21,8 +21,8 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 
 from scripts.launcher import LOOPBACK, free_port
-from scripts.run_scaled import ScaledProfile
-from scripts.services import RESEND_TO_ANOTHER_SERVER, Nginx, Upstream
+from scripts.run_scaled import Options, ScaledProfile, public_server
+from scripts.services import Nginx, Upstream
 from tests.fakes.twilio_api import FakeTwilioApi
 from tests.scaled.conftest import install_services, post_sms, status_of, stored_events
 
@@ -74,13 +74,12 @@ def two_servers(tmp_path: Path) -> Iterator[str]:
     live = ThreadingHTTPServer((LOOPBACK, 0), Echo)
     threading.Thread(target=live.serve_forever, daemon=True).start()
     port = free_port()
-    server = (
-        f"  server {{\n    listen {LOOPBACK}:{port};\n"
-        "    location = /webhooks/twilio/webhook {\n"
-        f"{RESEND_TO_ANOTHER_SERVER}    proxy_pass http://rasa;\n    }}\n  }}\n"
-    )
+    # The profile's own public server block (its other locations unused here).
+    options = Options(1, 1, port, LOOPBACK, f"http://{LOOPBACK}:{port}", free_port())
+    server = public_server(options, web_port=free_port())
     ports = [dying.getsockname()[1], live.server_address[1]]
-    nginx = Nginx(tmp_path / "nginx", [Upstream("rasa", ports)], [server], limits=())
+    upstreams = [Upstream("rasa", ports), Upstream("rasa_sticky", ports, "ip_hash")]
+    nginx = Nginx(tmp_path / "nginx", upstreams, [server], limits=())
     process = nginx.process({}, tmp_path / "nginx.log").start()
     try:
         deadline = time.monotonic() + 10
