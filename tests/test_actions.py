@@ -1021,3 +1021,5 @@ async def test_the_booking_stores_the_answer_to_the_reminder_question(
     reference = dispatcher.messages[0]["reference"]
     stored = scheduler.get_booking(reference, "+18175550100")
     assert stored.reminder_consent is (consent is True)
+    promised = ["utter_reminder_promised"] if consent else []
+    assert responses(dispatcher) == ["utter_booked", *promised]

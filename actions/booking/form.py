@@ -602,6 +602,8 @@ class ActionBookAppointment(Action):
             return [SlotSet("scheduler_down", True), *offer_callback(dispatcher)]
         logger.info("Booked %s (slot %s).", booking.reference, chosen["id"])
         events = await self._finish(dispatcher, tracker, booking)
+        if booking.reminder_consent:  # as stored: a backend may not keep it
+            dispatcher.utter_message(response="utter_reminder_promised")
         # found_booking: the rescheduled booking, now cancelled.
         return events + BOOKING.reset() + LOOKUP.only("found_booking").reset()
 
