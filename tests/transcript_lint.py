@@ -11,7 +11,10 @@ asked to send). :func:`problems` returns every rule a transcript breaks:
 - an empty message;
 - an SMS longer than Twilio's 1,600 characters, or with characters outside GSM-7's
   basic set (which would make every segment 70 characters instead of 160);
-- a web message with choices whose SMS has no numbered list to reply with.
+- a web message with choices whose SMS has no numbered list to reply with (when
+  both channels got the same message: a turn that sends each channel its own, as
+  after the read-back, where SMS answers the reminder question the web asks next,
+  may be at another step on each).
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ def problems(turns: List[Dict[str, Any]]) -> List[str]:
                 found.append(f"{where}: SMS characters outside GSM-7: {odd}")
         offers = any(message.get("buttons") for message in turn.get("web") or [])
         sms_text = "\n\n".join(turn.get("sms") or [])
-        if offers and turn.get("sms") is not None and not NUMBERED.search(sms_text):
+        same = not any(isinstance(turn.get(key), dict) for key in ("patient", "choose"))
+        if (
+            offers
+            and same
+            and turn.get("sms") is not None
+            and not NUMBERED.search(sms_text)
+        ):
             found.append(f"{where}: choices on the web, no numbered list by SMS")
     return found

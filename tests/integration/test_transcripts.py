@@ -23,7 +23,20 @@ databases of the running assistant, nothing is mocked:
   is that hour, as they would type it ("Monday December 7 at 9:00 AM");
 - ``two hours later``: the conversation's stored events are moved two hours back
   in the conversations' database (written again with new ids, so the server reads
-  them afresh), as if the patient came back after the session expired.
+  them afresh), as if the patient came back after the session expired;
+- ``a reminder``: the first open dry needling time from tomorrow on is booked for
+  the patient's number with their consent to reminders (through the scheduler's
+  own API), and its reminder is triggered as the reminder job does: Rasa's HTTP API
+  ``trigger_intent`` with ``EXTERNAL_appointment_reminder`` and the booking's
+  reference, into the patient's SMS conversation (``output_channel=twilio``). A turn
+  with a step and no message of the patient's records what the step brought: here
+  the reminder, as the Twilio fake was asked to send it. The test phone's number,
+  new each run, is shown as ``<PHONE>``.
+
+A flow of one channel only names it (``channels: [sms]``: reminders go by SMS). A
+turn whose ``patient`` or ``choose`` is a mapping (``{web: ..., sms: ...}``) sends
+each channel its own message, and is skipped on a channel the mapping leaves out:
+by SMS the read-back also asks about reminders, which the web asks next.
 
 To write the replies of a new or changed flow, run with ``RECORD_TRANSCRIPTS=1``:
 the files' replies are replaced by what the assistant says now. Read the diff
@@ -41,15 +54,18 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import yaml
 from transcript_lint import problems
 
+from actions.booking.parsing import display_phone
+from channels.twilio_sms import CHANNEL_NAME as SMS_CHANNEL
 from scheduling.base import Patient as BookingPatient
 from scheduling.config import scheduling_config
 from scheduling.sqlite_backend import SqliteScheduler
+from staff.rasa_api import RasaApi
 from tests.fakes.twilio_api import FakeTwilioApi
 from tests.integration.conftest import Assistant
 from tests.integration.test_sms import Phone
@@ -67,12 +83,35 @@ WHEN = re.compile(
     r"\d{1,2}:\d{2} [AP]M C[SD]T\b"
 )
 REFERENCE = re.compile(r"\b(reference(?: is)?|reference) ([A-Z0-9]{6})\b")
+# The reminder's day and time (scheduling/reminders.py): "Tue, Dec 8 at 9:00 AM".
+REMINDER_DAY = re.compile(
+    r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*, [A-Z][a-z]+ \d{1,2}\b"
+)
+REMINDER_TIME = re.compile(r"\b\d{1,2}:\d{2} [AP]M\b")
+CHANNELS = ("web", "sms")
+REMINDER_INTENT = "EXTERNAL_appointment_reminder"
+REMINDED_NAME = "Marisol Quintanilla"
 
 
 def normalise(text: str) -> str:
     """The text with dates, times and reference codes replaced by placeholders."""
     text = WHEN.sub("<DATE TIME>", text)
+    text = REMINDER_TIME.sub("<TIME>", REMINDER_DAY.sub("<DAY>", text))
     return REFERENCE.sub(lambda match: f"{match.group(1)} <REF>", text)
+
+
+def for_channel(turn: Dict[str, Any], channel: str) -> Optional[Dict[str, Any]]:
+    """The turn as ``channel`` plays it, or None if it is not that channel's.
+
+    A ``patient`` or ``choose`` mapping gives each channel its own message.
+    """
+    played = dict(turn)
+    for key in ("patient", "choose"):
+        if isinstance(turn.get(key), dict):
+            if channel not in turn[key]:
+                return None
+            played[key] = turn[key][channel]
+    return played
 
 
 class Patient:
@@ -88,7 +127,12 @@ class Patient:
         # The latest booking reference each channel was given, for "<REF>".
         self.references: Dict[str, str] = {"web": "", "sms": ""}
         self.taken = ""  # the hour "the hour taken" booked, for "<TAKEN>"
+        self.own_number = ""  # the SMS number as the assistant shows it, if it does
         self.scheduler_moved: List[Tuple[Path, Path]] = []
+
+    def mark(self, channel: str) -> int:
+        """How many SMS the patient has received: what comes later is this turn's."""
+        return len(self.phone.received()) if channel == "sms" else 0
 
     def typed(self, turn: Dict[str, Any], channel: str) -> str:
         """What the patient types; "<REF>" is their latest booking reference."""
@@ -106,6 +150,9 @@ class Patient:
             self.take_an_hour()
         elif step == "two hours later":
             self.two_hours_later(self.sender if channel == "web" else self.phone.number)
+        elif step == "a reminder":
+            assert channel == "sms", "reminders go by SMS: channels: [sms]"
+            self.reminder()
         else:
             raise AssertionError(f"unknown step 'before: {step}'")
 
@@ -149,6 +196,34 @@ class Patient:
         hour = local.strftime("%I:%M %p").lstrip("0")
         self.taken = f"{local:%A %B} {local.day} at {hour}"
 
+    def reminder(self) -> None:
+        """Books a visit with consent and triggers its reminder, as the job does."""
+        config = scheduling_config()
+        scheduler = SqliteScheduler(self.assistant.scheduler_db, config)
+        tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+        slot = scheduler.find_slots(
+            "dry_needling", tomorrow, tomorrow + timedelta(days=30), 1
+        )[0]
+        booking = scheduler.book(
+            slot,
+            BookingPatient(REMINDED_NAME, self.phone.number),
+            uuid.uuid4().hex,
+            reminder_consent=True,
+        )
+        self.references["sms"] = booking.reference
+        # The number is the test phone's, new each run: shown as "<PHONE>".
+        self.own_number = display_phone(self.phone.number)
+        api = RasaApi(
+            f"http://127.0.0.1:{self.assistant.rasa_port}",
+            self.assistant.servers.token,
+        )
+        api.trigger_intent(
+            self.phone.number,
+            REMINDER_INTENT,
+            {"booking_reference": booking.reference},
+            SMS_CHANNEL,
+        )
+
     def two_hours_later(self, sender: str) -> None:
         with sqlite3.connect(self.assistant.tracker_db) as database:
             rows = database.execute(
@@ -184,7 +259,8 @@ class Patient:
         if match:
             self.references[channel] = match.group(2)
 
-    def web(self, turn: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def web(self, turn: Dict[str, Any], before: int) -> List[Dict[str, Any]]:
+        """The replies to the patient's message (``before``: unused on the web)."""
         if "choose" in turn:
             payload = next(
                 button["payload"]
@@ -204,13 +280,12 @@ class Patient:
             messages.append(message)
         return messages
 
-    def sms(self, turn: Dict[str, Any]) -> List[str]:
+    def sms(self, turn: Dict[str, Any], before: int) -> List[str]:
+        """What the patient received since ``before`` (their message's answer)."""
         if "choose" in turn:
-            text = self.sms_choices[turn["choose"]]
-        else:
-            text = self.typed(turn, "sms")
-        before = len(self.phone.received())
-        assert self.phone.post(text) == 200
+            assert self.phone.post(self.sms_choices[turn["choose"]]) == 200
+        elif "patient" in turn:
+            assert self.phone.post(self.typed(turn, "sms")) == 200
         self.twilio.wait_for_messages(self.phone.number, before + 1, timeout=60)
         while True:  # a long answer may come as several SMS
             count = len(self.phone.received())
@@ -223,6 +298,8 @@ class Patient:
             self.sms_choices.setdefault(normalise(title), number)  # the first of equals
         for body in bodies:
             self.remember_reference("sms", body)
+        if self.own_number:
+            bodies = [body.replace(self.own_number, "<PHONE>") for body in bodies]
         return [normalise(body) for body in bodies]
 
 
@@ -238,12 +315,18 @@ def play(
     # The whole web conversation first, then the SMS one: interleaved, the two
     # would compete for the same open time.
     for channel, answer in (("web", patient.web), ("sms", patient.sms)):
+        if channel not in flow.get("channels", CHANNELS):
+            continue
         with scene(patient):
             for turn, record in zip(flow["turns"], played, strict=True):
-                if "before" in turn:
-                    patient.before(turn["before"], channel)
+                mine = for_channel(turn, channel)
+                if mine is None:
+                    continue
+                before = patient.mark(channel)
+                if "before" in mine:
+                    patient.before(mine["before"], channel)
                 try:
-                    record[channel] = answer(turn)
+                    record[channel] = answer(mine, before)
                 except (KeyError, StopIteration) as error:
                     so_far = yaml.dump(played, Dumper=_Dumper, width=10_000)
                     raise AssertionError(
