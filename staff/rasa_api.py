@@ -121,7 +121,8 @@ class RasaApi:
         ``output_channel`` (the input channel of that name must provide one).
         Error messages name no conversation (an id may be a phone number).
         """
-        path = "/conversations/" + urllib.parse.quote(conversation_id, safe="")
+        # Rasa (Sanic) does not decode the path: a "+" is sent as it is.
+        path = "/conversations/" + urllib.parse.quote(conversation_id, safe="+")
         self._request(
             "POST",
             f"{path}/trigger_intent",
