@@ -50,7 +50,7 @@ class ClinicSessionStart(ActionSessionStart):
 
     async def run(
         self,
-        output_channel: OutputChannel,
+        output_channel: Optional[OutputChannel],
         nlg: NaturalLanguageGenerator,
         tracker: DialogueStateTracker,
         domain: Domain,
@@ -68,6 +68,11 @@ class ClinicSessionStart(ActionSessionStart):
         else:
             facts = [SlotSet(name, value) for name, value in fact_slots(info).items()]
             values = info.template_values()
+        if output_channel is None:
+            # A session an external event opened (trigger_intent: the reminder
+            # job): Rasa has no channel to speak on, so no introduction; the
+            # reminder names the clinic and how to opt out.
+            return [*events[:-1], *facts, events[-1]]
         intro = await nlg.generate(
             INTRO_RESPONSE, tracker, output_channel.name(), **values
         )

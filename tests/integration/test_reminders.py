@@ -91,12 +91,6 @@ def test_the_reminder_reaches_the_patient_once_and_1_confirms(
     assert sum(body == text for body in phone.received()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="clinic_core/session.py calls output_channel.name() with the None that "
-    "Rasa's trigger_intent gives action_session_start for a new conversation; the "
-    "session start fails and Rasa predicts the fallback instead of the reminder",
-)
 def test_a_first_message_to_a_number_is_the_reminder(
     assistant: Assistant, phone: Phone
 ) -> None:
