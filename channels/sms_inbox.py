@@ -31,6 +31,7 @@ from typing import Callable, List, Optional, Set
 
 from channels.sms_outbox import log_failure
 from channels.store import ChannelStore, ReceivedSms
+from clinic_common.sqlite import store_errors
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,23 @@ class SmsInbox:
         return self._store()
 
     def receive(self, sms: ReceivedSms) -> Optional[int]:
-        """Stores a text received now, held by this server; None if seen before."""
+        """Stores a text received now, held by this server; None if seen before.
+
+        A store call that fails is made once more: PostgreSQL restarting cuts the
+        connection of a transaction under way, and the next connection waits for
+        the server (``clinic_common.postgres.connect``). Storing is idempotent by
+        the text's SID: if the failed call had committed after all, the second
+        finds the SID and answers None, and the row, still this server's, is
+        claimed from the inbox once its lease runs out (nothing lost, nothing
+        handled twice). A second failure is raised: the webhook then answers 500.
+        """
         now = time.time()
-        row = self.store.receive_sms(sms, self.owner, now + self.lease, now)
+        try:
+            row = self.store.receive_sms(sms, self.owner, now + self.lease, now)
+        except store_errors():
+            log_failure(logger, "Storing a received SMS failed (%s); trying again.")
+            now = time.time()
+            row = self.store.receive_sms(sms, self.owner, now + self.lease, now)
         if row is not None:
             self._held.add(row)
         return row

@@ -48,6 +48,13 @@ StrPath = Union[str, "os.PathLike[str]"]
 BUSY_TIMEOUT_SECONDS = 5.0
 
 
+def store_errors() -> Tuple[Type[BaseException], ...]:
+    """What a store's call raises when its file or database fails, on either kind."""
+    from clinic_common import postgres
+
+    return (OSError, sqlite3.Error, *postgres.ERRORS)
+
+
 def prepare_file(path: Path) -> None:
     """Creates ``path`` readable by its owner only, and its folder if missing (0700)."""
     directory = path.parent
