@@ -62,3 +62,16 @@ def test_empty_messages_long_or_non_gsm_sms_and_missing_numbers() -> None:
         "turn 3 ('hi'): SMS characters outside GSM-7: ['\u2014']",
         "turn 4 ('hi'): choices on the web, no numbered list by SMS",
     ]
+
+
+def test_a_turn_with_each_channel_its_own_answer_may_differ_in_choices() -> None:
+    # After the read-back the web asks about reminders with buttons, while SMS
+    # answered that question in the read-back itself and is one step further on.
+    own_answers = {"web": "Yes, book it", "sms": "1"}
+    consent = {"text": "May we text you a reminder?", "buttons": ["Yes", "No"]}
+    apart = turn(patient=own_answers, web=[consent], sms=["Done: you're booked."])
+    together = turn(web=[consent], sms=["Done: you're booked."])
+    assert problems([apart]) == []
+    assert problems([together]) == [
+        "turn 1 ('hi'): choices on the web, no numbered list by SMS"
+    ]
