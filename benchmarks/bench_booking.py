@@ -4,8 +4,8 @@ Starts the action server and the Rasa server (the trained ``models/clinic.tar.gz
 on free loopback ports with a fresh state directory, so the embedded SQLite
 scheduler starts empty, then runs booking conversations: "I'd like to book", a
 visit-type button, "as soon as possible", one of the offered times, name, phone,
-"yes". It prints, for 1 and for N concurrent patients: the time of a whole
-conversation (p50/p95), the time of one turn (p50/p95), bookings per second, and
+"yes", "no reminder". It prints, for 1 and for N concurrent patients: the time of a
+whole conversation (p50/p95), the time of one turn (p50/p95), bookings per second, and
 how many conversations did not end with a reference (e.g. a time taken by another
 patient in the meantime, which the assistant then re-offers).
 
@@ -104,7 +104,8 @@ async def book_once(
     if picks:
         await say(session, url, sender, "Maria Lopez", turns)
         await say(session, url, sender, phone, turns)
-        done = await say(session, url, sender, "yes", turns)
+        await say(session, url, sender, "yes", turns)  # then: a text reminder?
+        done = await say(session, url, sender, "no reminder", turns)
         match = REFERENCE.search(joined(done))
         result.reference = match.group(1) if match else None
 

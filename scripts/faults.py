@@ -517,7 +517,8 @@ def names_and_numbers(drill: Drill) -> None:
     """A Spanish name and a bare phone number through a whole booking."""
     sender = f"nm-{uuid.uuid4().hex[:8]}"
     to_readback(drill, sender)
-    got = drill.rest(sender, "yes")
+    drill.rest(sender, "yes")  # then: may we text a reminder?
+    got = drill.rest(sender, "no reminder")
     drill.check(
         "names and numbers",
         f"{NAME}, {PHONE}: booked",

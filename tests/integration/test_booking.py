@@ -64,10 +64,25 @@ def finish_booking(
     say(assistant, sender, name)
     readback = joined(say(assistant, sender, phone))
     assert "Shall I book it?" in readback, readback
-    confirmation = joined(say(assistant, sender, "yes"))
+    confirmation = joined(agree_without_reminder(assistant, sender, "yes"))
     match = REFERENCE.search(confirmation)
     assert match, confirmation
     return readback, match.group(1)
+
+
+def agree_without_reminder(
+    assistant: Assistant, sender: str, yes: str
+) -> List[Dict[str, Any]]:
+    """Says ``yes`` at the read-back, then no to the reminder question; the replies.
+
+    On the web the reminder question comes after the read-back, on its own.
+    """
+    asked = say(assistant, sender, yes)
+    assert len(asked) == 1, joined(asked)
+    assert str(asked[0]["text"]).startswith("May we text you a reminder at"), asked
+    choices = {button["title"]: button["payload"] for button in buttons(asked)}
+    assert list(choices) == ["Yes, text me a reminder", "No reminder"]
+    return say(assistant, sender, choices["No reminder"])
 
 
 def bookings(assistant: Assistant) -> List[Tuple[str, str, str]]:
@@ -113,7 +128,7 @@ def test_typed_choice_and_changed_phone_before_confirming(
     assert "mobile number" in asked
     readback = joined(say(assistant, sender, "682-555-0111"))
     assert "(682) 555-0111" in readback and "(817) 555-0199" not in readback
-    confirmation = joined(say(assistant, sender, "yes, book it"))
+    confirmation = joined(agree_without_reminder(assistant, sender, "yes, book it"))
     assert REFERENCE.search(confirmation), confirmation
 
 
@@ -198,7 +213,7 @@ def test_check_reschedule_and_cancel_need_reference_and_phone(
     new_offers = buttons(say(assistant, mover, "as soon as possible"))
     readback = joined(say(assistant, mover, new_offers[-1]["payload"]))
     assert "Shall I book it?" in readback and "Ana Garcia" in readback
-    done = joined(say(assistant, mover, "yes"))
+    done = joined(agree_without_reminder(assistant, mover, "yes"))
     assert "moved to" in done, done
     new_reference = re.search(r"new reference is ([A-Z0-9]+)", done)
     assert new_reference

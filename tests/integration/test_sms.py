@@ -141,8 +141,12 @@ def test_a_whole_booking_by_sms(assistant: Assistant, phone: Phone) -> None:
     phone.say("Ana Garcia")
     readback = phone.say("469 555 0182")
     assert f"trigger point injection on {times[1]}" in readback
-    assert "(469) 555-0182" in readback and "Reply 1, 2 or 3" in readback
-    confirmation = phone.say("yes")
+    assert "(469) 555-0182" in readback and "Reply 1-4" in readback
+    # A typed yes does not say whether to text a reminder: the question follows.
+    asked = phone.say("yes")
+    assert asked.startswith("May we text you a reminder at (469) 555-0182"), asked
+    assert asked.endswith("1. Yes, text me a reminder\n2. No reminder\nReply 1 or 2")
+    confirmation = phone.say("2")
     match = REFERENCE.search(confirmation)
     assert match, confirmation
     with sqlite3.connect(assistant.scheduler_db) as connection:
