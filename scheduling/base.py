@@ -26,7 +26,11 @@ Rules every backend follows:
   the phone number it was booked with.
 - Reminders (issue 14): ``book`` stores whether the patient agreed to a reminder by
   SMS (``reminder_consent``); ``confirm`` and ``note_reschedule_request`` record the
-  patient's reply to one. ``scheduling/reminders.py`` decides when and what to send.
+  patient's reply to one. ``scheduling/reminders.py`` decides when and what to send,
+  from the bookings each backend lists: ``active_bookings_between`` (the reminder
+  job) and ``bookings_between`` (a day's, for the staff's view of their reminders).
+  Only the assistant's own bookings are listed; bookings made by others in the
+  clinic's system carry no consent.
 """
 
 from __future__ import annotations
@@ -34,8 +38,16 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable, List, Optional, Protocol, Tuple, runtime_checkable
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import (
+    Callable,
+    Iterable,
+    List,
+    Optional,
+    Protocol,
+    Tuple,
+    runtime_checkable,
+)
 
 BOOKED = "booked"
 CANCELLED = "cancelled"
@@ -50,6 +62,10 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 # Reference codes are read out over the phone: no 0/O, 1/I/L look-alikes.
 REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 REFERENCE_LENGTH = 6
+# No visit lasts this long: a booking overlapping [start, end) starts after
+# ``start - LONGEST_VISIT``. Backends that can search bookings by their start only
+# (FHIR, the webhook) list from there and keep the overlapping ones.
+LONGEST_VISIT = timedelta(days=1)
 
 # The current time, aware. Backends and the call-back store take one so that tests
 # can fix or move it; the default is :func:`utc_now`.
@@ -70,6 +86,14 @@ class BookingNotFound(SchedulerError):
 
 class BackendUnavailable(SchedulerError):
     """The scheduling system cannot be reached, timed out or answered with an error."""
+
+
+class ListingUnsupported(BackendUnavailable):
+    """The scheduling system cannot list bookings, so reminders are unavailable.
+
+    A webhook receiver that does not implement ``bookings/list``. Unlike its base
+    class, trying again later does not help: the receiver must be extended.
+    """
 
 
 class InvalidRequest(SchedulerError, ValueError):
@@ -213,6 +237,40 @@ class Booking:
     reschedule_requested: bool = False
 
 
+def local_day(day: date, tz: tzinfo) -> Tuple[datetime, datetime]:
+    """[start, end) of ``day`` in ``tz``: midnight to midnight (23 to 25 hours)."""
+    return (
+        datetime.combine(day, time(0), tzinfo=tz),
+        datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz),
+    )
+
+
+def overlapping(
+    bookings: Iterable[Booking],
+    start: datetime,
+    end: datetime,
+    provider: Optional[str] = None,
+) -> List[Booking]:
+    """The active ``bookings`` overlapping [start, end), of ``provider`` if given.
+
+    Soonest first. What ``active_bookings_between`` answers, for the backends that
+    list bookings by their start (see :data:`LONGEST_VISIT`).
+    """
+    require_aware(start, "start")
+    require_aware(end, "end")
+    return sorted(
+        (
+            booking
+            for booking in bookings
+            if booking.status == BOOKED
+            and booking.slot.start < end
+            and booking.slot.end > start
+            and provider in (None, booking.slot.provider)
+        ),
+        key=lambda booking: booking.slot.start,
+    )
+
+
 @runtime_checkable
 class Scheduler(Protocol):
     """What the booking actions need from a scheduling system."""
@@ -271,4 +329,21 @@ class Scheduler(Protocol):
 
         For the staff's view until the move is done; the booking stays booked.
         ``BookingNotFound`` as :meth:`get_booking`.
+        """
+
+    def active_bookings_between(
+        self, start: datetime, end: datetime, provider: Optional[str] = None
+    ) -> List[Booking]:
+        """The assistant's active bookings overlapping [start, end), soonest first.
+
+        Of ``provider`` only, if given. What the reminder job reminds. Raises
+        ``BackendUnavailable`` (``ListingUnsupported`` if the system cannot list
+        bookings at all).
+        """
+
+    def bookings_between(self, start: datetime, end: datetime) -> List[Booking]:
+        """Every booking of the assistant starting in [start, end), soonest first.
+
+        Cancelled ones too: a day's, for the staff's view of their reminders.
+        Errors as :meth:`active_bookings_between`.
         """

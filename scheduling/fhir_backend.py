@@ -36,7 +36,11 @@ How the :class:`~scheduling.base.Scheduler` contract maps onto FHIR R4
   (extensibility.html) of the Appointment the assistant booked (``REMINDER_*``
   URLs below), read back by ``get_booking``. A reply is a version-aware PUT of the
   Appointment, retried on 412 like a cancel. Appointments booked by others carry
-  none: no consent.
+  none: no consent. The reminder job and the staff's view list the assistant's
+  Appointments -- those with an identifier in ``BOOKING_REFERENCE_SYSTEM`` -- with
+  one search (``identifier=<system>|``, ``status``, ``date`` on ``Appointment.start``
+  with ``ge``/``lt``, search.html#token and #date), following the searchset
+  Bundle's ``next`` links (search.html#paging, only to this server's base URL).
 
 Patient names and phone numbers are never logged, nor put in exception messages.
 
@@ -66,6 +70,7 @@ from clinic_common.settings import DEFAULT_SCHEDULER_TIMEOUT, Settings
 from scheduling.base import (
     BOOKED,
     CANCELLED,
+    LONGEST_VISIT,
     BackendUnavailable,
     Booking,
     BookingNotFound,
@@ -78,7 +83,9 @@ from scheduling.base import (
     checked_patient,
     new_reference,
     normalize_reference,
+    overlapping,
     positive_ttl,
+    require_aware,
     search_window,
     utc_now,
 )
@@ -112,6 +119,10 @@ ACTIVE_STATUSES = ("pending", "booked", "arrived", "checked-in")
 _STATUSES = {"booked": BOOKED, "cancelled": CANCELLED}
 _REFERENCE_ATTEMPTS = 5
 _CANCEL_ATTEMPTS = 3
+# Appointments asked for per page when listing; a server may send fewer.
+_LIST_PAGE_SIZE = 100
+# Pages followed before a listing is given up on as a server's paging loop.
+_MAX_PAGES = 1000
 _INSTANT = re.compile(
     r"^(?P<head>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<fraction>\d+))?"
     r"(?P<zone>Z|[+-]\d{2}:\d{2})$"
@@ -381,6 +392,64 @@ class FhirScheduler:
         """Marks that the patient asked to move it (an extension); see :meth:`_mark`."""
         return self._mark(reference, phone, RESCHEDULE_REQUESTED_URL)
 
+    def active_bookings_between(
+        self, start: datetime, end: datetime, provider: Optional[str] = None
+    ) -> List[Booking]:
+        """The assistant's booked Appointments overlapping [start, end), soonest first.
+
+        ``provider`` is a Schedule reference (``Schedule/dr-lee``), as in slots.
+        Searched by start from ``start - LONGEST_VISIT`` (FHIR R4 cannot search
+        Appointments by their end), the overlapping ones kept.
+
+        Raises:
+            ValueError: A naive datetime.
+            BackendUnavailable: The server cannot be reached or answered an error.
+        """
+        require_aware(start, "start")
+        listed = self._appointments(start - LONGEST_VISIT, end, (BOOKED,))
+        return overlapping(listed, start, end, provider)
+
+    def bookings_between(self, start: datetime, end: datetime) -> List[Booking]:
+        """The assistant's booked and cancelled Appointments starting in [start, end).
+
+        Other statuses (``arrived``, ``fulfilled``...) are the clinic's own
+        workflow after the visit has begun, which reminders know nothing of.
+
+        Raises:
+            ValueError: A naive datetime.
+            BackendUnavailable: The server cannot be reached or answered an error.
+        """
+        return self._appointments(start, end, (BOOKED, CANCELLED))
+
+    def _appointments(
+        self, start: datetime, end: datetime, statuses: Sequence[str]
+    ) -> List[Booking]:
+        """The assistant's Appointments of ``statuses`` starting in [start, end).
+
+        Soonest first; checked again here, so a server that reads the search
+        loosely cannot widen it.
+        """
+        require_aware(start, "start")
+        require_aware(end, "end")
+        params = [
+            ("identifier", _token(BOOKING_REFERENCE_SYSTEM, "")),
+            ("status", ",".join(statuses)),
+            ("date", f"ge{_instant(start)}"),
+            ("date", f"lt{_instant(end, round_up=True)}"),
+            ("_sort", "date"),
+            ("_count", str(_LIST_PAGE_SIZE)),
+        ]
+        bookings = [
+            self._booking_from(appointment)
+            for appointment in self._search_all("Appointment", params)
+            if appointment.get("status") in statuses
+            and _identifier_value(appointment, BOOKING_REFERENCE_SYSTEM)
+        ]
+        return sorted(
+            (booking for booking in bookings if start <= booking.slot.start < end),
+            key=lambda booking: booking.slot.start,
+        )
+
     def _mark(self, reference: str, phone: str, url: str) -> Booking:
         """Sets the extension ``url`` true on an active Appointment (If-Match PUT).
 
@@ -643,7 +712,7 @@ class FhirScheduler:
             headers["Content-Type"] = FHIR_JSON
         if self._auth_token:
             headers["Authorization"] = f"Bearer {self._auth_token}"
-        what = f"{method} {path.split('/')[0] or '[base]'}"
+        what = f"{method} {re.split('[/?]', path)[0] or '[base]'}"
         try:
             response = self._client().request(
                 method,
@@ -688,13 +757,32 @@ class FhirScheduler:
         bundle = self._json(
             self._http("GET", resource_type, params=params), f"{resource_type} search"
         )
-        return [
-            entry["resource"]
-            for entry in bundle.get("entry") or []
-            if isinstance(entry, dict)
-            and isinstance(entry.get("resource"), dict)
-            and entry["resource"].get("resourceType") == resource_type
-        ]
+        return _matches(bundle, resource_type)
+
+    def _search_all(
+        self, resource_type: str, params: List[Tuple[str, str]]
+    ) -> List[Resource]:
+        """Every match of a search, following ``next`` links (search.html#paging).
+
+        A link is followed only below this server's base URL, so the bearer token
+        is never sent anywhere else.
+        """
+        what = f"{resource_type} search"
+        bundle = self._json(self._http("GET", resource_type, params=params), what)
+        found = _matches(bundle, resource_type)
+        for _ in range(_MAX_PAGES):
+            link = _next_link(bundle)
+            if link is None:
+                return found
+            if not link.startswith(f"{self._base_url}/{resource_type}?"):
+                raise BackendUnavailable(
+                    f"the FHIR server's next page of a {what} is not on its base URL"
+                )
+            bundle = self._json(
+                self._http("GET", link[len(self._base_url) + 1 :]), what
+            )
+            found += _matches(bundle, resource_type)
+        raise BackendUnavailable(f"the FHIR server's {what} has too many pages")
 
     def _read_slot(self, slot_id: str) -> Tuple[Resource, str]:
         """The Slot and its version (http.html#read); ``SlotUnavailable`` if gone."""
@@ -725,6 +813,26 @@ class FhirScheduler:
 
 
 # --- module helpers -----------------------------------------------------------------
+
+
+def _matches(bundle: Resource, resource_type: str) -> List[Resource]:
+    """The resources of ``resource_type`` in a searchset Bundle's entries."""
+    return [
+        entry["resource"]
+        for entry in bundle.get("entry") or []
+        if isinstance(entry, dict)
+        and isinstance(entry.get("resource"), dict)
+        and entry["resource"].get("resourceType") == resource_type
+    ]
+
+
+def _next_link(bundle: Resource) -> Optional[str]:
+    """The URL of a searchset Bundle's ``next`` page (bundle.html), if any."""
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            return url if isinstance(url, str) and url else None
+    return None
 
 
 def _parse_code(value: str) -> Tuple[str, str]:

@@ -13,8 +13,13 @@ runners, on one machine or two sharing PostgreSQL, exactly one gets it, and a
 restarted runner sees what was claimed before. Then it sends (the job triggers the
 intent ``EXTERNAL_appointment_reminder`` in the patient's SMS conversation; the
 action server's ``action_send_reminder`` utters :func:`reminder_text` there) and
-records the outcome. At most once: a runner that dies between claim and outcome
-leaves the claim ``sending``, which is never sent again and shows as failed.
+records the outcome, with the SMS outbox rows the reminder was queued as (the
+``reminder_messages`` table). At most once: a runner that dies between claim and
+outcome leaves the claim ``sending``, which is never sent again and shows as failed.
+
+Staff see a reminder "failed" when Rasa refused it, or when one of its outbox rows
+failed: Twilio refused it, the retry window ran out, or Twilio's delivery report
+said the carrier did not deliver it (``channels.sms_outbox``).
 
 Daylight saving: "24 hours before" is wall-clock time in the clinic's zone, the same
 time the day before, on both sides of a change (a 9:00 visit the Sunday clocks go
@@ -27,7 +32,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import AbstractSet, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from zoneinfo import ZoneInfo
 
 from clinic_common.clinic_config import (
@@ -44,6 +49,7 @@ from scheduling.base import (
     Booking,
     BookingNotFound,
     Clock,
+    Scheduler,
     require_aware,
     utc_now,
 )
@@ -159,8 +165,9 @@ def sending_allowed(moment: datetime, config: ReminderConfig, tz: ZoneInfo) -> b
 
 # States of a (booking, offset) row of the reminders table.
 SENDING = "sending"  # claimed; a runner is sending (or died doing so)
-SENT = "sent"
-FAILED = "failed"  # Rasa refused or could not be reached: never tried again
+SENT = "sent"  # its SMS are in the outbox, which has their outcome
+FAILED = "failed"  # Rasa refused, could not be reached or queued no SMS: never
+# tried again
 SKIPPED = "skipped"  # cancelled or moved by the time it was due
 NOT_ALLOWED = "not_allowed"  # the number opted out of texts
 
@@ -189,6 +196,15 @@ CREATE TABLE IF NOT EXISTS reminders (
     claimed_utc INTEGER NOT NULL,
     PRIMARY KEY (reference, offset_minutes)
 );
+-- The SMS outbox rows (channels.store, another database) each reminder was
+-- queued as. A table of its own: existing stores gain it as they open.
+CREATE TABLE IF NOT EXISTS reminder_messages (
+    reference TEXT NOT NULL,
+    offset_minutes INTEGER NOT NULL,
+    outbox_id INTEGER NOT NULL,
+    PRIMARY KEY (reference, offset_minutes, outbox_id),
+    FOREIGN KEY (reference, offset_minutes) REFERENCES reminders ON DELETE CASCADE
+);
 """
 
 
@@ -199,6 +215,7 @@ class ReminderRow:
     offset: timedelta
     state: str
     claimed_at: datetime
+    messages: Tuple[int, ...] = ()  # its SMS outbox rows
 
 
 class ReminderStore:
@@ -217,13 +234,24 @@ class ReminderStore:
             )
         return int(cursor.rowcount) == 1
 
-    def record(self, reference: str, offset: timedelta, state: str) -> None:
-        """The outcome of a claimed reminder."""
+    def record(
+        self,
+        reference: str,
+        offset: timedelta,
+        state: str,
+        messages: Sequence[int] = (),
+    ) -> None:
+        """The outcome of a claimed reminder, and the outbox rows it was queued as."""
+        key = (reference, _minutes(offset))
         with self._db.write() as connection:
             connection.execute(
                 "UPDATE reminders SET state = ?"
                 " WHERE reference = ? AND offset_minutes = ?",
-                (state, reference, _minutes(offset)),
+                (state, *key),
+            )
+            connection.executemany(
+                "INSERT INTO reminder_messages VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [(*key, outbox_id) for outbox_id in messages],
             )
 
     def rows(self, references: Sequence[str]) -> Dict[str, List[ReminderRow]]:
@@ -232,18 +260,26 @@ class ReminderStore:
         if not references:
             return found
         marks = ", ".join("?" * len(references))
+        messages: Dict[Tuple[str, int], List[int]] = {}
         with self._db.connection() as connection:
             rows = connection.execute(
                 "SELECT reference, offset_minutes, state, claimed_utc FROM reminders"
                 f" WHERE reference IN ({marks})",
                 list(references),
             ).fetchall()
+            for reference, offset, outbox_id in connection.execute(
+                "SELECT reference, offset_minutes, outbox_id FROM reminder_messages"
+                f" WHERE reference IN ({marks}) ORDER BY outbox_id",
+                list(references),
+            ).fetchall():
+                messages.setdefault((reference, offset), []).append(int(outbox_id))
         for row in rows:
             found[row[0]].append(
                 ReminderRow(
                     timedelta(minutes=row[1]),
                     row[2],
                     datetime.fromtimestamp(row[3], timezone.utc),
+                    tuple(messages.get((row[0], row[1]), ())),
                 )
             )
         return found
@@ -255,22 +291,18 @@ def _minutes(offset: timedelta) -> int:
 
 # --- the job ------------------------------------------------------------------------
 
-# Sends one reminder: True if Rasa took it (the SMS then goes through the outbox).
-Sender = Callable[[Booking], bool]
+# Sends one reminder. Its answer: the ids of the SMS outbox rows the reminder was
+# queued as (none: Rasa took it but queued no SMS, so it failed); or, from a sender
+# that cannot see the outbox, whether Rasa took it.
+Sender = Callable[[Booking], Union[bool, Sequence[int]]]
+# Those of these SMS outbox rows that finally failed.
+FailedAmong = Callable[[Sequence[int]], AbstractSet[int]]
 # Whether texts may go to this number (False: it opted out).
 Reachable = Callable[[str], bool]
 
 
-class Bookings(Protocol):
-    """What the job reads of the scheduler (the embedded one has both)."""
-
-    def active_bookings_between(
-        self, start: datetime, end: datetime, provider: Optional[str] = None
-    ) -> List[Booking]:
-        """Active bookings overlapping [start, end)."""
-
-    def get_booking(self, reference: str, phone: str) -> Booking:
-        """The booking as it is now; ``BookingNotFound`` if it is gone."""
+# What the job reads: any backend's ``active_bookings_between`` and ``get_booking``.
+Bookings = Scheduler
 
 
 @dataclass(frozen=True)
@@ -329,8 +361,8 @@ class ReminderSchedule:
         for booking, offset in self.due(now):
             if not self._store.claim(booking.reference, offset, now):
                 continue  # another runner's, or done before a restart
-            state = self._deliver(booking)
-            self._store.record(booking.reference, offset, state)
+            state, messages = self._deliver(booking)
+            self._store.record(booking.reference, offset, state, messages)
             counts[state] += 1
         if any(counts.values()):
             logger.info(
@@ -345,21 +377,27 @@ class ReminderSchedule:
             counts[SENT], counts[FAILED], counts[NOT_ALLOWED], counts[SKIPPED]
         )
 
-    def _deliver(self, booking: Booking) -> str:
-        """Sends a claimed reminder if the booking is still on and the number open."""
+    def _deliver(self, booking: Booking) -> Tuple[str, Sequence[int]]:
+        """Sends a claimed reminder if the booking is still on and the number open.
+
+        Returns its state and the outbox rows it was queued as.
+        """
         try:
             current = self._bookings.get_booking(
                 booking.reference, booking.patient.phone
             )
         except BookingNotFound:
-            return SKIPPED  # forgotten (clinicbot forget) since it was listed
+            return SKIPPED, ()  # forgotten (clinicbot forget) since it was listed
         except BackendUnavailable:
-            return FAILED
+            return FAILED, ()
         if current.status != BOOKED or current.slot.start != booking.slot.start:
-            return SKIPPED
+            return SKIPPED, ()
         if not self._reachable(booking.patient.phone):
-            return NOT_ALLOWED
-        return SENT if self._send(current) else FAILED
+            return NOT_ALLOWED, ()
+        answer = self._send(current)
+        if isinstance(answer, bool):
+            return (SENT if answer else FAILED), ()
+        return (SENT if answer else FAILED), tuple(answer)
 
 
 # --- what staff see -------------------------------------------------------------------
@@ -384,9 +422,18 @@ def short_name(name: str) -> str:
 
 
 def reminder_state(
-    booking: Booking, rows: Sequence[ReminderRow], now: datetime, tz: ZoneInfo
+    booking: Booking,
+    rows: Sequence[ReminderRow],
+    now: datetime,
+    tz: ZoneInfo,
+    undelivered: AbstractSet[int] = frozenset(),
 ) -> str:
-    """The booking's reminder state, one of :data:`STATES`."""
+    """The booking's reminder state, one of :data:`STATES`.
+
+    ``undelivered``: outbox rows that finally failed; a reminder queued as one of
+    them failed. A row no longer kept (sent ones go after a week) leaves the
+    reminder as recorded.
+    """
     if booking.status != BOOKED:
         return "cancelled"
     if booking.confirmed:
@@ -395,8 +442,8 @@ def reminder_state(
         return "asked to reschedule"
     if not booking.reminder_consent or any(r.state == NOT_ALLOWED for r in rows):
         return "not allowed"
-    sent = [r for r in rows if r.state == SENT]
-    if any(r.state == FAILED or _stale(r, now) for r in rows) and not sent:
+    sent = [r for r in rows if r.state == SENT and undelivered.isdisjoint(r.messages)]
+    if not sent and any(_failed(r, now, undelivered) for r in rows):
         return "failed"
     if sent or any(r.state == SENDING for r in rows):
         visit_day = booking.slot.start.astimezone(tz).date()
@@ -404,8 +451,11 @@ def reminder_state(
     return "not due"
 
 
-def _stale(row: ReminderRow, now: datetime) -> bool:
-    return row.state == SENDING and now - row.claimed_at > STALE_CLAIM
+def _failed(row: ReminderRow, now: datetime, undelivered: AbstractSet[int]) -> bool:
+    """Refused, never finished, or queued as an SMS that failed."""
+    if row.state == SENDING:
+        return now - row.claimed_at > STALE_CLAIM
+    return row.state == FAILED or not undelivered.isdisjoint(row.messages)
 
 
 def day_entries(
@@ -413,16 +463,25 @@ def day_entries(
     store: ReminderStore,
     settings: ReminderSettings,
     now: datetime,
+    failed_among: Optional[FailedAmong] = None,
 ) -> List[DayEntry]:
-    """The reminder state of each of a day's bookings, by time."""
+    """The reminder state of each of a day's bookings, by time.
+
+    ``failed_among``: asks the SMS outbox which of the reminders' texts failed;
+    None: the reminders as recorded.
+    """
     tz = settings.scheduling.tz
     rows = store.rows([booking.reference for booking in bookings])
+    messages = [m for found in rows.values() for row in found for m in row.messages]
+    undelivered = failed_among(messages) if failed_among and messages else set()
     return [
         DayEntry(
             start=booking.slot.start.astimezone(tz),
             visit=settings.visit_name(booking.slot.visit_type),
             patient=short_name(booking.patient.name),
-            state=reminder_state(booking, rows[booking.reference], now, tz),
+            state=reminder_state(
+                booking, rows[booking.reference], now, tz, undelivered
+            ),
         )
         for booking in sorted(bookings, key=lambda item: item.slot.start)
     ]

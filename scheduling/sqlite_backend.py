@@ -61,6 +61,7 @@ from scheduling.base import (
     SlotUnavailable,
     checked_idempotency_key,
     checked_patient,
+    local_day,
     new_reference,
     normalize_reference,
     positive_ttl,
@@ -676,9 +677,10 @@ class SqliteScheduler:
 
     def bookings_on(self, day: date) -> List[Booking]:
         """Every booking (active or cancelled) starting on local ``day``, by time."""
-        tz = self._config.tz
-        start = datetime.combine(day, time(0), tzinfo=tz)
-        end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+        return self.bookings_between(*local_day(day, self._config.tz))
+
+    def bookings_between(self, start: datetime, end: datetime) -> List[Booking]:
+        """Every booking (active or cancelled) starting in [start, end), by time."""
         return self._bookings(
             "SELECT * FROM bookings WHERE start_utc >= ? AND start_utc < ?"
             " ORDER BY start_utc, provider",

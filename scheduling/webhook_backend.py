@@ -1,18 +1,19 @@
 """A scheduler for clinics whose system is reached through a signed JSON webhook.
 
 The clinic's developer implements the small contract of ``docs/webhook_contract.md``
-(six ``POST`` operations under one base URL); this module is the assistant's side of
+(``POST`` operations under one base URL); this module is the assistant's side of
 it. Every request body is serialised once and signed, together with a timestamp,
 with HMAC-SHA256 and a secret shared with the clinic, so the receiver can refuse
 forged and replayed requests.
 
-Why every operation may be retried: searching, reading a booking and releasing a
-hold change nothing, or nothing more the second time; creating a hold, booking and
-cancelling carry an ``Idempotency-Key`` that the contract obliges the receiver to
-honour (the same key returns the first answer). Retrying a booking after a timeout
-is what keeps a patient from being told "that failed" about an appointment that was
-in fact made. Only failures that may be transient are retried (connection errors,
-timeouts, 429 and 5xx); any other 4xx is an answer, never retried.
+Why every operation may be retried: searching, reading or listing bookings and
+releasing a hold change nothing, or nothing more the second time; creating a hold,
+booking and cancelling carry an ``Idempotency-Key`` that the contract obliges the
+receiver to honour (the same key returns the first answer). Retrying a booking
+after a timeout is what keeps a patient from being told "that failed" about an
+appointment that was in fact made. Only failures that may be transient are retried
+(connection errors, timeouts, 429 and 5xx); any other 4xx is an answer, never
+retried.
 
 Settings (read by ``clinic_common.settings``; :meth:`WebhookScheduler.from_settings`):
     SCHEDULER_WEBHOOK_URL: the base URL, ``https://`` (plain ``http://`` only to a
@@ -34,7 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -43,18 +44,21 @@ from clinic_common.settings import DEFAULT_SCHEDULER_TIMEOUT, Settings
 from scheduling.base import (
     BOOKED,
     CANCELLED,
+    LONGEST_VISIT,
     BackendUnavailable,
     Booking,
     BookingNotFound,
     Clock,
     Hold,
     InvalidRequest,
+    ListingUnsupported,
     Patient,
     Slot,
     SlotUnavailable,
     checked_idempotency_key,
     checked_patient,
     normalize_reference,
+    overlapping,
     require_aware,
     search_window,
     utc_now,
@@ -114,6 +118,11 @@ CONFIRM = _Operation("bookings/confirm", keyed=False, retry_safe=True)
 RESCHEDULE_REQUEST = _Operation(
     "bookings/reschedule-request", keyed=False, retry_safe=True
 )
+# The bookings of a time range, for reminders; optional for receivers (a 404 means
+# they have none).
+LIST = _Operation("bookings/list", keyed=False, retry_safe=True)  # reads only
+# Pages of bookings/list followed before a receiver's cursors count as a loop.
+_MAX_PAGES = 1000
 
 
 class _TransientError(Exception):
@@ -335,6 +344,55 @@ class WebhookScheduler:
             operation, _parsed(operation, answer, _parse_booking), reference, phone
         )
 
+    def active_bookings_between(
+        self, start: datetime, end: datetime, provider: Optional[str] = None
+    ) -> List[Booking]:
+        """Active bookings overlapping [start, end), soonest first (``bookings/list``).
+
+        Listed by start from ``start - LONGEST_VISIT``, the overlapping ones kept.
+
+        Raises:
+            ListingUnsupported: the receiver does not implement ``bookings/list``.
+            BackendUnavailable: it could not be reached or answered badly.
+        """
+        require_aware(start, "start")
+        listed = self._list(start - LONGEST_VISIT, end, include_cancelled=False)
+        return overlapping(listed, start, end, provider)
+
+    def bookings_between(self, start: datetime, end: datetime) -> List[Booking]:
+        """Every booking starting in [start, end), cancelled too; errors as above."""
+        return self._list(start, end, include_cancelled=True)
+
+    def _list(
+        self, start: datetime, end: datetime, include_cancelled: bool
+    ) -> List[Booking]:
+        """All pages of ``bookings/list``, checked against what was asked.
+
+        A booking outside the range, or cancelled when not asked for, is a
+        receiver's bug: it is refused, as a search's stray slot would be sorted out.
+        """
+        payload: Dict[str, Any] = {
+            "from": format_rfc3339(start, "start"),
+            "to": format_rfc3339(end, "end"),
+            "include_cancelled": include_cancelled,
+        }
+        found: Dict[str, Booking] = {}
+        for _ in range(_MAX_PAGES):
+            bookings, cursor = _parsed(LIST, self._call(LIST, payload), _parse_list)
+            for booking in bookings:
+                if not start <= booking.slot.start < end or (
+                    booking.status != BOOKED and not include_cancelled
+                ):
+                    raise BackendUnavailable(
+                        f"scheduling webhook {LIST.path} answered a booking it was "
+                        "not asked for"
+                    )
+                found[booking.reference] = booking
+            if cursor is None:
+                return sorted(found.values(), key=lambda booking: booking.slot.start)
+            payload["cursor"] = cursor
+        raise BackendUnavailable(f"scheduling webhook {LIST.path} never ended")
+
     # HTTP.
 
     def _call(
@@ -508,6 +566,11 @@ def _refusal(operation: _Operation, status: int, content: bytes) -> Exception:
         return InvalidRequest("this idempotency key was used for a different request")
     if status == 404 and code == "booking_not_found":
         return BookingNotFound("no booking has this reference with this phone")
+    if status == 404 and operation is LIST:
+        return ListingUnsupported(
+            f"{where} does not exist (404): this receiver cannot list bookings, so "
+            "no reminders can be sent"
+        )
     if status == 404:
         return BackendUnavailable(
             f"{where} does not exist (404); check SCHEDULER_WEBHOOK_URL"
@@ -627,6 +690,17 @@ def _parse_booking(answer: Any) -> Booking:
         confirmed=_flag(answer, "confirmed"),
         reschedule_requested=_flag(answer, "reschedule_requested"),
     )
+
+
+def _parse_list(answer: Any) -> Tuple[List[Booking], Optional[str]]:
+    """The ``bookings`` of a list answer and its ``next_cursor`` (None: the last)."""
+    items = _field(answer, "bookings")
+    if not isinstance(items, list):
+        raise ValueError("field 'bookings' must be a list")
+    cursor = answer.get("next_cursor")
+    if cursor is not None and (not isinstance(cursor, str) or not cursor):
+        raise ValueError("field 'next_cursor' must be a non-empty string or null")
+    return [_parse_booking(item) for item in items], cursor
 
 
 def _flag(obj: Any, name: str) -> bool:

@@ -1,16 +1,21 @@
 """The appointment reminder job's wiring, and the day's reminder states for staff.
 
 :mod:`scheduling.reminders` decides what is due and keeps who got what; this module
-joins it to the rest: the embedded scheduler's bookings, the channel store's
-opt-outs (``channels.store``: a number that replied STOP gets nothing), and the Rasa
+joins it to the rest: the configured scheduler's bookings (every backend lists
+them, :class:`~scheduling.base.Scheduler`), the channel store's opt-outs
+(``channels.store``: a number that replied STOP gets nothing), and the Rasa
 server, which sends each reminder into the patient's SMS conversation
 (``POST /conversations/{phone}/trigger_intent?output_channel=twilio``; the action
 server's ``action_send_reminder`` utters the text, the Twilio channel's outbox
 sends it with its retries). ``scripts/reminders.py`` runs :func:`run_forever`;
 ``clinicbot reminders --date D`` and the staff page show :func:`day_view`.
 
-Only the embedded scheduler can list a day's bookings; with the FHIR or webhook
-backend the job sends nothing and says so once.
+Who got what is the ``reminders`` table of the scheduler's own store
+(:func:`reminder_store`): beside the embedded scheduler's bookings, and with the FHIR
+or webhook backend in the same place (``STORE_DATABASE_URL``, else
+``$STATE_DIR/scheduler.db``), which then holds nothing else. A webhook receiver
+without ``bookings/list`` cannot list bookings: the job sends nothing and says so
+once.
 
 Logs carry counts and reference codes, never names or phone numbers.
 """
@@ -26,7 +31,15 @@ from channels.store import ChannelStore
 from channels.store import default_location as channel_store_location
 from channels.twilio_sms import CHANNEL_NAME
 from scheduling import get_scheduler
-from scheduling.base import Booking, Clock, utc_now
+from scheduling.base import (
+    Booking,
+    Clock,
+    ListingUnsupported,
+    Scheduler,
+    local_day,
+    utc_now,
+)
+from scheduling.config import default_db_path
 from scheduling.reminders import (
     DayEntry,
     ReminderSchedule,
@@ -34,7 +47,6 @@ from scheduling.reminders import (
     day_entries,
     reminder_settings,
 )
-from scheduling.sqlite_backend import SqliteScheduler
 from staff.project import Settings
 from staff.rasa_api import ApiError, RasaApi
 
@@ -46,10 +58,13 @@ REMINDER_INTENT = "EXTERNAL_appointment_reminder"
 REFERENCE_ENTITY = "booking_reference"
 
 
-def embedded_scheduler() -> Optional[SqliteScheduler]:
-    """The embedded scheduler, if that is the configured backend."""
-    scheduler = get_scheduler()
-    return scheduler if isinstance(scheduler, SqliteScheduler) else None
+def reminder_store() -> ReminderStore:
+    """The ``reminders`` table in the scheduler's store, whatever the backend.
+
+    ``STORE_DATABASE_URL`` if set, else ``$SCHEDULER_DB`` (``$STATE_DIR/scheduler.db``):
+    where the embedded scheduler keeps its bookings, so the table stays beside them.
+    """
+    return ReminderStore(default_db_path())
 
 
 def rasa_sender(api: RasaApi) -> Callable[[Booking], bool]:
@@ -72,12 +87,12 @@ def rasa_sender(api: RasaApi) -> Callable[[Booking], bool]:
     return send
 
 
-def build_schedule(scheduler: SqliteScheduler, settings: Settings) -> ReminderSchedule:
-    """The schedule over the embedded scheduler, the opt-outs and the Rasa server."""
+def build_schedule(scheduler: Scheduler, settings: Settings) -> ReminderSchedule:
+    """The schedule over ``scheduler``, the opt-outs and the Rasa server."""
     channels = ChannelStore(channel_store_location())
     return ReminderSchedule(
         bookings=scheduler,
-        store=ReminderStore(scheduler.location),
+        store=reminder_store(),
         send=rasa_sender(RasaApi(settings.rasa_url, settings.api_token)),
         reachable=lambda phone: not channels.is_opted_out(phone),
         settings=reminder_settings(),
@@ -88,19 +103,20 @@ def run_forever(
     poll_seconds: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Sends due reminders every ``poll_seconds``; a failed pass is tried again."""
-    scheduler = embedded_scheduler()
-    if scheduler is None:
-        logger.warning(
-            "Reminders need the embedded scheduler (SCHEDULER_BACKEND=sqlite);"
-            " none will be sent."
-        )
-        while True:
-            sleep(3600.0)
-    schedule = build_schedule(scheduler, Settings.from_env())
+    """Sends due reminders every ``poll_seconds``; a failed pass is tried again.
+
+    A scheduler that cannot list bookings is said once; the job goes on asking, so
+    reminders start without a restart once the webhook receiver can.
+    """
+    schedule = build_schedule(get_scheduler(), Settings.from_env())
+    said_unsupported = False
     while True:
         try:
             schedule.run_once()
+        except ListingUnsupported as error:
+            if not said_unsupported:
+                logger.warning("No reminders will be sent: %s", error)
+            said_unsupported = True
         except Exception:  # noqa: BLE001 - the job must outlive a bad moment
             logger.exception("A reminder pass failed; trying again shortly.")
         sleep(poll_seconds)
@@ -109,28 +125,26 @@ def run_forever(
 def day_view(
     day: Optional[date] = None,
     clock: Clock = utc_now,
-    scheduler: Optional[SqliteScheduler] = None,
+    scheduler: Optional[Scheduler] = None,
+    store: Optional[ReminderStore] = None,
 ) -> Tuple[str, List[DayEntry]]:
     """A title and each booking of local ``day`` (default today) with its state.
 
     The title names the day and the clinic's time zone. Front-desk details only
-    (:class:`~scheduling.reminders.DayEntry`). ``scheduler``: the configured one.
+    (:class:`~scheduling.reminders.DayEntry`). ``scheduler`` and ``store``: the
+    configured ones unless given.
 
     Raises:
-        LookupError: the scheduler is not the embedded one.
+        BackendUnavailable: the scheduler cannot list the day's bookings
+            (``ListingUnsupported``: not at all).
     """
-    scheduler = scheduler or embedded_scheduler()
-    if scheduler is None:
-        raise LookupError(
-            "Reminder states are kept for the embedded scheduler only"
-            " (SCHEDULER_BACKEND=sqlite)."
-        )
-    config, now = scheduler.config, clock()
-    day = day or now.astimezone(config.tz).date()
+    settings, now = reminder_settings(), clock()
+    tz = settings.scheduling.tz
+    day = day or now.astimezone(tz).date()
     entries = day_entries(
-        scheduler.bookings_on(day),
-        ReminderStore(scheduler.location),
-        reminder_settings(),
+        (scheduler or get_scheduler()).bookings_between(*local_day(day, tz)),
+        store or reminder_store(),
+        settings,
         now,
     )
-    return f"{day:%A %Y-%m-%d} ({config.timezone})", entries
+    return f"{day:%A %Y-%m-%d} ({settings.scheduling.timezone})", entries

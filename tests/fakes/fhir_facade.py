@@ -31,10 +31,15 @@ server a choice, so that a sloppy client fails here rather than in a clinic:
   answer is a ``searchset`` Bundle with ``total``. Unknown parameters, modifiers and
   prefixes are refused with 400 (the specification lets the server choose; being
   lenient would let a client's typo silently return everything).
+- Paging (search.html#paging, bundle.html): a page holds at most ``_count`` matches
+  and at most ``page_size`` (the server's own limit, which the specification lets
+  it apply whatever ``_count`` asks); when more remain, the Bundle has a ``next``
+  link, an absolute URL the client follows as it is. Its ``_getpagesoffset`` (the
+  name HAPI FHIR uses) is this server's business: clients do not make it up.
 
-Left out: DELETE, PATCH, history, conditional update and delete, ``batch``, paging
-(``next`` links), ``_include``, chained parameters, ``Prefer`` handling, XML, and
-validation beyond the required elements, codes and invariants listed in
+Left out: DELETE, PATCH, history, conditional update and delete, ``batch``,
+``previous``/``last`` links, ``_include``, chained parameters, ``Prefer`` handling,
+XML, and validation beyond the required elements, codes and invariants listed in
 ``_validate``. Resources: Schedule, Slot, Appointment and Patient.
 
 Tests drive it with :class:`FhirFacade` (``start``/``stop`` or ``with``), seed it
@@ -113,6 +118,8 @@ _SEARCH_DATE = re.compile(  # search.html#date: any precision, zone needed with 
 )
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 _IGNORED_RESULT_PARAMS = {"_format", "_pretty"}
+# Where a ``next`` link's page starts (see the module docstring, "Paging").
+_PAGE_OFFSET = "_getpagesoffset"
 
 
 class FhirError(Exception):
@@ -567,8 +574,11 @@ class FhirFacade:
         base_path: str = "/fhir",
         required_token: Optional[str] = None,
         update_create: bool = False,
+        page_size: Optional[int] = None,
     ) -> None:
+        """``page_size``: the most matches one search page holds (None: no limit)."""
         self.host = host
+        self.page_size = page_size
         self.port = port
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self.required_token = required_token
@@ -909,8 +919,19 @@ class FhirFacade:
         lenient = "handling=lenient" in headers.get("prefer", "")
         matches = self._matches(store, rtype, query, strict=not lenient)
         matches = _sort(matches, rtype, query)
-        count = _count(query)
-        page = matches if count is None else matches[:count]
+        offset = _page_offset(query)
+        sizes = [size for size in (_count(query), self.page_size) if size is not None]
+        end = offset + min(sizes) if sizes else len(matches)
+        page = matches[offset:end]
+        asked = [(name, raw) for name, raw in query if name != _PAGE_OFFSET]
+        links = [
+            {"relation": "self", "url": f"{self.base_url}/{rtype}?{urlencode(query)}"}
+        ]
+        if end < len(matches) and end > offset:
+            following = urlencode([*asked, (_PAGE_OFFSET, str(end))])
+            links.append(
+                {"relation": "next", "url": f"{self.base_url}/{rtype}?{following}"}
+            )
         return Response(
             200,
             {
@@ -919,12 +940,7 @@ class FhirFacade:
                 "meta": {"lastUpdated": now_instant()},
                 "type": "searchset",
                 "total": len(matches),
-                "link": [
-                    {
-                        "relation": "self",
-                        "url": f"{self.base_url}/{rtype}?{urlencode(query)}",
-                    }
-                ],
+                "link": links,
                 "entry": [
                     {
                         "fullUrl": f"{self.base_url}/{rtype}/{r['id']}",
@@ -942,7 +958,10 @@ class FhirFacade:
         """Resources matching every filter parameter of ``query`` (AND of ORs)."""
         filters: List[Callable[[Resource], bool]] = []
         for name, raw in query:
-            if name in ("_sort", "_count") or name in _IGNORED_RESULT_PARAMS:
+            if (
+                name in ("_sort", "_count", _PAGE_OFFSET)
+                or name in _IGNORED_RESULT_PARAMS
+            ):
                 continue
             check = _filter(rtype, name, raw)
             if check is None:
@@ -1147,6 +1166,16 @@ def _count(query: Query) -> Optional[int]:
         return None
     if not values[-1].isdigit():
         raise FhirError(400, "value", "_count must be a non-negative integer")
+    return int(values[-1])
+
+
+def _page_offset(query: Query) -> int:
+    """Where the page of a ``next`` link starts (0: the first page)."""
+    values = [raw for name, raw in query if name == _PAGE_OFFSET]
+    if not values:
+        return 0
+    if not values[-1].isdigit():
+        raise FhirError(400, "value", f"{_PAGE_OFFSET} must be a page this server gave")
     return int(values[-1])
 
 

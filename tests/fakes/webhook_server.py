@@ -8,7 +8,9 @@ that concurrent requests see the all-or-nothing behaviour a real receiver must g
 Test knobs: :meth:`FakeWebhookServer.fail_next` (answer the next N authenticated
 requests with an error status), :meth:`respond_next` (a canned raw answer),
 :meth:`delay_next` (sleep before handling), and :attr:`requests` (every request
-received, with headers, raw body and the status answered).
+received, with headers, raw body and the status answered); ``page_size`` (the most
+bookings one ``bookings/list`` answer holds) and ``lists_bookings=False`` (a
+receiver without ``bookings/list``, which the contract allows: a bare 404).
 """
 
 from __future__ import annotations
@@ -104,8 +106,12 @@ class FakeWebhookServer(LoopbackFake):
         secret: str,
         clock: Callable[[], float] = time.time,
         window_seconds: int = WINDOW_SECONDS,
+        page_size: int = 50,
+        lists_bookings: bool = True,
     ) -> None:
         self.secret = secret.encode()
+        self.page_size = page_size
+        self.lists_bookings = lists_bookings
         self.clock = clock
         self.window_seconds = window_seconds
         self._lock = threading.Lock()
@@ -249,6 +255,8 @@ class FakeWebhookServer(LoopbackFake):
             "bookings/confirm": self._confirm,
             "bookings/reschedule-request": self._reschedule_request,
         }
+        if self.lists_bookings:
+            handlers["bookings/list"] = self._list
         if operation not in handlers:
             raise HttpError(404, "not_found", "no such operation")
         return handlers[operation](request)
@@ -331,6 +339,34 @@ class FakeWebhookServer(LoopbackFake):
             booking.reschedule_requested or booking.status == "booked"
         )
         return 200, self._booking_json(booking)
+
+    def _list(self, request: Dict[str, Any]) -> Tuple[int, Any]:
+        """Bookings starting in [from, to), soonest first, a page at a time.
+
+        The cursor is where the next page starts: opaque to the client.
+        """
+        start, end = _datetime(request, "from"), _datetime(request, "to")
+        include_cancelled = request.get("include_cancelled", False)
+        cursor = request.get("cursor")
+        if not isinstance(include_cancelled, bool):
+            raise HttpError(400, "bad_request", "include_cancelled must be a boolean")
+        if cursor is not None and not (isinstance(cursor, str) and cursor.isdigit()):
+            raise HttpError(400, "bad_request", "cursor is not one this server gave")
+        found = sorted(
+            (
+                booking
+                for booking in self._bookings.values()
+                if start <= self._slots[booking.slot_id].start < end
+                and (include_cancelled or booking.status == "booked")
+            ),
+            key=lambda booking: self._slots[booking.slot_id].start,
+        )
+        first = int(cursor or 0)
+        last = first + self.page_size
+        return 200, {
+            "bookings": [self._booking_json(b) for b in found[first:last]],
+            "next_cursor": str(last) if last < len(found) else None,
+        }
 
     # Helpers (under the lock).
 

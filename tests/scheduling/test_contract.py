@@ -2,7 +2,8 @@
 
 Each backend runs against its real counterpart here: a SQLite file, the FHIR facade
 and the webhook receiver (both fakes on loopback). The same invalid request gets the
-same typed outcome from all three, before anything is booked.
+same typed outcome from all three, before anything is booked; and each lists the
+assistant's bookings of a time range alike (the reminder job and the staff's view).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 
 from scheduling.base import (
+    BOOKED,
+    CANCELLED,
     REFERENCE_ALPHABET,
     REFERENCE_LENGTH,
+    Booking,
     InvalidRequest,
     Patient,
     Scheduler,
@@ -185,6 +189,81 @@ def test_every_backend_takes_the_longest_key(backend: Scheduler) -> None:
     with pytest.raises(InvalidRequest):
         backend.cancel(booking.reference, PATIENT.phone, "")
     assert backend.get_booking(booking.reference, PATIENT.phone) == booking
+
+
+# --- listing the assistant's bookings (issue 14) ------------------------------------
+
+HOURS = (9, 10, 11)  # on DAY; pages of one booking, so that each listing pages
+
+
+@pytest.fixture(params=["sqlite", "fhir", "webhook"])
+def lister(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scheduler]:
+    """Each backend with open slots at 9, 10 and 11 on ``DAY``, one booking a page."""
+    starts = [DAY.replace(hour=hour) for hour in HOURS]
+    if request.param == "sqlite":
+        yield sqlite_scheduler(tmp_path)[0]
+    elif request.param == "fhir":
+        with FhirFacade(page_size=1) as facade:
+            schedule = facade.seed_schedule("Practitioner/dr-valliant")
+            facade.seed_slots(schedule, starts, (VISIT_TYPE_SYSTEM, "new_patient"))
+            yield FhirScheduler(facade.base_url, timeout=2.0)
+    else:
+        with FakeWebhookServer(SECRET, page_size=1) as server:
+            for index, start in enumerate(starts):
+                server.add_slot(f"slot-{index}", start)
+            yield WebhookScheduler(server.base_url, SECRET, timeout=2.0, retries=0)
+
+
+def book_at(scheduler: Scheduler, hour: int, consent: bool = True) -> Booking:
+    start = DAY.replace(hour=hour)
+    [slot] = scheduler.find_slots("new_patient", start, start + timedelta(minutes=1))
+    return scheduler.book(slot, PATIENT, f"key-{hour}", reminder_consent=consent)
+
+
+def references(bookings: List[Booking]) -> List[str]:
+    return [booking.reference for booking in bookings]
+
+
+def test_every_backend_lists_active_bookings_overlapping_a_range(
+    lister: Scheduler,
+) -> None:
+    nine, ten, eleven = (book_at(lister, hour) for hour in HOURS)
+    lister.cancel(ten.reference, PATIENT.phone, "cancel-10")
+    at = DAY.replace
+
+    listed = lister.active_bookings_between(at(hour=9), at(hour=11))
+    assert references(listed) == [nine.reference]  # cancelled out, 11:00 is the end
+    assert listed[0] == lister.get_booking(nine.reference, PATIENT.phone)
+    assert listed[0].reminder_consent
+    everything = lister.active_bookings_between(at(hour=8), at(hour=12))
+    assert references(everything) == [nine.reference, eleven.reference]  # paged
+    # Overlap: a 9:00-9:30 visit is in a range from 9:29, not in one from 9:30.
+    assert references(
+        lister.active_bookings_between(at(hour=9, minute=29), at(hour=10))
+    )
+    assert not lister.active_bookings_between(at(hour=9, minute=30), at(hour=11))
+    assert not lister.active_bookings_between(at(hour=8), at(hour=12), "nobody")
+
+
+def test_every_backend_lists_a_days_bookings_cancelled_too(lister: Scheduler) -> None:
+    nine, ten, eleven = (book_at(lister, hour, consent=False) for hour in HOURS)
+    lister.cancel(ten.reference, PATIENT.phone, "cancel-10")
+
+    day = lister.bookings_between(DAY, DAY + timedelta(days=1))
+    assert references(day) == [nine.reference, ten.reference, eleven.reference]
+    assert [booking.status for booking in day] == [BOOKED, CANCELLED, BOOKED]
+    # Starting in [start, end): 9:00 is in from 9:00, 11:00 is not before 11:00.
+    edges = lister.bookings_between(DAY.replace(hour=9), DAY.replace(hour=11))
+    assert references(edges) == [nine.reference, ten.reference]
+    assert lister.bookings_between(DAY.replace(hour=12), DAY + timedelta(days=1)) == []
+
+
+def test_listing_refuses_naive_datetimes(lister: Scheduler) -> None:
+    naive = datetime(2026, 3, 2, 9)
+    with pytest.raises(ValueError):
+        lister.active_bookings_between(naive, naive + timedelta(hours=1))
+    with pytest.raises(ValueError):
+        lister.bookings_between(naive, naive + timedelta(hours=1))
 
 
 # --- what the package may import ------------------------------------------------------
