@@ -568,8 +568,7 @@ def _refusal(operation: _Operation, status: int, content: bytes) -> Exception:
         return BookingNotFound("no booking has this reference with this phone")
     if status == 404 and operation is LIST:
         return ListingUnsupported(
-            f"{where} does not exist (404): this receiver cannot list bookings, so "
-            "no reminders can be sent"
+            f"{where} does not exist (404): the receiver cannot list bookings"
         )
     if status == 404:
         return BackendUnavailable(

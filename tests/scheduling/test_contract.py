@@ -17,6 +17,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
+from clinic_common.clinic_config import ReminderConfig
 from scheduling.base import (
     BOOKED,
     CANCELLED,
@@ -32,11 +33,20 @@ from scheduling.base import (
     checked_patient,
     new_reference,
     normalize_reference,
+    utc_now,
 )
 from scheduling.config import parse_scheduling_config
 from scheduling.fhir_backend import VISIT_TYPE_SYSTEM, FhirScheduler
+from scheduling.reminders import (
+    ReminderSchedule,
+    ReminderSettings,
+    ReminderStore,
+    reminder_settings,
+    send_time,
+)
 from scheduling.sqlite_backend import SqliteScheduler
 from scheduling.webhook_backend import WebhookScheduler
+from staff.reminders import day_view
 from tests.fakes.fhir_facade import FhirFacade
 from tests.fakes.webhook_server import FakeWebhookServer
 
@@ -115,22 +125,24 @@ def test_references_use_only_unmistakable_characters() -> None:
 # --- every backend, the same outcomes -------------------------------------------------
 
 
-def sqlite_scheduler(tmp_path: Path) -> Tuple[Scheduler, Slot]:
-    config = parse_scheduling_config(
-        {
-            "timezone": "America/Chicago",
-            "slot_minutes": 30,
-            "opening_hours": {
-                day: ["08:00-17:00"]
-                for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-            },
-            "visit_types": [{"key": "new_patient", "name": "New", "minutes": 30}],
-            "providers": ["provider-1"],
-            "booking_horizon_days": 30,
+CHICAGO = parse_scheduling_config(
+    {
+        "timezone": "America/Chicago",
+        "slot_minutes": 30,
+        "opening_hours": {
+            day: ["08:00-17:00"]
+            for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         },
-        "test",
-    )
-    scheduler = SqliteScheduler(tmp_path / "scheduler.db", config)
+        "visit_types": [{"key": "new_patient", "name": "New", "minutes": 30}],
+        "providers": ["provider-1"],
+        "booking_horizon_days": 30,
+    },
+    "test",
+)
+
+
+def sqlite_scheduler(tmp_path: Path) -> Tuple[Scheduler, Slot]:
+    scheduler = SqliteScheduler(tmp_path / "scheduler.db", CHICAGO)
     slot = scheduler.find_slots("new_patient", DAY, DAY + timedelta(days=1), 1)[0]
     return scheduler, slot
 
@@ -214,6 +226,14 @@ def lister(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scheduler
             yield WebhookScheduler(server.base_url, SECRET, timeout=2.0, retries=0)
 
 
+@pytest.fixture
+def project_reminder_settings() -> Iterator[None]:
+    """The reminder settings of the project's clinic.yml, read afresh and forgotten."""
+    reminder_settings.cache_clear()
+    yield
+    reminder_settings.cache_clear()
+
+
 def book_at(scheduler: Scheduler, hour: int, consent: bool = True) -> Booking:
     start = DAY.replace(hour=hour)
     [slot] = scheduler.find_slots("new_patient", start, start + timedelta(minutes=1))
@@ -264,6 +284,49 @@ def test_listing_refuses_naive_datetimes(lister: Scheduler) -> None:
         lister.active_bookings_between(naive, naive + timedelta(hours=1))
     with pytest.raises(ValueError):
         lister.bookings_between(naive, naive + timedelta(hours=1))
+
+
+def test_the_reminder_job_reminds_once_on_every_backend(
+    lister: Scheduler, tmp_path: Path
+) -> None:
+    wanted = book_at(lister, 10)
+    book_at(lister, 11, consent=False)
+    settings = ReminderSettings(ReminderConfig(), CHICAGO, "Test Clinic")
+    due = send_time(
+        wanted.slot.start, timedelta(hours=24), ReminderConfig(), CHICAGO.tz
+    )
+    sent: List[str] = []
+    schedule = ReminderSchedule(
+        bookings=lister,
+        store=ReminderStore(tmp_path / "reminders.db"),
+        send=lambda booking: not sent.append(booking.reference),
+        reachable=lambda phone: True,
+        settings=settings,
+        clock=lambda: due,
+    )
+
+    assert schedule.run_once().sent == 1
+    assert schedule.run_once().sent == 0
+    assert sent == [wanted.reference]
+
+
+@pytest.mark.usefixtures("project_reminder_settings")
+def test_the_staff_day_view_on_every_backend(lister: Scheduler, tmp_path: Path) -> None:
+    book_at(lister, 9)
+    book_at(lister, 10, consent=False)
+    cancelled = book_at(lister, 11)
+    lister.cancel(cancelled.reference, PATIENT.phone, "cancel-11")
+
+    title, entries = day_view(
+        DAY.date(), utc_now, lister, ReminderStore(tmp_path / "reminders.db")
+    )
+
+    assert title.startswith(f"{DAY:%A %Y-%m-%d} (America/Chicago")
+    assert [(entry.patient, entry.state) for entry in entries] == [
+        ("Dana T.", "not due"),
+        ("Dana T.", "not allowed"),
+        ("Dana T.", "cancelled"),
+    ]
 
 
 # --- what the package may import ------------------------------------------------------

@@ -551,6 +551,55 @@ def test_cancel_retries_when_the_appointment_changed_meanwhile(
     )
 
 
+# --- listing the assistant's Appointments (reminders; more in test_contract.py) ------
+
+
+def test_only_the_assistants_appointments_are_listed_through_every_page(
+    facade: FhirFacade, schedule: str, new_slots: List[str]
+) -> None:
+    facade.required_token = "s3cret"  # sent with every page
+    scheduler = FhirScheduler(facade.base_url, timeout=2.0, auth_token="s3cret")
+    ours = [
+        scheduler.book(slot, PATIENT, f"key-{index}", reminder_consent=True)
+        for index, slot in enumerate(scheduler.find_slots(NEW, at(9), at(11)))
+    ]
+    facade.page_size = 1
+    # The front desk's booking at 11:00: no reference of ours, so not listed.
+    [desk_slot] = facade.seed_slots(schedule, [at(11)], (VISIT_TYPE_SYSTEM, NEW))
+    facade.put_resource(
+        {
+            "resourceType": "Appointment",
+            "id": "front-desk",
+            "status": "booked",
+            "identifier": [{"system": "urn:clinic:mrn", "value": "A-1"}],
+            "start": at(11).isoformat(),
+            "end": at(11, 30).isoformat(),
+            "slot": [{"reference": f"Slot/{desk_slot}"}],
+            "participant": [{"actor": {"display": "front desk"}, "status": "accepted"}],
+        }
+    )
+
+    listed = scheduler.active_bookings_between(at(0), at(23))
+    assert len(ours) == 2 and listed == ours
+    assert scheduler.bookings_between(at(0), at(23)) == ours
+    assert [b.slot.provider for b in listed] == [f"Schedule/{schedule}"] * 2
+    assert scheduler.active_bookings_between(at(0), at(23), "Schedule/other") == []
+
+
+def test_a_next_link_off_the_base_url_is_not_followed(
+    facade: FhirFacade, new_slots: List[str]
+) -> None:
+    scheduler = FhirScheduler(facade.base_url, timeout=2.0)
+    for index, slot in enumerate(scheduler.find_slots(NEW, at(9), at(11))):
+        scheduler.book(slot, PATIENT, f"key-{index}")
+    facade.page_size = 1
+    # The same server under another name: its next links name 127.0.0.1.
+    other_name = facade.base_url.replace("127.0.0.1", "localhost")
+
+    with pytest.raises(BackendUnavailable, match="not on its base URL"):
+        FhirScheduler(other_name, timeout=2.0).bookings_between(at(0), at(23))
+
+
 # --- an unavailable server ----------------------------------------------------------
 
 

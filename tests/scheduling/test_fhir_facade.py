@@ -321,6 +321,31 @@ def test_sort_count_and_the_searchset_bundle(
     assert bundle["entry"][0]["search"] == {"mode": "match"}
 
 
+def test_pages_follow_next_links_within_count_and_the_servers_page_size(
+    facade: FhirFacade, slots: List[str]
+) -> None:
+    facade.page_size = 2
+    pages: List[List[str]] = []
+    url: Optional[str] = f"{facade.base_url}/Slot?_sort=start&_count=5"
+    while url is not None:
+        bundle = requests.get(url, timeout=TIMEOUT).json()
+        assert bundle["total"] == 3
+        pages.append([e["resource"]["id"] for e in bundle.get("entry", [])])
+        nexts = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+        url = nexts[0] if nexts else None
+    assert pages == [slots[:2], slots[2:]]
+    # _count below the page size wins; _count=0 is the total only, with no next.
+    assert search_ids(facade, "Slot", {"_sort": "start", "_count": "1"}) == slots[:1]
+    empty = get(facade, "Slot", params={"_count": "0"}).json()
+    assert [link["relation"] for link in empty["link"]] == ["self"]
+
+
+def test_a_page_offset_the_server_never_gave_is_refused(
+    facade: FhirFacade, slots: List[str]
+) -> None:
+    assert get(facade, "Slot", params={"_getpagesoffset": "-1"}).status_code == 400
+
+
 @pytest.mark.parametrize(
     "params",
     [

@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -17,11 +18,13 @@ import requests
 from fakes.webhook_server import FakeWebhookServer
 
 from clinic_common.settings import load
+from scheduling import get_scheduler
 from scheduling.base import (
     BOOKED,
     CANCELLED,
     BackendUnavailable,
     BookingNotFound,
+    ListingUnsupported,
     Patient,
     Scheduler,
     Slot,
@@ -29,6 +32,7 @@ from scheduling.base import (
     utc_now,
 )
 from scheduling.webhook_backend import WebhookConfigError, WebhookScheduler
+from staff import reminders
 
 SECRET = "s3cret-for-tests-only-0123456789"
 PATIENT = Patient(name="Dolores Haze-Testperson", phone="+18175550123")
@@ -684,3 +688,120 @@ def test_unusable_idempotency_keys_are_refused(
     with pytest.raises(ValueError, match="idempotency_key"):
         scheduler.book(chosen, PATIENT, key)
     assert server.requests_to("bookings") == []
+
+
+# Listing bookings (bookings/list, for reminders; the contract test lists on every
+# backend).
+
+
+def test_listing_pages_with_the_receivers_cursor_and_the_same_range(
+    server: FakeWebhookServer, scheduler: WebhookScheduler
+) -> None:
+    server.page_size = 2
+    booked = [scheduler.book(slot(scheduler, i), PATIENT, f"k{i}") for i in range(4)]
+    scheduler.cancel(booked[1].reference, PATIENT.phone, "c1")
+
+    listed = scheduler.bookings_between(DAY, DAY + timedelta(hours=2))
+
+    assert [b.reference for b in listed] == [b.reference for b in booked]
+    assert [b.status for b in listed] == [BOOKED, CANCELLED, BOOKED, BOOKED]
+    bodies = [request.json() for request in server.requests_to("bookings/list")]
+    assert [body.get("cursor") for body in bodies] == [None, "2"]
+    assert {(b["from"], b["to"], b["include_cancelled"]) for b in bodies} == {
+        (DAY.isoformat(), (DAY + timedelta(hours=2)).isoformat(), True)
+    }
+
+
+def test_a_receiver_without_bookings_list_makes_reminders_unavailable() -> None:
+    with FakeWebhookServer(SECRET, lists_bookings=False) as server:
+        scheduler = make_scheduler(server)
+        with pytest.raises(ListingUnsupported, match="cannot list bookings"):
+            scheduler.active_bookings_between(DAY, DAY + timedelta(days=1))
+        assert issubclass(ListingUnsupported, BackendUnavailable)
+        assert len(server.requests_to("bookings/list")) == 1  # an answer: no retry
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"bookings": "none"},
+        {"bookings": [], "next_cursor": ""},
+        {"bookings": [], "next_cursor": 2},
+    ],
+)
+def test_malformed_list_answer_is_backend_unavailable(
+    server: FakeWebhookServer, scheduler: WebhookScheduler, answer: Dict[str, Any]
+) -> None:
+    server.respond_next(200, json.dumps(answer).encode())
+    with pytest.raises(BackendUnavailable, match="malformed"):
+        scheduler.bookings_between(DAY, DAY + timedelta(days=1))
+
+
+@pytest.mark.parametrize("cancelled", [False, True])
+def test_a_listed_booking_not_asked_for_is_refused(
+    server: FakeWebhookServer, scheduler: WebhookScheduler, cancelled: bool
+) -> None:
+    booking = scheduler.book(slot(scheduler, 3), PATIENT, "k3")  # at 10:30
+    answer = {
+        "bookings": [
+            {
+                "reference": booking.reference,
+                "status": CANCELLED if cancelled else BOOKED,
+                "slot": {
+                    "slot_id": booking.slot.slot_id,
+                    "start": booking.slot.start.isoformat(),
+                    "end": booking.slot.end.isoformat(),
+                    "visit_type": booking.slot.visit_type,
+                },
+                "patient": {"name": PATIENT.name, "phone": PATIENT.phone},
+            }
+        ]
+    }
+    server.respond_next(200, json.dumps(answer).encode())
+    # Cancelled when only active ones were asked for; or starting at the range's end.
+    end = DAY + timedelta(days=1) if cancelled else booking.slot.start
+    with pytest.raises(BackendUnavailable, match="not asked for"):
+        scheduler.active_bookings_between(DAY, end)
+
+
+class _Stop(Exception):
+    """Ends the reminder job's endless loop in a test."""
+
+
+def test_the_reminder_job_says_once_that_the_receiver_cannot_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    passes: List[float] = []
+
+    def sleep(seconds: float) -> None:
+        passes.append(seconds)
+        if len(passes) == 3:
+            raise _Stop
+
+    with FakeWebhookServer(SECRET, lists_bookings=False) as server:
+        for name, value in {
+            "SCHEDULER_BACKEND": "webhook",
+            "SCHEDULER_WEBHOOK_URL": server.base_url,
+            "SCHEDULER_WEBHOOK_SECRET": SECRET,
+            "STATE_DIR": str(tmp_path),
+            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+            "TWILIO_AUTH_TOKEN": "token-for-tests",
+            "TWILIO_FROM_NUMBER": "+18175550000",
+            "TWILIO_MESSAGING_SERVICE_SID": "",
+            "TWILIO_WEBHOOK_URL": "https://clinic.example/webhooks/twilio/webhook",
+            "TWILIO_API_BASE": "http://127.0.0.1:9",  # never reached: nothing is due
+        }.items():
+            monkeypatch.setenv(name, value)
+        for name in ("STORE_DATABASE_URL", "SCHEDULER_DB", "CHANNEL_DB"):
+            monkeypatch.delenv(name, raising=False)
+        get_scheduler.cache_clear()
+        try:
+            with caplog.at_level(logging.WARNING), pytest.raises(_Stop):
+                reminders.run_forever(60.0, sleep)
+        finally:
+            get_scheduler.cache_clear()
+        asked = len(server.requests_to("bookings/list"))
+
+    said = [r for r in caplog.records if "No reminders will be sent" in r.getMessage()]
+    assert len(said) == 1 and "cannot list bookings" in said[0].getMessage()
+    assert (passes, asked) == ([60.0] * 3, 3)  # it goes on asking, quietly
