@@ -716,7 +716,8 @@ class FhirScheduler:
         try:
             response = self._client().request(
                 method,
-                f"{self._base_url}/{path}" if path else self._base_url,
+                # A page link may be the base URL's own ("?_getpages=...", HAPI).
+                f"{self._base_url}{'' if path[:1] in ('', '?') else '/'}{path}",
                 params=params,
                 data=None if body is None else json.dumps(body).encode("utf-8"),
                 headers=headers,
@@ -774,13 +775,12 @@ class FhirScheduler:
             link = _next_link(bundle)
             if link is None:
                 return found
-            if not link.startswith(f"{self._base_url}/{resource_type}?"):
+            below = link[len(self._base_url) :]
+            if not link.startswith(self._base_url) or below[:1] not in ("/", "?"):
                 raise BackendUnavailable(
                     f"the FHIR server's next page of a {what} is not on its base URL"
                 )
-            bundle = self._json(
-                self._http("GET", link[len(self._base_url) + 1 :]), what
-            )
+            bundle = self._json(self._http("GET", below.lstrip("/")), what)
             found += _matches(bundle, resource_type)
         raise BackendUnavailable(f"the FHIR server's {what} has too many pages")
 
