@@ -11,6 +11,9 @@ reply was written; pending replies are picked up again when the server restarts.
 other 4xx (say 21610, the number unsubscribed, or 21211, not a valid number) fails
 at once. Before each attempt the number's opt-out is checked again.
 
+A text Twilio took may still not reach the phone (the carrier refused it): Twilio's
+delivery report (``channels.twilio_sms``'s ``/status`` route) then marks it failed.
+
 Once a reply is sent or has finally failed its number and text are deleted; what is
 kept (times, attempts, Twilio's status and error code, a keyed hash of the number
 and the conversation key of the logs) lets staff see failures with
@@ -65,6 +68,11 @@ IDLE_POLL = 0.02  # seconds between checks while waiting for the outbox to empty
 OPTED_OUT = "opted out"
 REFUSED = "refused by Twilio"
 WINDOW_OVER = "retry window over"
+
+
+def undelivered_reason(status: str) -> str:
+    """Why a text Twilio took failed after all: its delivery report's status."""
+    return f"reported {status} by Twilio"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@
 - The SMS outbox: each reply is written here before it is sent, and kept until it is
   sent or has finally failed; then its body and number are deleted and only what
   staff need to see a failure is kept (a keyed hash of the number, the conversation
-  key of the logs, times, attempts, Twilio's status and error code).
+  key of the logs, times, attempts, Twilio's status and error code). A sent text
+  that Twilio later reports undelivered (its status callback) is marked failed.
+  Texts the assistant starts itself (appointment reminders) are marked as such, so
+  that the reminder job can tell its own texts from replies to the same number.
 - The ``MessageSid`` of each text received, so that Twilio's retry of a webhook is
   not answered twice (kept for ``SEEN_SMS_DAYS``).
 - The SMS inbox: each text received, written in the same step as its SID before
@@ -28,7 +31,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from clinic_common import settings, sqlite
 from clinic_common.sqlite import StrPath
@@ -88,6 +91,13 @@ CREATE TABLE IF NOT EXISTS sms_outbox (
     message_sid TEXT  -- Twilio's Message SID, once sent
 );
 CREATE INDEX IF NOT EXISTS sms_outbox_by_state ON sms_outbox (state, phone, id);
+-- Twilio's delivery reports name the message by its SID.
+CREATE INDEX IF NOT EXISTS sms_outbox_by_sid ON sms_outbox (message_sid);
+-- The outbox rows of texts the assistant started (Rasa's trigger_intent), not
+-- replies to a text. A table of its own: existing stores gain it as they open.
+CREATE TABLE IF NOT EXISTS sms_pushed (
+    outbox_id INTEGER PRIMARY KEY REFERENCES sms_outbox (id) ON DELETE CASCADE
+);
 CREATE TABLE IF NOT EXISTS sms_seen (
     message_sid TEXT PRIMARY KEY,
     received_at REAL NOT NULL
@@ -268,32 +278,80 @@ class ChannelStore:
         conversation: str,
         now: Optional[float] = None,
         handled: Optional[int] = None,
-    ) -> None:
+        pushed: bool = False,
+    ) -> List[int]:
         """Writes replies to one number to the outbox, to be sent in this order.
 
         ``handled``: the inbox row of the text they answer, deleted in the same
         transaction, so that a text is either answered or still in the inbox.
+        ``pushed``: the assistant started them (:meth:`pushed_sms`). Returns the
+        new rows' ids.
         """
         if not bodies and handled is None:
-            return
+            return []
         now = time.time() if now is None else now
         with self._db.write() as db:
             if handled is not None:
                 db.execute("DELETE FROM sms_inbox WHERE id = ?", (handled,))
-            db.executemany(
-                "INSERT INTO sms_outbox (phone, body, phone_key, conversation,"
-                " created_at, next_attempt_at, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (phone, body, phone_key, conversation, now, now, PENDING)
-                    for body in bodies
-                ],
-            )
+            ids = [
+                int(
+                    db.execute(
+                        "INSERT INTO sms_outbox (phone, body, phone_key, conversation,"
+                        " created_at, next_attempt_at, state)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                        (phone, body, phone_key, conversation, now, now, PENDING),
+                    ).fetchone()[0]
+                )
+                for body in bodies
+            ]
+            if pushed:
+                db.executemany(
+                    "INSERT INTO sms_pushed VALUES (?)", [(id_,) for id_ in ids]
+                )
             # Rows of finished texts hold no number or text; old ones go.
             db.execute(
                 "DELETE FROM sms_outbox WHERE (state = ? AND created_at < ?)"
                 " OR (state = ? AND created_at < ?)",
                 (SENT, now - SENT_SMS_DAYS * DAY, FAILED, now - FAILED_SMS_DAYS * DAY),
             )
+        return ids
+
+    def last_sms_id(self) -> int:
+        """The newest outbox row's id (0 if none): a mark for :meth:`pushed_sms`.
+
+        Rows are written one transaction at a time (:meth:`queue_sms` writes
+        under the store's write lock), so a row written after this call has a
+        larger id.
+        """
+        with self._db.connection() as db:
+            (last,) = db.execute("SELECT MAX(id) FROM sms_outbox").fetchone()
+        return int(last or 0)
+
+    def pushed_sms(self, phone_key: str, after: int) -> List[int]:
+        """Ids of the texts the assistant started to this number after row ``after``.
+
+        ``phone_key``: the number's keyed hash (kept when the number is deleted).
+        Replies to the number's own texts are not among them.
+        """
+        with self._db.connection() as db:
+            rows = db.execute(
+                "SELECT o.id FROM sms_outbox o JOIN sms_pushed p ON p.outbox_id = o.id"
+                " WHERE o.phone_key = ? AND o.id > ? ORDER BY o.id",
+                (phone_key, after),
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def failed_among(self, ids: Sequence[int]) -> Set[int]:
+        """Those of these outbox rows that finally failed (and are still kept)."""
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        with self._db.connection() as db:
+            rows = db.execute(
+                f"SELECT id FROM sms_outbox WHERE state = ? AND id IN ({marks})",
+                (FAILED, *ids),
+            ).fetchall()
+        return {int(row[0]) for row in rows}
 
     def due_sms(self, now: float) -> List[OutgoingSms]:
         """The oldest pending reply of each number, if it is due by ``now``.
@@ -401,6 +459,22 @@ class ChannelStore:
                 (FAILED, reason, phone, PENDING),
             )
         return int(cursor.rowcount)
+
+    def sms_undelivered(
+        self, message_sid: str, reason: str, error_code: Optional[int]
+    ) -> Optional[int]:
+        """Marks a sent text failed after all (Twilio's delivery report); its row id.
+
+        None if no sent text has this SID (an old one, one deleted, or a repeat of
+        the report).
+        """
+        with self._db.write() as db:
+            row = db.execute(
+                "UPDATE sms_outbox SET state = ?, reason = ?, error_code = ?"
+                " WHERE message_sid = ? AND state = ? RETURNING id",
+                (FAILED, reason, error_code, message_sid, SENT),
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     def failed_sms(self, since: float) -> List[FailedSms]:
         """The replies that finally failed, created since ``since``, newest first."""

@@ -14,9 +14,13 @@ Messages of one phone number are handled one at a time, in the order they arrive
 The assistant's replies are written to the SMS outbox (``channels.sms_outbox``)
 and sent from there through Twilio's REST API (``Messages.json``) with aiohttp,
 retried on 429, 5xx, timeouts and lost connections for up to an hour
-(``SMS_RETRY_WINDOW_SECONDS``), across restarts. Without an account SID, auth token
-and a sender (number or Messaging Service), the webhook answers 503 and the rest of
-the assistant runs as usual.
+(``SMS_RETRY_WINDOW_SECONDS``), across restarts. With a public webhook URL
+(``TWILIO_WEBHOOK_URL``) each message asks Twilio for delivery reports at the
+``/status`` route beside it (signed like the webhook): a text the carrier did not
+deliver (``undelivered`` or ``failed``, with Twilio's error code) is marked failed
+in the outbox. Without an account SID, auth token and a sender (number or
+Messaging Service), the webhook answers 503 and the rest of the assistant runs as
+usual; other processes ask :meth:`TwilioConfig.from_file` whether it is set.
 
 What a patient can send, and what happens:
 
@@ -69,6 +73,7 @@ import logging
 import re
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import (
     Any,
     AsyncIterator,
@@ -81,6 +86,7 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    Union,
 )
 from urllib.parse import parse_qsl
 
@@ -94,6 +100,8 @@ from rasa.core.channels.channel import (
 from rasa.core.tracker_store import TrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import BotUttered, UserUttered
+from rasa.shared.exceptions import RasaException
+from rasa.shared.utils.io import read_config_file
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -115,6 +123,7 @@ from channels.sms_outbox import (
     RetryPolicy,
     SmsOutbox,
     log_failure,
+    undelivered_reason,
 )
 from channels.store import ChannelStore, OpensStoreLazily, ReceivedSms
 from clinic_common.clinic_config import clinic
@@ -123,6 +132,8 @@ from clinic_common.privacy import conversation_key
 logger = logging.getLogger(__name__)
 
 CHANNEL_NAME = "twilio"
+# The channel's key in credentials.yml (its class, as Rasa loads it).
+CREDENTIALS_KEY = f"{__name__}.TwilioSmsInput"
 DEFAULT_API_BASE = "https://api.twilio.com"
 MAX_SMS_CHARS = 1600  # Twilio's limit for one message body
 MAX_PHONE_CHARS = 64
@@ -133,6 +144,8 @@ MAX_SID_CHARS = 64  # Twilio's SIDs are 34 characters
 MAX_INBOUND_CHARS = 10_000
 MAX_MEDIA = 10  # Twilio attaches at most 10 media to one message
 MAX_FORM_FIELDS = 200  # Twilio sends ~20, more with media; it adds new ones
+# Delivery reports of a text Twilio took but could not deliver.
+UNDELIVERED_STATUSES = ("undelivered", "failed")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 SHUTDOWN_GRACE = 10.0  # seconds to finish messages in progress at shutdown
@@ -294,6 +307,19 @@ class TwilioConfig:
             api_base=(values.get("api_base") or DEFAULT_API_BASE).rstrip("/"),
         )
 
+    @classmethod
+    def from_file(cls, path: Path) -> TwilioConfig:
+        """The channel's block of a credentials file, read as the Rasa server does.
+
+        ``${VAR}``s are filled in from the environment. A missing file, block or
+        variable (the server would not start) reads as not configured.
+        """
+        try:
+            credentials = read_config_file(path)
+        except (OSError, RasaException):
+            return cls()
+        return cls.from_credentials(credentials.get(CREDENTIALS_KEY))
+
     @property
     def configured(self) -> bool:
         """Whether messages can be checked and sent: account, token and a sender."""
@@ -307,6 +333,25 @@ class TwilioConfig:
     def messages_url(self) -> str:
         """Twilio's ``Messages.json`` resource of the account."""
         return f"{self.api_base}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+
+    @property
+    def status_url(self) -> str:
+        """Where Twilio posts delivery reports: ``.../status`` beside the webhook.
+
+        Empty without a public webhook URL: the request's own URL is not one
+        Twilio can reach.
+        """
+        base = self.webhook_url.rpartition("/")[0]
+        return f"{base}/status" if base else ""
+
+    def log_id(self, phone: str) -> str:
+        """A keyed hash of the number: the same sender, but no number, in logs.
+
+        Kept in the outbox instead of the number, and the same in every process
+        with this account's token (the reminder job finds its texts by it).
+        """
+        key = self.auth_token.encode("utf-8")
+        return hmac.new(key, phone.encode("utf-8"), hashlib.sha256).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -416,7 +461,10 @@ class TwilioMessages:
             sender = {"MessagingServiceSid": self.config.messaging_service_sid}
         else:
             sender = {"From": self.config.from_number}
-        return {"To": to, **sender, "Body": body}
+        form = {"To": to, **sender, "Body": body}
+        if self.config.status_url:
+            form["StatusCallback"] = self.config.status_url  # delivery reports
+        return form
 
     async def send(self, to: str, body: str) -> Delivery:
         """One attempt to send one message; the outbox decides about retries."""
@@ -502,7 +550,7 @@ class TwilioPushOutput(TwilioSmsOutput):
             store.remember_offers(CHANNEL_NAME, phone, offered)
         else:
             store.forget_choices(CHANNEL_NAME, phone)
-        await self._channel._send(phone, paragraphs)
+        await self._channel._send(phone, paragraphs, pushed=True)
 
 
 class TwilioSmsInput(OpensStoreLazily, InputChannel):
@@ -553,13 +601,12 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
 
     def log_id(self, phone: str) -> str:
         """A keyed hash of the number: the same sender, but no number, in logs."""
-        key = self.config.auth_token.encode("utf-8")
-        return hmac.new(key, phone.encode("utf-8"), hashlib.sha256).hexdigest()[:12]
+        return self.config.log_id(phone)
 
     def blueprint(
         self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
     ) -> Blueprint:
-        """The health and webhook routes, and the shutdown of background work."""
+        """The health, webhook and status routes; background work stops with it."""
         webhook = Blueprint("twilio_sms_webhook", __name__)
         if not self.config.configured:
             logger.info(
@@ -574,17 +621,9 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
 
         @webhook.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
-            if not self.config.configured:
-                return problem("SMS is not configured.", 503)
-            signature = request.headers.get("X-Twilio-Signature", "")
-            if not signature:
-                return problem("Missing X-Twilio-Signature.", 403)
-            form, reason = parse_form(request.content_type, request.body or b"")
-            if form is None:
-                return problem(reason or "Bad request.", 400)
-            url = self.config.webhook_url or request.url
-            if not self._validator.validate(url, form, signature):
-                return problem("Invalid X-Twilio-Signature.", 403)
+            form = self._signed_form(request, self.config.webhook_url)
+            if isinstance(form, HTTPResponse):
+                return form  # refused
             sms, reason = read_sms(form)
             if sms is None:
                 return problem(reason or "Bad request.", 400)
@@ -614,6 +653,29 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
                 )
             return response.text(EMPTY_TWIML, content_type="text/xml")
 
+        @webhook.route("/status", methods=["POST"])
+        async def status(request: Request) -> HTTPResponse:
+            form = self._signed_form(request, self.config.status_url)
+            if isinstance(form, HTTPResponse):
+                return form  # refused
+            state = form.get("MessageStatus", "").strip().lower()
+            if state in UNDELIVERED_STATUSES:
+                code = form.get("ErrorCode", "").strip()
+                row = self.store.sms_undelivered(
+                    form.get("MessageSid", "").strip(),
+                    undelivered_reason(state),
+                    int(code) if code.isdecimal() else None,
+                )
+                if row is not None:
+                    logger.error(
+                        "SMS %d was not delivered: Twilio reported it %s, error code"
+                        " %s.",
+                        row,
+                        state,
+                        code or "none",
+                    )
+            return response.empty()
+
         @webhook.listener("after_server_start")
         async def send_outbox(app: Any, *_: Any) -> None:
             if self.config.configured:
@@ -636,6 +698,26 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
             await self.messages.close()
 
         return webhook
+
+    def _signed_form(
+        self, request: Request, public_url: str
+    ) -> Union[Dict[str, str], HTTPResponse]:
+        """A request's form if Twilio signed it, else the answer refusing it.
+
+        ``public_url``: the URL Twilio posted to, when a proxy is in between
+        (else the request's own).
+        """
+        if not self.config.configured:
+            return problem("SMS is not configured.", 503)
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature:
+            return problem("Missing X-Twilio-Signature.", 403)
+        form, reason = parse_form(request.content_type, request.body or b"")
+        if form is None:
+            return problem(reason or "Bad request.", 400)
+        if not self._validator.validate(public_url or request.url, form, signature):
+            return problem("Invalid X-Twilio-Signature.", 403)
+        return form
 
     def _recover(
         self,
@@ -795,15 +877,25 @@ class TwilioSmsInput(OpensStoreLazily, InputChannel):
         return [*notes, *paragraphs]
 
     async def _send(
-        self, phone: str, paragraphs: Sequence[str], row: Optional[int] = None
+        self,
+        phone: str,
+        paragraphs: Sequence[str],
+        row: Optional[int] = None,
+        pushed: bool = False,
     ) -> None:
         """Writes one turn's replies to the outbox, in order, and wakes the sender.
 
-        The message's inbox ``row`` is deleted in the same transaction.
+        The message's inbox ``row`` is deleted in the same transaction. ``pushed``:
+        the assistant started them (:class:`TwilioPushOutput`).
         """
         bodies = split_for_sms("\n\n".join(paragraphs))
         self.store.queue_sms(
-            phone, bodies, self.log_id(phone), conversation_key(phone), handled=row
+            phone,
+            bodies,
+            self.log_id(phone),
+            conversation_key(phone),
+            handled=row,
+            pushed=pushed,
         )
         if bodies:
             self.outbox.wake()

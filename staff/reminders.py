@@ -25,11 +25,12 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from channels.store import ChannelStore
 from channels.store import default_location as channel_store_location
-from channels.twilio_sms import CHANNEL_NAME
+from channels.twilio_sms import CHANNEL_NAME, TwilioConfig
+from clinic_common.settings import load as load_settings
 from scheduling import get_scheduler
 from scheduling.base import (
     Booking,
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 # interface with domain.yml and actions/reminders.py).
 REMINDER_INTENT = "EXTERNAL_appointment_reminder"
 REFERENCE_ENTITY = "booking_reference"
+# What the job logs and staff read while the Twilio channel is not configured.
+SMS_OFF = "SMS is not configured: no reminders are being sent"
 
 
 def reminder_store() -> ReminderStore:
@@ -67,13 +70,29 @@ def reminder_store() -> ReminderStore:
     return ReminderStore(default_db_path())
 
 
-def rasa_sender(api: RasaApi) -> Callable[[Booking], bool]:
-    """Sends a booking's reminder through the Rasa server; False if it refused."""
+def sms_config() -> TwilioConfig:
+    """The Twilio channel's settings, as the Rasa server reads them."""
+    return TwilioConfig.from_file(load_settings().project_root / "credentials.yml")
 
-    def send(booking: Booking) -> bool:
+
+def rasa_sender(
+    api: RasaApi, channels: ChannelStore, twilio: TwilioConfig
+) -> Callable[[Booking], Sequence[int]]:
+    """Sends a booking's reminder through the Rasa server; its SMS outbox rows.
+
+    They are the texts the Twilio channel queued to the number, as ones the
+    assistant started (not replies to the patient's own texts), while Rasa ran the
+    reminder: the action utters before Rasa answers. Empty if Rasa refused
+    or sent nothing (the reminder failed). Two runners reminding one number at
+    the same moment (two bookings due together) may each count both texts.
+    """
+
+    def send(booking: Booking) -> Sequence[int]:
+        phone = booking.patient.phone
+        before = channels.last_sms_id()
         try:
             api.trigger_intent(
-                booking.patient.phone,
+                phone,
                 REMINDER_INTENT,
                 {REFERENCE_ENTITY: booking.reference},
                 CHANNEL_NAME,
@@ -81,8 +100,13 @@ def rasa_sender(api: RasaApi) -> Callable[[Booking], bool]:
         except ApiError:
             # The error's words are the server's: they may name the conversation.
             logger.warning("The reminder of %s was not sent.", booking.reference)
-            return False
-        return True
+            return []
+        queued = channels.pushed_sms(twilio.log_id(phone), before)
+        if not queued:
+            logger.warning(
+                "Rasa took the reminder of %s but sent no SMS.", booking.reference
+            )
+        return queued
 
     return send
 
@@ -93,7 +117,9 @@ def build_schedule(scheduler: Scheduler, settings: Settings) -> ReminderSchedule
     return ReminderSchedule(
         bookings=scheduler,
         store=reminder_store(),
-        send=rasa_sender(RasaApi(settings.rasa_url, settings.api_token)),
+        send=rasa_sender(
+            RasaApi(settings.rasa_url, settings.api_token), channels, sms_config()
+        ),
         reachable=lambda phone: not channels.is_opted_out(phone),
         settings=reminder_settings(),
     )
@@ -106,8 +132,15 @@ def run_forever(
     """Sends due reminders every ``poll_seconds``; a failed pass is tried again.
 
     A scheduler that cannot list bookings is said once; the job goes on asking, so
-    reminders start without a restart once the webhook receiver can.
+    reminders start without a restart once the webhook receiver can. Without SMS
+    (the Twilio channel not configured) it sends nothing and says so once.
     """
+    if not sms_config().configured:
+        # Nothing is claimed: once SMS is set up (and the job restarted), the
+        # reminders still due are sent.
+        logger.warning("%s (TWILIO_* settings, credentials.yml).", SMS_OFF)
+        while True:
+            sleep(3600.0)
     schedule = build_schedule(get_scheduler(), Settings.from_env())
     said_unsupported = False
     while True:
@@ -130,7 +163,9 @@ def day_view(
 ) -> Tuple[str, List[DayEntry]]:
     """A title and each booking of local ``day`` (default today) with its state.
 
-    The title names the day and the clinic's time zone. Front-desk details only
+    The title names the day and the clinic's time zone, and says so if SMS is not
+    configured (no reminder goes out). A reminder whose text failed in the SMS
+    outbox is "failed". Front-desk details only
     (:class:`~scheduling.reminders.DayEntry`). ``scheduler`` and ``store``: the
     configured ones unless given.
 
@@ -146,5 +181,7 @@ def day_view(
         store or reminder_store(),
         settings,
         now,
+        ChannelStore(channel_store_location()).failed_among,
     )
-    return f"{day:%A %Y-%m-%d} ({settings.scheduling.timezone})", entries
+    sms = "" if sms_config().configured else f"; {SMS_OFF}"
+    return f"{day:%A %Y-%m-%d} ({settings.scheduling.timezone}{sms})", entries

@@ -23,11 +23,20 @@ in JSON; errors are JSON with Twilio's ``code``, ``message``, ``more_info`` and
 
 :attr:`FakeTwilioApi.messages` holds every accepted message and
 :attr:`FakeTwilioApi.attempts` counts every authenticated request, failed or not.
+
+A message sent with a ``StatusCallback`` URL can have its delivery reported there
+(:meth:`FakeTwilioApi.report_status`): a form POST of ``MessageSid``,
+``MessageStatus`` (``sent``, ``delivered``, ``undelivered``, ``failed`` ...),
+``ErrorCode`` for the last two (30003 unreachable, 30005 unknown number, 30006
+landline, 30007 carrier filtering ...) and the message's ``AccountSid``, ``From``,
+``To``, signed with ``X-Twilio-Signature``: base64 of HMAC-SHA1, keyed with the
+auth token, of the URL followed by each field's name and value sorted by name.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import re
@@ -37,7 +46,9 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Dict, List, Optional, Tuple
-from urllib.parse import parse_qsl
+from urllib.error import HTTPError
+from urllib.parse import parse_qsl, urlencode
+from urllib.request import Request, urlopen
 
 from tests.fakes.loopback import LoopbackFake, LoopbackServer
 
@@ -67,6 +78,7 @@ class SentMessage:
     from_: str
     messaging_service_sid: str
     body: str
+    status_callback: str = ""  # where its delivery reports go; empty: none
 
 
 class FakeTwilioApi(LoopbackFake):
@@ -163,6 +175,53 @@ class FakeTwilioApi(LoopbackFake):
         with self._changed:
             return [message.body for message in self.messages if message.to == phone]
 
+    def report_status(
+        self,
+        sid: str,
+        status: str,
+        error_code: Optional[int] = None,
+        via: Optional[str] = None,
+    ) -> int:
+        """Posts message ``sid``'s delivery report to its StatusCallback, signed.
+
+        ``via``: the address to post to instead (the signature is still over the
+        StatusCallback URL, as behind a proxy). Returns the answer's HTTP status.
+        Blocks: call it from a thread when the receiver runs in this event loop.
+        """
+        with self._changed:
+            [message] = [found for found in self.messages if found.sid == sid]
+        assert message.status_callback, "the message asked for no delivery reports"
+        form = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": "2010-04-01",
+            "From": message.from_ or "",
+            "MessageSid": sid,
+            "MessageStatus": status,
+            "SmsSid": sid,
+            "SmsStatus": status,
+            "To": message.to,
+            **({} if error_code is None else {"ErrorCode": str(error_code)}),
+        }
+        request = Request(
+            via or message.status_callback,
+            data=urlencode(form).encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": self.signature(message.status_callback, form),
+            },
+        )
+        try:
+            with urlopen(request, timeout=10) as answer:
+                return int(answer.status)
+        except HTTPError as error:
+            return error.code
+
+    def signature(self, url: str, form: Dict[str, str]) -> str:
+        """Twilio's ``X-Twilio-Signature`` of a form posted to ``url``."""
+        data = url + "".join(name + form[name] for name in sorted(form))
+        digest = hmac.new(self.auth_token.encode(), data.encode(), hashlib.sha1)
+        return base64.b64encode(digest.digest()).decode()
+
     def wait_for(
         self, condition: Callable[[FakeTwilioApi], bool], timeout: float = 30.0
     ) -> bool:
@@ -242,6 +301,7 @@ class FakeTwilioApi(LoopbackFake):
                 from_=sender,
                 messaging_service_sid=service,
                 body=text,
+                status_callback=form.get("StatusCallback", ""),
             )
             self.messages.append(message)
             self._changed.notify_all()

@@ -3,22 +3,26 @@
 The session's assistant (real Rasa and action servers, the SMS channel texting the
 fake Twilio API) and the reminder job's own wiring (staff/reminders.py), with a
 fixed clock at the reminder's send time. The patient answers by signed webhook.
+A reminder whose text Twilio refuses, or the carrier does not deliver (Twilio's
+signed delivery report), shows "failed" to staff.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from typing import Iterator, List
 
 import pytest
 
 from channels.store import ChannelStore
+from channels.twilio_sms import TwilioConfig
 from clinic_common.settings import load
 from scheduling.base import Booking, Patient
 from scheduling.config import scheduling_config
 from scheduling.reminders import (
     ReminderSchedule,
     ReminderStore,
+    day_entries,
     reminder_settings,
     reminder_text,
     send_time,
@@ -27,7 +31,7 @@ from scheduling.sqlite_backend import SqliteScheduler
 from staff.rasa_api import RasaApi
 from staff.reminders import rasa_sender
 from tests.fakes.twilio_api import FakeTwilioApi
-from tests.integration.conftest import Assistant
+from tests.integration.conftest import SMS_AUTH_TOKEN, Assistant
 from tests.integration.test_sms import Phone
 
 pytestmark = pytest.mark.integration
@@ -67,7 +71,7 @@ def job_at(assistant: Assistant, booking: Booking) -> ReminderSchedule:
     return ReminderSchedule(
         SqliteScheduler(assistant.scheduler_db, scheduling_config()),
         ReminderStore(assistant.scheduler_db),
-        rasa_sender(api),
+        rasa_sender(api, channels, TwilioConfig(auth_token=SMS_AUTH_TOKEN)),
         lambda number: not channels.is_opted_out(number),
         settings,
         clock=lambda: due,
@@ -126,3 +130,49 @@ def test_a_cancelled_booking_gets_no_reminder(
     job_at(assistant, booking).run_once()
     answer = phone.say("what is a back spasm")
     assert phone.received() == [answer]
+
+
+def staff_states(assistant: Assistant, booking: Booking, now: datetime) -> List[str]:
+    """What staff see of ``booking`` (as staff/reminders.py's day view reads it)."""
+    scheduler = SqliteScheduler(assistant.scheduler_db, scheduling_config())
+    channels = ChannelStore(load(assistant.env).channel_db)
+    day = booking.slot.start.astimezone(scheduling_config().tz).date()
+    return [
+        entry.state
+        for entry in day_entries(
+            [b for b in scheduler.bookings_on(day) if b.reference == booking.reference],
+            ReminderStore(assistant.scheduler_db),
+            reminder_settings(),
+            now,
+            channels.failed_among,
+        )
+    ]
+
+
+def test_a_reminder_twilio_refuses_shows_failed(
+    assistant: Assistant, phone: Phone
+) -> None:
+    """The number unsubscribed at Twilio (21610), unknown to the assistant."""
+    phone.twilio.opt_out(phone.number)
+    booking = book(assistant, phone)
+    assert job_at(assistant, booking).run_once().sent == 1  # Rasa took it ...
+    now = datetime.now(timezone.utc)
+    assert phone.twilio.wait_for(
+        lambda _: staff_states(assistant, booking, now) == ["failed"], timeout=60
+    ), staff_states(assistant, booking, now)  # ... and Twilio refused its text
+
+
+def test_a_reminder_the_carrier_did_not_deliver_shows_failed(
+    assistant: Assistant, phone: Phone
+) -> None:
+    booking = book(assistant, phone)
+    assert job_at(assistant, booking).run_once().sent == 1
+    phone.twilio.wait_for_messages(phone.number, 1, timeout=60)
+    [message] = [m for m in phone.twilio.messages if m.to == phone.number]
+    now = datetime.now(timezone.utc)
+    status_route = phone.url.rsplit("/", 1)[0] + "/status"
+    assert phone.twilio.report_status(message.sid, "delivered", via=status_route) == 204
+    assert staff_states(assistant, booking, now) == ["sent"]
+    answer = phone.twilio.report_status(message.sid, "undelivered", 30003, status_route)
+    assert answer == 204
+    assert staff_states(assistant, booking, now) == ["failed"]

@@ -444,8 +444,12 @@ def test_clinic_reminders(db_path: Path) -> Iterator[None]:
 
 @pytest.mark.usefixtures("test_clinic_reminders")
 def test_reminders_shows_each_booking_state_without_phone_or_full_name(
-    scheduler: SqliteScheduler, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+    scheduler: SqliteScheduler,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "")  # as make run has it by default
     sent = scheduler.book(
         slot(scheduler, "dry_needling", "provider-1", chicago(2026, 3, 3, 9)),
         ANN,
@@ -466,7 +470,10 @@ def test_reminders_shows_each_booking_state_without_phone_or_full_name(
 
     assert (code, err) == (0, "")
     assert lines(out) == [
-        ["Reminders for the bookings on Tuesday 2026-03-03 (America/Chicago):"],
+        [
+            "Reminders for the bookings on Tuesday 2026-03-03 (America/Chicago;"
+            " SMS is not configured: no reminders are being sent):"
+        ],
         ["time", "visit", "patient", "reminder"],
         ["09:00 AM", "dry needling", "Ann E.", "sent"],
         ["01:00 PM", "physical therapy", "Bob E.", "not allowed"],
