@@ -407,7 +407,8 @@ def scheduler_locked(drill: Drill, mode: str) -> None:
             moved.rename(database)
 
     try:
-        got = drill.rest(sender, "yes")
+        got = drill.rest(sender, "yes")  # then: may we text a reminder?
+        got += drill.rest(sender, "no thanks")  # the booking is tried now
         got += drill.rest(sender, "yes")  # "Yes, call me back"
         got += drill.rest(sender, NAME) if "full name" in got[-1] else []
         got += drill.rest(sender, PHONE) if "mobile number" in got[-1] else []

@@ -279,8 +279,14 @@ def test_book_an_appointment_end_to_end(page: Page) -> None:
     expect(bot_messages(page).last).to_contain_text("Shall I book it?")
     expect(bot_messages(page).last).to_contain_text(first_time)
     click_choice(page, "Yes, book it")
-    expect(bot_messages(page).last).to_contain_text("Your reference is")
-    assert REFERENCE.search(bot_messages(page).last.inner_text())
+    expect(bot_messages(page).last).to_contain_text(
+        "May we text you a reminder at (817) 555-0100 before the visit?"
+    )
+    click_choice(page, "Yes, text me a reminder")
+    expect(bot_messages(page).last).to_contain_text(
+        "We'll text you a reminder before the visit."
+    )
+    assert REFERENCE.search(bot_messages(page).nth(-2).inner_text())
 
 
 @pytest.mark.parametrize(
