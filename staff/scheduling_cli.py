@@ -186,8 +186,9 @@ def _reminders(args: argparse.Namespace, clock: Clock) -> None:
     """Prints each booking of a local day with its reminder's state.
 
     What the front desk needs and no more: time, visit, first name and initial.
+    The bookings are the configured backend's (embedded, FHIR or webhook).
     """
-    title, entries = day_view(args.date, clock, _scheduler(clock))
+    title, entries = day_view(args.date, clock)
     if not entries:
         print(f"No bookings on {title}.")
         return

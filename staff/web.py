@@ -690,7 +690,7 @@ class StaffWeb:
             return _html(_page("Reminders", alert + _day_form(text)), 400)
         try:
             title, entries = reminders.day_view(day)
-        except (LookupError, ClinicConfigError, BackendUnavailable) as error:
+        except (ClinicConfigError, BackendUnavailable) as error:
             alert = (
                 f'<p class="refused" role="alert">{e(without_paths(str(error)))}</p>'
             )

@@ -18,7 +18,18 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from testkit import failed_test_name
 
-from tests.integration.conftest import Assistant, free_port, stop, wait_until_ready
+from tests.fakes.twilio_api import FakeTwilioApi
+from tests.integration import conftest as integration
+from tests.integration.conftest import (
+    Assistant,
+    free_port,
+    sms_env,
+    stop,
+    wait_until_ready,
+)
+
+# The fake Twilio API the assistant texts (reminders), as in the integration tests.
+twilio_api = integration.twilio_api
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "results" / "screenshots"
@@ -62,7 +73,10 @@ class DemoSite:
 
 
 @pytest.fixture(scope="session")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
+def site(
+    tmp_path_factory: pytest.TempPathFactory, twilio_api: FakeTwilioApi
+) -> Iterator[DemoSite]:
+    """The demo page and its assistant, whose SMS (reminders) go to the fake Twilio."""
     if chromium_path() is None:
         pytest.skip("chromium not found on PATH (scripts/setup.sh installs it as root)")
     web_port = free_port()
@@ -70,7 +84,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
     with pytest.MonkeyPatch.context() as patch:
         # Only the demo page's own origin may open a socket (channels/socketio.py).
         patch.setenv("WIDGET_ALLOWED_ORIGINS", f"http://127.0.0.1:{web_port}")
-        assistant = Assistant(tmp)
+        assistant = Assistant(tmp, extra_env=sms_env(twilio_api))
     try:
         demo = DemoSite(assistant, web_port, tmp / "web.log")
         try:

@@ -20,7 +20,14 @@ import yaml
 from playwright.sync_api import Dialog, Locator, Page, expect
 from testkit import domain_text
 
+from actions.booking.common import booking_values
 from actions.settings import parse_clinic_config
+from scheduling.config import scheduling_config
+from scheduling.reminders import reminder_text
+from scheduling.sqlite_backend import SqliteScheduler
+from tests.fakes.twilio_api import FakeTwilioApi
+from tests.integration.test_reminders import job_at
+from tests.integration.test_sms import Phone
 from tests.web.conftest import DemoSite, Pages
 
 pytestmark = pytest.mark.integration
@@ -265,7 +272,10 @@ def test_the_conversation_id_is_the_servers(page: Page) -> None:
     assert session_id(page) not in ("chosen-by-the-page", issued)
 
 
-def test_book_an_appointment_end_to_end(page: Page) -> None:
+def test_book_an_appointment_end_to_end_then_the_reminder_by_sms(
+    page: Page, site: DemoSite, twilio_api: FakeTwilioApi
+) -> None:
+    """Booked in the widget with consent; reminded by SMS at its time; 1 confirms."""
     open_chat(page)
     say(page, "I'd like to book an appointment")
     click_choice(page, "Dry needling")
@@ -286,7 +296,23 @@ def test_book_an_appointment_end_to_end(page: Page) -> None:
     expect(bot_messages(page).last).to_contain_text(
         "We'll text you a reminder before the visit."
     )
-    assert REFERENCE.search(bot_messages(page).nth(-2).inner_text())
+    reference = REFERENCE.search(bot_messages(page).nth(-2).inner_text())
+    assert reference
+
+    # The reminder job, at the reminder's send time (tests/integration/test_reminders).
+    phone = Phone(site.assistant, twilio_api)
+    phone.number = "+18175550100"
+    scheduler = SqliteScheduler(site.assistant.scheduler_db, scheduling_config())
+    booking = scheduler.get_booking(reference.group(1), phone.number)
+    assert booking.reminder_consent
+    assert job_at(site.assistant, booking).run_once().sent == 1
+    assert twilio_api.wait_for_messages(phone.number, 1, timeout=60) == [
+        reminder_text(booking)
+    ]
+    assert phone.say("1") == domain_text("utter_reminder_confirmed").format(
+        **booking_values(booking)
+    )
+    assert scheduler.get_booking(booking.reference, phone.number).confirmed
 
 
 @pytest.mark.parametrize(
