@@ -48,11 +48,18 @@ StrPath = Union[str, "os.PathLike[str]"]
 BUSY_TIMEOUT_SECONDS = 5.0
 
 
+# What a store's call raises when its SQLite file fails.
+SQLITE_ERRORS: Tuple[Type[BaseException], ...] = (OSError, sqlite3.Error)
+
+
 def store_errors() -> Tuple[Type[BaseException], ...]:
-    """What a store's call raises when its file or database fails, on either kind."""
+    """What a store's call raises when its file or database fails, on either kind.
+
+    Imports psycopg2: a store on a SQLite file needs only :data:`SQLITE_ERRORS`.
+    """
     from clinic_common import postgres
 
-    return (OSError, sqlite3.Error, *postgres.ERRORS)
+    return (*SQLITE_ERRORS, *postgres.ERRORS)
 
 
 def prepare_file(path: Path) -> None:
@@ -182,11 +189,11 @@ class Database:
     ) -> None:
         self._url = str(location) if _is_url(location) else ""
         self.location: StrPath = self._url or Path(location)
-        self._errors: Tuple[Type[BaseException], ...] = (OSError, sqlite3.Error)
+        self._errors: Tuple[Type[BaseException], ...] = SQLITE_ERRORS
         if self._url:
             from clinic_common import postgres
 
-            self._errors += postgres.ERRORS
+            self._errors = store_errors()
             self._shown: StrPath = postgres.shown(self._url)
             self._schema = postgres.schema(schema) + postgres_only
             # One writer at a time per store, like BEGIN IMMEDIATE on its file.
