@@ -18,11 +18,14 @@ that servers' clocks need not agree):
   the message's turn (Twilio's webhook) takes the ticket as the message arrives,
   with :meth:`RedisTicketLockStore.reserve`: otherwise the next message, received
   by another server meanwhile, could take its ticket first;
-* a ticket is alive while its server keeps renewing it (every poll while it
-  waits, every third of :data:`LEASE_SECONDS` while its turn runs, for at most
+* a ticket is alive while its server keeps renewing it (every third of
+  :data:`LEASE_SECONDS` while a reserved message waits for its server's earlier
+  messages of the number, for at most ``LOCK_WAIT_SECONDS``; every poll while it
+  waits for its turn; every third of the lease while its turn runs, for at most
   Rasa's lock lifetime, ``TICKET_LOCK_LIFETIME``, 60 s by default); a killed
-  server's tickets expire :data:`LEASE_SECONDS` later and are dropped by the next
-  waiter, so its conversations move on without a manual step;
+  server's tickets, reserved ones included, expire :data:`LEASE_SECONDS` later and
+  are dropped by the next waiter, so its conversations move on without a manual
+  step, and the messages that other servers hold wait less than their bound;
 * a message that has waited ``LOCK_WAIT_SECONDS`` (settings) gives its ticket
   back and raises Rasa's ``LockError``, as does a Redis that cannot be reached:
   the channel answers the patient with its "please try again" message.
@@ -98,6 +101,12 @@ class Reservation:
     new one; a ticket the block did not use (the message never reached Rasa) is
     given back when it ends. Without Redis there is no ticket (``None``) and the
     turn takes its own, as without a reservation.
+
+    Inside the block, until ``lock()`` takes it, the ticket is renewed every third
+    of the lease (the message may wait for its server's earlier messages of the
+    number), for at most ``LOCK_WAIT_SECONDS``: a killed server's reserved tickets
+    then lapse a lease later, not after the whole wait, which would hold up the
+    number's messages on the other servers past their own bound.
     """
 
     def __init__(
@@ -107,17 +116,28 @@ class Reservation:
         self.conversation_id = conversation_id
         self.ticket = ticket
         self._token: Optional[Token[Optional[Reservation]]] = None
+        self._renewing: Optional[asyncio.Future[None]] = None
 
     def take(self, conversation_id: str) -> Optional[int]:
         """The reserved ticket, once, if it is ``conversation_id``'s."""
         if conversation_id != self.conversation_id:
             return None
+        self._stop_renewing()  # the turn renews it from now on
         ticket, self.ticket = self.ticket, None
         return ticket
 
     def __enter__(self) -> Reservation:
         self._token = _RESERVED.set(self)
+        if self.ticket is not None:
+            self._renewing = asyncio.ensure_future(
+                self.store.keep_reserved(self.conversation_id, self.ticket)
+            )
         return self
+
+    def _stop_renewing(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
 
     def __exit__(
         self,
@@ -127,6 +147,7 @@ class Reservation:
     ) -> None:
         if self._token is not None:
             _RESERVED.reset(self._token)
+        self._stop_renewing()
         unused = self.take(self.conversation_id)
         if unused is not None:
             self.store.give_back(self.conversation_id, unused)
@@ -187,18 +208,32 @@ class RedisTicketLockStore(LockStore):
     def reserve(self, conversation_id: str) -> Reservation:
         """The conversation's next ticket, taken now, for the turn to come.
 
-        It lives ``LOCK_WAIT_SECONDS`` plus the lease without renewal: the time
-        the message may wait behind this server's earlier ones before its turn
-        starts renewing it. Never raises: without Redis, no ticket is reserved.
+        It lives a lease, renewed inside ``with reservation:`` (see
+        :class:`Reservation`). Never raises: without Redis, no ticket is reserved.
         """
         try:
-            ticket: Optional[int] = self._issued(
-                conversation_id, self.wait_seconds + LEASE_SECONDS
-            )
+            ticket: Optional[int] = self._issued(conversation_id, LEASE_SECONDS)
         except LockError:
             logger.warning("No ticket reserved: Redis failed.")
             ticket = None
         return Reservation(self, conversation_id, ticket)
+
+    async def keep_reserved(self, conversation_id: str, ticket: int) -> None:
+        """Renews a reserved ticket until its turn takes it, for at most the wait.
+
+        Past ``LOCK_WAIT_SECONDS`` it lapses a lease later, and its turn, if it
+        ever starts, fails with ``LockError`` as a turn that waited too long.
+        """
+        ends = time.monotonic() + self.wait_seconds
+        while time.monotonic() < ends:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                if self._renewed(conversation_id, ticket) < 0:
+                    return  # expired already: nothing to keep
+            except redis.RedisError as error:  # the next renewal may succeed
+                logger.warning(
+                    "A reserved ticket was not renewed: %s.", type(error).__name__
+                )
 
     def _renewed(self, conversation_id: str, ticket: int) -> int:
         """1 if ``ticket`` is served now, 0 if it waits, -1 if it has expired."""

@@ -123,16 +123,6 @@ def read_and_answered(profile: ScaledProfile) -> Dict[str, List[Tuple[str, bool]
     return found
 
 
-@pytest.mark.xfail(
-    reason="Known defect, issue 13 open: in about half the runs one text of a"
-    " conversation the killed server had taken part in waits LOCK_WAIT_SECONDS"
-    " (20 s) for its turn, fails with LockError and is answered 'please try"
-    " again' instead of being read (rasa-2.log: 'waited 20 s for its turn')."
-    " Suspected: the order between a text recovered from the inbox, which takes"
-    " a new lock-store ticket, and the number's later texts, which hold earlier"
-    " tickets and the channel's per-number turn.",
-    strict=False,
-)
 def test_a_killed_servers_acknowledged_texts_are_answered_once(
     profile: ScaledProfile, twilio: FakeTwilioApi
 ) -> None:

@@ -320,6 +320,67 @@ async def test_a_killed_servers_turn_passes_on_after_the_lease(
     assert queued(store) == []
 
 
+def reserve_and_wait(config: EndpointConfig, lease: float) -> None:
+    """In a process of its own: reserves the conversation's next ticket for a
+    message that waits for its server's earlier message of the number, forever."""
+    lock_store.LEASE_SECONDS = lease
+    store = RedisTicketLockStore(config)
+
+    async def wait() -> None:
+        with store.reserve(CONVERSATION):
+            store.red.set(f"{store.prefix}held", 1)
+            await asyncio.sleep(600)
+
+    asyncio.run(wait())
+
+
+async def test_a_killed_servers_reserved_ticket_passes_on_after_the_lease(
+    config: EndpointConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The defect: a reserved ticket lived LOCK_WAIT_SECONDS plus the lease, so the
+    # number's next message on another server waited past its own bound.
+    monkeypatch.setenv("LOCK_WAIT_SECONDS", "6")
+    monkeypatch.setattr(lock_store, "LEASE_SECONDS", 1.0)
+    store = RedisTicketLockStore(config)
+    holder = multiprocessing.get_context("spawn").Process(
+        target=reserve_and_wait, args=(config, 1.0)
+    )
+    holder.start()
+    try:
+        await until(lambda: bool(store.red.get(f"{store.prefix}held")), 60)
+        await asyncio.sleep(2.5)  # alive: renewed past its lease
+        assert len(queued(store)) == 1
+        os.kill(holder.pid or 0, signal.SIGKILL)
+        started = time.monotonic()
+        async with store.lock(CONVERSATION):
+            waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.join()
+    assert waited < 3
+    assert queued(store) == []
+
+
+async def test_a_reserved_ticket_lapses_after_lock_wait_seconds(
+    config: EndpointConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCK_WAIT_SECONDS", "1")
+    monkeypatch.setattr(lock_store, "LEASE_SECONDS", 0.3)
+    store = RedisTicketLockStore(config)
+    with store.reserve(CONVERSATION):
+        await asyncio.sleep(0.9)
+        assert not reserved_ticket(store).has_expired()  # renewed while it may wait
+        await asyncio.sleep(1.2)
+        assert reserved_ticket(store).has_expired()  # no longer: the next goes first
+    assert queued(store) == []
+
+
+def reserved_ticket(store: RedisTicketLockStore) -> Ticket:
+    found = store.get_lock(CONVERSATION)
+    assert found is not None and len(found.tickets) == 1
+    return found.tickets[0]
+
+
 async def test_a_turn_longer_than_the_lease_keeps_its_lock(
     store: RedisTicketLockStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
