@@ -4,7 +4,11 @@
 1, 10, 50 and 200 conversations at once: messages answered per second, the p50 and
 p95 time from a patient's message to its reply, the errors, and at the end of each
 level every process's memory (RSS of its process tree) and PostgreSQL's connections
-to the assistant's database (pg_stat_activity).
+to the assistant's database (pg_stat_activity), and the CPU time each process (tree)
+spent per answered message during the level, the benchmark's own process (the
+patients and the Twilio fake) included. Their sum is what one message costs the
+machine: with ``os.cpu_count()`` cores, ``1000 * cores / total`` messages/s is the
+most the profile could answer there, however the work were spread.
 
 Both profiles are driven the same way, as patients reach the scaled one: SMS through
 the Twilio webhook, signed, the replies captured by a loopback fake of Twilio's API
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -59,7 +64,7 @@ from scripts.chaos import (  # noqa: E402
     scaled_profile,
 )
 from scripts.faults import ACCOUNT_SID, AUTH_TOKEN  # noqa: E402
-from scripts.launcher import Servers  # noqa: E402
+from scripts.launcher import Servers, session_pids  # noqa: E402
 from scripts.run_scaled import DATABASE  # noqa: E402
 from tests.fakes.twilio_api import FakeTwilioApi  # noqa: E402
 
@@ -89,6 +94,19 @@ class Level:
     p95_ms: Optional[float]
     rss_mb: Dict[str, float] = field(default_factory=dict)
     pg_connections: Optional[int] = None
+    # CPU ms per answered message, per process tree and "bench" (this process).
+    cpu_ms: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_ms_total(self) -> float:
+        """What one answered message cost the machine, in CPU ms."""
+        return round(sum(self.cpu_ms.values()), 1)
+
+    @property
+    def ceiling(self) -> float:
+        """The most messages/s this machine's cores could answer at that cost."""
+        total = self.cpu_ms_total
+        return round(1000 * (os.cpu_count() or 1) / total, 1) if total else 0.0
 
 
 @dataclass
@@ -99,6 +117,7 @@ class Running:
     servers: int  # Rasa servers, to warm each up
     memory: Callable[[], Dict[str, float]]  # RSS per process, MB
     connections: Callable[[], Optional[int]]
+    leaders: Callable[[], Dict[str, int]]  # each process's pid (its tree's leader)
 
 
 async def conversation(
@@ -168,12 +187,68 @@ async def measure(
         for index in range(WARM_UP * running.servers):
             await patients.text(new_phone(), texts[index % len(texts)])
         for level in levels:
+            before = cpu_seconds(running.leaders())
             result = await run_level(patients, texts, level, cap_s, name)
+            spent = cpu_seconds(running.leaders())
+            answered = max(result.answered, 1)
+            result.cpu_ms = {
+                process: round(1000 * (used - before.get(process, 0.0)) / answered, 1)
+                for process, used in spent.items()
+            }
             result.rss_mb = running.memory()
             result.pg_connections = running.connections()
             results.append(result)
             print(row(result), flush=True)
     return results
+
+
+def cpu_seconds(leaders: Dict[str, int]) -> Dict[str, float]:
+    """CPU seconds (user and system) each process tree has used so far.
+
+    A tree's exited processes count through their parent's children times; "bench"
+    is this process (the patients and the Twilio fake's thread).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = process_stats()
+    used: Dict[str, float] = {}
+    for name, leader in leaders.items():
+        tree = {leader, *session_pids(leader), *descendants(leader, stats)}
+        # After "pid (comm) ", fields 14-17 (utime, stime, cutime, cstime).
+        ticks = (sum(int(v) for v in stats[pid][11:15]) for pid in tree if pid in stats)
+        used[name] = sum(ticks) / tick
+    own = os.times()
+    used["bench"] = own.user + own.system
+    return used
+
+
+def process_stats() -> Dict[int, List[str]]:
+    """Every process's ``/proc/<pid>/stat`` fields after its name, by pid."""
+    found: Dict[int, List[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            found[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()
+    return found
+
+
+def descendants(leader: int, stats: Dict[int, List[str]]) -> List[int]:
+    """``leader``'s children, their children, and so on.
+
+    PostgreSQL's backends each start a session of their own: its session is not
+    its tree.
+    """
+    children: Dict[int, List[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    found, todo = [], list(children.get(leader, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
 
 
 def mb(pid: int) -> float:
@@ -194,6 +269,7 @@ def embedded(twilio: FakeTwilioApi, state: Path) -> Iterator[Running]:
                 "actions": mb(servers.actions.pid),
             },
             connections=lambda: None,
+            leaders=lambda: {"rasa": servers.rasa.pid, "actions": servers.actions.pid},
         )
 
 
@@ -212,6 +288,11 @@ def behind_nginx(
             leader = (postgres.data / "postmaster.pid").read_text().split()[0]
             return {**figures, "postgres": mb(int(leader))}
 
+        def leaders() -> Dict[str, int]:
+            found = {p.log.stem: p.pid for p in profile.processes if p.alive()}
+            leader = (postgres.data / "postmaster.pid").read_text().split()[0]
+            return {**found, "postgres": int(leader)}
+
         def connections() -> int:
             with admin.connect() as connection:
                 count = connection.execute(
@@ -226,6 +307,7 @@ def behind_nginx(
                 servers=rasa_servers,
                 memory=memory,
                 connections=connections,
+                leaders=leaders,
             )
         finally:
             admin.dispose()
@@ -259,8 +341,9 @@ def ms(value: Optional[float]) -> str:
 
 HEADER = (
     "| profile | conversations | sent | msgs/s | p50 ms | p95 ms | try again |"
-    " errors | PG connections | RSS MB (per process) |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    " errors | PG connections | RSS MB (per process) | CPU ms per message |"
+    " ceiling msgs/s |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"
 )
 
 
@@ -268,10 +351,12 @@ def row(level: Level) -> str:
     """One line of the markdown table."""
     memory = ", ".join(f"{name} {rss:.0f}" for name, rss in level.rss_mb.items())
     connections = "-" if level.pg_connections is None else str(level.pg_connections)
+    cpu = ", ".join(f"{name} {used:.0f}" for name, used in level.cpu_ms.items())
     return (
         f"| {level.profile} | {level.conversations} | {level.sent} |"
         f" {level.messages_per_s} | {ms(level.p50_ms)} | {ms(level.p95_ms)} |"
         f" {level.try_again} | {level.errors} | {connections} | {memory} |"
+        f" {cpu}; total {level.cpu_ms_total:.0f} | {level.ceiling} |"
     )
 
 
@@ -335,7 +420,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {"levels": [asdict(r) for r in results], "targets": verdicts}, indent=2
+            {
+                "levels": [
+                    {**asdict(r), "cpu_ms_total": r.cpu_ms_total, "ceiling": r.ceiling}
+                    for r in results
+                ],
+                "targets": verdicts,
+            },
+            indent=2,
         )
     )
     print(f"Figures: {out}")

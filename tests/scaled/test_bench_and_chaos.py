@@ -41,6 +41,10 @@ def test_bench_scale_measures_both_kinds_of_profile(tmp_path: Path) -> None:
     assert embedded["p95_ms"] > 0 and embedded["pg_connections"] is None
     assert scaled["pg_connections"] >= 1
     assert {"rasa-1", "actions-1", "nginx", "postgres"} <= set(scaled["rss_mb"])
+    # The Rasa server worked for its answers; so did the benchmark's patients.
+    assert {"rasa", "actions", "bench"} == set(embedded["cpu_ms"])
+    assert embedded["cpu_ms"]["rasa"] > 0 and scaled["cpu_ms"]["rasa-1"] > 0
+    assert scaled["cpu_ms_total"] > 0 and scaled["ceiling"] > 0
 
 
 def test_chaos_makes_a_fault_under_load_and_reports_it(tmp_path: Path) -> None:
