@@ -69,6 +69,7 @@ DB_USER = "clinic"
 DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_OVERFLOW = 10
 SPARE_CONNECTIONS = 20
+SANIC_BACKLOG = 1024  # below Linux's net.core.somaxconn (4096 here)
 SERVICE_TIMEOUT = 30.0
 # A part that stops by itself (a crash, kill -9) is started again, unless it
 # stopped this many times within RESTART_WINDOW seconds: then it is broken.
@@ -222,6 +223,11 @@ class ScaledProfile:
             **env,
             "RASA_TELEMETRY_ENABLED": "false",
             "SANIC_HOST": LOOPBACK,
+            # Connections a Rasa server's listening socket queues before its busy
+            # event loop accepts them (Rasa's default is 100). nginx opens one per
+            # request: 200 patients' texts at once overflowed it, and 29 webhook
+            # posts were reset (bench-scale, 1 server at 200 conversations).
+            "SANIC_BACKLOG": env.get("SANIC_BACKLOG") or str(SANIC_BACKLOG),
             "PYTHONPATH": str(ROOT),
             "VENV": env.get("VENV") or str(Path(sys.executable).parents[1]),
             "STATE_DIR": str(state_dir),
