@@ -64,7 +64,7 @@ from scripts.chaos import (  # noqa: E402
     scaled_profile,
 )
 from scripts.faults import ACCOUNT_SID, AUTH_TOKEN  # noqa: E402
-from scripts.launcher import Servers, session_pids  # noqa: E402
+from scripts.launcher import Servers, process_stats, session_pids  # noqa: E402
 from scripts.run_scaled import DATABASE  # noqa: E402
 from tests.fakes.twilio_api import FakeTwilioApi  # noqa: E402
 
@@ -115,7 +115,6 @@ class Running:
 
     webhook: str
     servers: int  # Rasa servers, to warm each up
-    memory: Callable[[], Dict[str, float]]  # RSS per process, MB
     connections: Callable[[], Optional[int]]
     leaders: Callable[[], Dict[str, int]]  # each process's pid (its tree's leader)
 
@@ -195,7 +194,7 @@ async def measure(
                 process: round(1000 * (used - before.get(process, 0.0)) / answered, 1)
                 for process, used in spent.items()
             }
-            result.rss_mb = running.memory()
+            result.rss_mb = {name: mb(pid) for name, pid in running.leaders().items()}
             result.pg_connections = running.connections()
             results.append(result)
             print(row(result), flush=True)
@@ -212,26 +211,13 @@ def cpu_seconds(leaders: Dict[str, int]) -> Dict[str, float]:
     stats = process_stats()
     used: Dict[str, float] = {}
     for name, leader in leaders.items():
-        tree = {leader, *session_pids(leader), *descendants(leader, stats)}
+        tree = {leader, *session_pids(leader, stats), *descendants(leader, stats)}
         # After "pid (comm) ", fields 14-17 (utime, stime, cutime, cstime).
         ticks = (sum(int(v) for v in stats[pid][11:15]) for pid in tree if pid in stats)
         used[name] = sum(ticks) / tick
     own = os.times()
     used["bench"] = own.user + own.system
     return used
-
-
-def process_stats() -> Dict[int, List[str]]:
-    """Every process's ``/proc/<pid>/stat`` fields after its name, by pid."""
-    found: Dict[int, List[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # exited meanwhile
-                continue
-            found[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()
-    return found
 
 
 def descendants(leader: int, stats: Dict[int, List[str]]) -> List[int]:
@@ -264,10 +250,6 @@ def embedded(twilio: FakeTwilioApi, state: Path) -> Iterator[Running]:
         yield Running(
             webhook=f"{servers.url}/webhooks/twilio/webhook",
             servers=1,
-            memory=lambda: {
-                "rasa": mb(servers.rasa.pid),
-                "actions": mb(servers.actions.pid),
-            },
             connections=lambda: None,
             leaders=lambda: {"rasa": servers.rasa.pid, "actions": servers.actions.pid},
         )
@@ -282,11 +264,6 @@ def behind_nginx(
     with scaled_profile(state, rasa_servers, action_servers, env) as profile:
         postgres = profile.postgres
         admin = sa.create_engine(postgres.url("postgres"))
-
-        def memory() -> Dict[str, float]:
-            figures = {p.log.stem: mb(p.pid) for p in profile.processes if p.alive()}
-            leader = (postgres.data / "postmaster.pid").read_text().split()[0]
-            return {**figures, "postgres": mb(int(leader))}
 
         def leaders() -> Dict[str, int]:
             found = {p.log.stem: p.pid for p in profile.processes if p.alive()}
@@ -305,7 +282,6 @@ def behind_nginx(
             yield Running(
                 webhook=f"{profile.url}/webhooks/twilio/webhook",
                 servers=rasa_servers,
-                memory=memory,
                 connections=connections,
                 leaders=leaders,
             )

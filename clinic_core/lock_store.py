@@ -129,8 +129,12 @@ class Reservation:
     def __enter__(self) -> Reservation:
         self._token = _RESERVED.set(self)
         if self.ticket is not None:
+            # Past the wait it lapses a lease later, and its turn, if it ever
+            # starts, fails with LockError as a turn that waited too long.
             self._renewing = asyncio.ensure_future(
-                self.store.keep_reserved(self.conversation_id, self.ticket)
+                self.store.keep_alive(
+                    self.conversation_id, self.ticket, self.store.wait_seconds
+                )
             )
         return self
 
@@ -218,23 +222,6 @@ class RedisTicketLockStore(LockStore):
             ticket = None
         return Reservation(self, conversation_id, ticket)
 
-    async def keep_reserved(self, conversation_id: str, ticket: int) -> None:
-        """Renews a reserved ticket until its turn takes it, for at most the wait.
-
-        Past ``LOCK_WAIT_SECONDS`` it lapses a lease later, and its turn, if it
-        ever starts, fails with ``LockError`` as a turn that waited too long.
-        """
-        ends = time.monotonic() + self.wait_seconds
-        while time.monotonic() < ends:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            try:
-                if self._renewed(conversation_id, ticket) < 0:
-                    return  # expired already: nothing to keep
-            except redis.RedisError as error:  # the next renewal may succeed
-                logger.warning(
-                    "A reserved ticket was not renewed: %s.", type(error).__name__
-                )
-
     def _renewed(self, conversation_id: str, ticket: int) -> int:
         """1 if ``ticket`` is served now, 0 if it waits, -1 if it has expired."""
         args = [*self._lease_args(LEASE_SECONDS), ticket]
@@ -296,7 +283,7 @@ class RedisTicketLockStore(LockStore):
         try:
             await self._wait_for_turn(conversation_id, ticket, wait_time_in_seconds)
             renewing = asyncio.ensure_future(
-                self._keep_alive(conversation_id, ticket, lock_lifetime)
+                self.keep_alive(conversation_id, ticket, lock_lifetime)
             )
             try:
                 yield TicketLock(conversation_id)
@@ -328,19 +315,23 @@ class RedisTicketLockStore(LockStore):
                 raise LockError("The conversation's earlier messages took too long.")
             await asyncio.sleep(interval)
 
-    async def _keep_alive(
+    async def keep_alive(
         self, conversation_id: str, ticket: int, lifetime: float
     ) -> None:
-        """Renews the served ticket until the turn ends or its lifetime is over."""
+        """Renews ``ticket`` every third of the lease, for ``lifetime`` seconds.
+
+        Cancelled when its holder is done with it: a turn that ends, a reserved
+        ticket its turn takes. Stops early if the ticket has expired (renewing
+        cannot bring it back).
+        """
         ends = time.monotonic() + lifetime
         while time.monotonic() < ends:
             await asyncio.sleep(LEASE_SECONDS / 3)
             try:
-                self._renewed(conversation_id, ticket)
+                if self._renewed(conversation_id, ticket) < 0:
+                    return
             except redis.RedisError as error:  # the next renewal may succeed
-                logger.warning(
-                    "A turn's ticket was not renewed: %s.", type(error).__name__
-                )
+                logger.warning("A ticket was not renewed: %s.", type(error).__name__)
 
     def give_back(self, conversation_id: str, ticket: int) -> None:
         """Gives ``ticket`` back; if Redis fails, it expires after its lease."""

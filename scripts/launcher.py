@@ -93,24 +93,34 @@ def free_port(preferred: int = 0, taken: Sequence[int] = ()) -> int:
     raise OSError(f"no free loopback port near {preferred}")
 
 
-def session_pids(leader: int) -> List[int]:
-    """The processes of the session ``leader`` started (it and all its descendants).
+def process_stats() -> Dict[int, List[str]]:
+    """Every process's ``/proc/<pid>/stat`` fields after ``pid (comm)``, by pid.
 
-    Every process here starts in a new session, which its children inherit, so this
-    is its whole tree, children re-parented to init included.
+    The fields start with state, ppid, pgrp, session (``comm`` may hold spaces).
     """
-    pids = []
+    found: Dict[int, List[str]] = {}
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit():
             continue
         try:
             stat = (proc_dir / "stat").read_text()
-            # After "pid (comm) ": state, ppid, pgrp, session; comm may hold spaces.
-            if int(stat[stat.rindex(")") + 2 :].split()[3]) == leader:
-                pids.append(int(proc_dir.name))
-        except (OSError, ValueError):  # it exited while being read
+        except OSError:  # it exited while being read
             continue
-    return pids
+        found[int(proc_dir.name)] = stat[stat.rindex(")") + 2 :].split()
+    return found
+
+
+def session_pids(
+    leader: int, stats: Optional[Dict[int, List[str]]] = None
+) -> List[int]:
+    """The processes of the session ``leader`` started (it and all its descendants).
+
+    Every process here starts in a new session, which its children inherit, so this
+    is its whole tree, children re-parented to init included. ``stats``: a
+    :func:`process_stats` already read.
+    """
+    stats = process_stats() if stats is None else stats
+    return [pid for pid, fields in stats.items() if int(fields[3]) == leader]
 
 
 def signal_tree(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

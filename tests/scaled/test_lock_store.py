@@ -282,32 +282,44 @@ def test_without_redis_nothing_is_reserved(server: Redis) -> None:
 # Lifetimes and the bounded wait.
 
 
-def hold_forever(config: EndpointConfig, lease: float) -> None:
-    """In a process of its own: takes the conversation's turn and never ends it."""
+def hold_forever(config: EndpointConfig, lease: float, reserved: bool) -> None:
+    """In a process of its own: holds the conversation's ticket and never lets go.
+
+    ``reserved``: a ticket reserved for a message that waits for its server's
+    earlier message of the number; else a turn that never ends.
+    """
     lock_store.LEASE_SECONDS = lease
     store = RedisTicketLockStore(config)
 
     async def hold() -> None:
-        async with store.lock(CONVERSATION):
-            store.red.set(f"{store.prefix}held", 1)
-            await asyncio.sleep(600)
+        store.red.set(f"{store.prefix}held", 1)
+        await asyncio.sleep(600)
 
-    asyncio.run(hold())
+    async def hold_ticket() -> None:
+        if reserved:
+            with store.reserve(CONVERSATION):
+                await hold()
+        else:
+            async with store.lock(CONVERSATION):
+                await hold()
+
+    asyncio.run(hold_ticket())
 
 
-async def test_a_killed_servers_turn_passes_on_after_the_lease(
-    store: RedisTicketLockStore,
-    config: EndpointConfig,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(lock_store, "LEASE_SECONDS", 1.0)
+async def wait_after_killing_the_holder(
+    store: RedisTicketLockStore, config: EndpointConfig, reserved: bool, alive: float
+) -> float:
+    """Seconds the next turn waits once a holder (:func:`hold_forever`) is killed.
+
+    The holder has renewed its ticket for ``alive`` seconds, past its 1 s lease.
+    """
     holder = multiprocessing.get_context("spawn").Process(
-        target=hold_forever, args=(config, 1.0)
+        target=hold_forever, args=(config, 1.0, reserved)
     )
     holder.start()
     try:
         await until(lambda: bool(store.red.get(f"{store.prefix}held")), 60)
-        await asyncio.sleep(1.5)  # alive: renewed past its lease
+        await asyncio.sleep(alive)  # alive: renewed past its lease
         assert len(queued(store)) == 1
         os.kill(holder.pid or 0, signal.SIGKILL)
         started = time.monotonic()
@@ -316,22 +328,18 @@ async def test_a_killed_servers_turn_passes_on_after_the_lease(
     finally:
         holder.kill()
         holder.join()
-    assert 0.3 < waited < 5
     assert queued(store) == []
+    return waited
 
 
-def reserve_and_wait(config: EndpointConfig, lease: float) -> None:
-    """In a process of its own: reserves the conversation's next ticket for a
-    message that waits for its server's earlier message of the number, forever."""
-    lock_store.LEASE_SECONDS = lease
-    store = RedisTicketLockStore(config)
-
-    async def wait() -> None:
-        with store.reserve(CONVERSATION):
-            store.red.set(f"{store.prefix}held", 1)
-            await asyncio.sleep(600)
-
-    asyncio.run(wait())
+async def test_a_killed_servers_turn_passes_on_after_the_lease(
+    store: RedisTicketLockStore,
+    config: EndpointConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lock_store, "LEASE_SECONDS", 1.0)
+    waited = await wait_after_killing_the_holder(store, config, False, 1.5)
+    assert 0.3 < waited < 5
 
 
 async def test_a_killed_servers_reserved_ticket_passes_on_after_the_lease(
@@ -342,23 +350,8 @@ async def test_a_killed_servers_reserved_ticket_passes_on_after_the_lease(
     monkeypatch.setenv("LOCK_WAIT_SECONDS", "6")
     monkeypatch.setattr(lock_store, "LEASE_SECONDS", 1.0)
     store = RedisTicketLockStore(config)
-    holder = multiprocessing.get_context("spawn").Process(
-        target=reserve_and_wait, args=(config, 1.0)
-    )
-    holder.start()
-    try:
-        await until(lambda: bool(store.red.get(f"{store.prefix}held")), 60)
-        await asyncio.sleep(2.5)  # alive: renewed past its lease
-        assert len(queued(store)) == 1
-        os.kill(holder.pid or 0, signal.SIGKILL)
-        started = time.monotonic()
-        async with store.lock(CONVERSATION):
-            waited = time.monotonic() - started
-    finally:
-        holder.kill()
-        holder.join()
+    waited = await wait_after_killing_the_holder(store, config, True, 2.5)
     assert waited < 3
-    assert queued(store) == []
 
 
 async def test_a_reserved_ticket_lapses_after_lock_wait_seconds(
